@@ -1,0 +1,1 @@
+"""Distilling the model's rationales into a compact contrastive reranker."""

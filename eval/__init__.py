@@ -1,0 +1,1 @@
+"""Dataset adapters, metrics, the evaluation harness and its reports."""

@@ -1,0 +1,1 @@
+"""Prompt templates kept as files, their loader and a version hash of each."""

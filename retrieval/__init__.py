@@ -1,0 +1,1 @@
+"""KB records, encoders, the Chroma store and multi-view candidate retrieval."""

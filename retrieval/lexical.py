@@ -1,0 +1,78 @@
+"""Lexical name matching: exact and IDF-weighted token overlap between a mention and names/aliases."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
+
+from retrieval.records import Entity
+
+_PARENTHETICAL = re.compile(r"\s*\([^)]*\)")
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    """Lower case, accents stripped, disambiguation brackets dropped: 'Fred (footballer)' → 'fred'."""
+    text = _PARENTHETICAL.sub("", text)
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return " ".join(_TOKEN.findall(text.lower()))
+
+
+def tokens(text: str) -> list[str]:
+    """The normalised word tokens of a text."""
+    return normalize(text).split()
+
+
+class LexicalIndex:
+    """An inverted index over entity names and aliases.
+
+    A query scores each entity by the IDF-weighted Dice overlap between the query's tokens and the
+    entity's best-matching name or alias; an exact normalised match scores 1. So "Temer" finds
+    "Michel Temer", and a rare surname outweighs a common first name.
+    """
+
+    def __init__(self, entities: Iterable[Entity]) -> None:
+        self._names: list[tuple[str, tuple[str, ...]]] = []  # (entity id, tokens of one name/alias)
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        self._exact: dict[str, list[int]] = defaultdict(list)
+        for entity in entities:
+            for label in dict.fromkeys([entity.name, *entity.aliases]):
+                toks = tuple(tokens(label))
+                if not toks:
+                    continue
+                slot = len(self._names)
+                self._names.append((entity.id, toks))
+                self._exact[" ".join(toks)].append(slot)
+                for tok in set(toks):
+                    self._postings[tok].append(slot)
+        total = max(len(self._names), 1)
+        self._idf = {tok: math.log(1 + total / len(slots)) for tok, slots in self._postings.items()}
+        self._unknown_idf = math.log(1 + total)
+
+    def __len__(self) -> int:
+        return len({eid for eid, _ in self._names})
+
+    def idf(self, token: str) -> float:
+        """Inverse document frequency of a token over all names and aliases."""
+        return self._idf.get(token, self._unknown_idf)
+
+    def search(self, query: str, k: int = 100) -> list[tuple[str, float]]:
+        """Entities whose names share tokens with the query, best first, as ``(id, score in [0, 1])``."""
+        q_toks = set(tokens(query))
+        if not q_toks:
+            return []
+        q_weight = sum(self.idf(t) for t in q_toks)
+        best: dict[str, float] = {}
+        for slot in {s for t in q_toks for s in self._postings.get(t, ())}:
+            eid, n_toks = self._names[slot]
+            shared = sum(self.idf(t) for t in q_toks.intersection(n_toks))
+            score = 2 * shared / (q_weight + sum(self.idf(t) for t in set(n_toks)))
+            if score > best.get(eid, 0.0):
+                best[eid] = score
+        for slot in self._exact.get(" ".join(tokens(query)), ()):
+            best[self._names[slot][0]] = 1.0
+        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]

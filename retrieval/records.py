@@ -1,0 +1,172 @@
+"""KB entity records: the pydantic contract and a validating JSON Lines loader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from retrieval.errors import KBError
+from retrieval.jsonl import iter_jsonl
+
+
+class Entity(BaseModel):
+    """One knowledge-base entity; ``image`` paths are resolved against the KB file's folder."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    description: str = ""
+    type: str | None = None
+    image: list[str] = Field(default_factory=list)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        # Numeric ids are common in public KBs; keep them as text so "42" and 42 are one id.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_as_list(cls, value: object) -> object:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _aliases_as_list(cls, value: object) -> object:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    def name_view(self) -> str:
+        """The text of the name view: the name followed by its aliases."""
+        return "; ".join([self.name, *[a for a in self.aliases if a and a != self.name]])
+
+    def description_view(self) -> str:
+        """The text of the description view: name, type and description together."""
+        head = self.name if not self.type else f"{self.name} ({self.type})"
+        return f"{head}. {self.description}".strip() if self.description else head
+
+    def content_hash(self) -> str:
+        """A stable hash of every field that shapes the entity's embeddings."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class SkippedLine:
+    """A KB line left out by ``skip_invalid``, with why."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class LoadedKB:
+    """Entities read from a KB file, and the lines skipped when invalid lines were allowed."""
+
+    path: Path
+    entities: list[Entity]
+    skipped: list[SkippedLine] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Entity]:
+        """Entities keyed by id."""
+        return {e.id: e for e in self.entities}
+
+
+def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool = True) -> LoadedKB:
+    """Load and validate a KB JSON Lines file; image paths come back absolute.
+
+    Raises :class:`KBError` naming the file, line and field of the first problem,
+    unless ``skip_invalid`` is set, in which case bad lines are collected in ``skipped``.
+    """
+    path = Path(path)
+    entities: list[Entity] = []
+    skipped: list[SkippedLine] = []
+    seen: dict[str, int] = {}
+
+    def reject(error: KBError) -> None:
+        if not skip_invalid:
+            raise error
+        skipped.append(SkippedLine(error.line or 0, str(error)))
+
+    for line, obj in _lines(path, skip_invalid, skipped):
+        try:
+            entity = _validate(path, line, obj)
+            if entity.id in seen:
+                raise KBError(path, f"duplicate id '{entity.id}' (first on line {seen[entity.id]})", line=line,
+                              field="id", fix="give every entity a unique id, or merge the two records")
+            if check_images:
+                entity.image = [_resolve_image(path, line, image) for image in entity.image]
+        except KBError as error:
+            reject(error)
+            continue
+        seen[entity.id] = line
+        entities.append(entity)
+    if not entities:
+        raise KBError(path, "the KB holds no valid entity",
+                      fix='add one JSON object a line, e.g. {"id": "Q76", "name": "Barack Obama"}')
+    return LoadedKB(path=path, entities=entities, skipped=skipped)
+
+
+def _lines(path: Path, skip_invalid: bool, skipped: list[SkippedLine]):
+    """Yield parsed lines; with ``skip_invalid`` a line of broken JSON is skipped, not fatal."""
+    if not skip_invalid:
+        yield from iter_jsonl(path, KBError)
+        return
+    # Parse line by line ourselves so one bad line does not end the file.
+    if not path.is_file():
+        raise KBError(path, "file not found", fix="check the path")
+    for number, obj in _tolerant_lines(path, skipped):
+        yield number, obj
+
+
+def _tolerant_lines(path: Path, skipped: list[SkippedLine]):
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError:
+            skipped.append(SkippedLine(number, f"{path}, line {number}: not UTF-8"))
+        except json.JSONDecodeError as exc:
+            skipped.append(SkippedLine(number, f"{path}, line {number}: invalid JSON ({exc.msg})"))
+
+
+def _validate(path: Path, line: int, obj: object) -> Entity:
+    if not isinstance(obj, dict):
+        raise KBError(path, f"expected a JSON object, got {type(obj).__name__}", line=line,
+                      fix='write one object a line, e.g. {"id": "Q76", "name": "Barack Obama"}')
+    try:
+        return Entity.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field_name = ".".join(str(p) for p in first["loc"]) or None
+        message = "is required but missing" if first["type"] == "missing" else first["msg"].lower()
+        raise KBError(path, message, line=line, field=field_name,
+                      fix=_FIXES.get(str(first["loc"][0]) if first["loc"] else "", "see the entity contract in the README")) from None
+
+
+_FIXES = {
+    "id": "give every entity a non-empty string id",
+    "name": "give every entity a non-empty name",
+    "aliases": "aliases is a list of strings",
+    "image": "image is a path relative to the KB file, or a list of them",
+    "description": "description is a string",
+    "type": "type is a string such as 'human'",
+}
+
+
+def _resolve_image(path: Path, line: int, image: str) -> str:
+    resolved = (path.parent / image).resolve()
+    if not resolved.is_file():
+        raise KBError(path, f"image file not found: {resolved}", line=line, field="image",
+                      fix="paths are relative to the KB file; fix the path or drop the field")
+    return str(resolved)

@@ -1,0 +1,69 @@
+"""Session-wide fixtures: real data paths, the text encoder (loaded once), a small real KB store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Model hubs are unreachable; make every library fail fast instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+pytest_plugins = ["tests.fixtures_vllm"] if (Path(__file__).parent / "fixtures_vllm.py").exists() else []
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real MEL data beside the checkout (../shared/data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATA}: CI keeps ../shared beside the checkout")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    """The default text encoder (all-MiniLM-L6-v2 from its package), loaded once per run."""
+    from retrieval.text_encoder import TextEncoder
+
+    encoder = TextEncoder()
+    encoder.encode(["warm up"])
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def small_kb(shared_data: Path, tmp_path_factory) -> Path:
+    """A real 400-entity slice of the WikiMEL KB that holds the gold entities of the first dev mentions."""
+    from retrieval.jsonl import read_jsonl, write_jsonl
+
+    kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
+    dev = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]
+    gold = {row["answer"] for row in dev}
+    rows = [e for e in kb if e["id"] in gold] + [e for e in kb if e["id"] not in gold][:400 - len(gold)]
+    path = tmp_path_factory.mktemp("kb") / "kb.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_store(small_kb: Path, text_encoder, tmp_path_factory):
+    """An embedded Chroma store of the small KB (text views), built once per run."""
+    from retrieval.records import load_kb
+    from retrieval.store import KBStore
+
+    store = KBStore(tmp_path_factory.mktemp("store") / "chroma")
+    store.index(load_kb(small_kb).entities, text_encoder, progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
+def dev_slice(shared_data: Path) -> list[dict]:
+    """The first 60 WikiMEL dev mentions (their gold entities are in ``small_kb``)."""
+    from retrieval.jsonl import read_jsonl
+
+    return read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]

@@ -1,0 +1,125 @@
+"""The Chroma store: idempotent indexing, updates, deletions, resume, encoder checks, a real server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from retrieval.errors import EncoderMismatchError, StoreError
+from retrieval.factory import open_retriever, open_store
+from retrieval.records import Entity, load_kb
+from retrieval.search import QueryViews
+from retrieval.store import KBStore
+
+
+def entities(n: int, small_kb: Path) -> list[Entity]:
+    return load_kb(small_kb).entities[:n]
+
+
+def test_reindex_is_idempotent_and_tracks_changes(tmp_path: Path, small_kb: Path, text_encoder) -> None:
+    store = KBStore(tmp_path / "s")
+    kb = entities(40, small_kb)
+    first = store.index(kb, text_encoder, progress=False)
+    assert first.added == {"name": 40, "description": 40}
+    again = store.index(kb, text_encoder, progress=False)
+    assert again.unchanged == {"name": 40, "description": 40} and again.added == {"name": 0, "description": 0}
+
+    changed = [e.model_copy(update={"description": e.description + " Extra."}) if i == 0 else e
+               for i, e in enumerate(kb[:-3])]
+    third = store.index(changed, text_encoder, progress=False)
+    assert third.updated["description"] == 1 and third.updated["name"] == 1  # catalogue holds the description
+    assert third.deleted == {"name": 3, "description": 3}
+    assert store.count() == 37
+    assert store.get_entities([kb[0].id])[kb[0].id].description.endswith("Extra.")
+
+
+def test_interrupted_index_resumes(tmp_path: Path, small_kb: Path, text_encoder) -> None:
+    kb = entities(30, small_kb)
+
+    class Interrupting:
+        """The real encoder, interrupted (as by Ctrl-C) on its third call."""
+
+        name, spec = text_encoder.name, text_encoder.spec
+        calls = 0
+
+        def encode(self, texts):
+            Interrupting.calls += 1
+            if Interrupting.calls == 3:
+                raise KeyboardInterrupt
+            return text_encoder.encode(texts)
+
+    store = KBStore(tmp_path / "s")
+    with pytest.raises(KeyboardInterrupt):
+        store.index(kb, Interrupting(), batch_size=10, progress=False)
+    assert store.count("name") == 20
+    resumed = KBStore(tmp_path / "s").index(kb, text_encoder, batch_size=10, progress=False)
+    assert resumed.unchanged["name"] == 20 and resumed.added["name"] == 10
+    assert resumed.added["description"] == 30
+
+
+def test_store_refuses_another_encoder(small_store: KBStore, text_encoder) -> None:
+    with pytest.raises(EncoderMismatchError, match="was built with sentence-transformers"):
+        small_store.query("name", text_encoder.encode(["x"]), 5, "sentence-transformers:other:123")
+
+    class Other:
+        name, spec = "other-encoder", "/nowhere"
+
+    with pytest.raises(EncoderMismatchError, match="--rebuild"):
+        small_store.index(entities(2, Path()) if False else [Entity(id="Z", name="Z")], Other(), progress=False)
+
+
+def test_open_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="vplink kb index"):
+        open_store(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="holds no entities"):
+        open_store(tmp_path / "empty")
+    with pytest.raises(StoreError, match="no Chroma server answers"):
+        KBStore(f"http://127.0.0.1:{_free_port()}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    """A real `chroma run` server on 127.0.0.1."""
+    binary = shutil.which("chroma")
+    if binary is None:
+        pytest.fail("the `chroma` command (from the chromadb package) is not installed")
+    port = _free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    proc = subprocess.Popen([binary, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            KBStore(url)
+            break
+        except StoreError:
+            if proc.poll() is not None:
+                pytest.fail(f"chroma run exited with {proc.returncode}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_index_and_search_on_a_chroma_server(chroma_server: str, small_kb: Path, text_encoder) -> None:
+    kb = entities(50, small_kb)
+    report = KBStore(chroma_server).index(kb, text_encoder, progress=False)
+    assert report.added["name"] == 50
+    retriever = open_retriever(chroma_server)
+    target = kb[7]
+    found = retriever.search(QueryViews(mention=target.name, context=target.description), k=5)
+    assert found[0].id == target.id
+    assert KBStore(chroma_server).index(kb, text_encoder, progress=False).unchanged["name"] == 50

@@ -1,0 +1,23 @@
+"""The `vplink` command: one sub-command group per package, each dispatching to that package."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from retrieval.errors import VplinkError
+from vplink.cli_kb import kb_app
+
+app = typer.Typer(help="Link a marked region of a picture to a knowledge-base entity.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(kb_app, name="kb")
+
+
+def main() -> None:
+    """Run the CLI; a VplinkError prints its message (what is wrong and the fix), not a traceback."""
+    try:
+        app()
+    except VplinkError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(2)

@@ -1,0 +1,90 @@
+"""`vplink kb`: index a KB into Chroma and search it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+kb_app = typer.Typer(help="Index a knowledge base and search it.", no_args_is_help=True)
+console = Console()
+
+
+@kb_app.command("index")
+def index(
+    kb: Annotated[Path, typer.Argument(help="KB file, JSON Lines: id, name, aliases, description, type, image")],
+    store: Annotated[Optional[Path], typer.Option(help="Folder of the embedded Chroma store")] = None,
+    chroma_url: Annotated[Optional[str], typer.Option(help="A Chroma server instead, e.g. http://127.0.0.1:8000")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder")] = None,
+    image_encoder: Annotated[str, typer.Option(help="efficientnet-lite0, clip:/path/to/clip, or none")] = "efficientnet-lite0",
+    skip_invalid: Annotated[bool, typer.Option(help="Index the valid lines and report the others")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Drop the store's views and re-embed everything")] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    prefix: Annotated[str, typer.Option(help="Collection name prefix: several KBs can share one server")] = "vplink",
+) -> None:
+    """Embed every entity into one Chroma collection per view; re-running updates only what changed."""
+    from retrieval.records import load_kb
+    from retrieval.store import KBStore
+    from retrieval.text_encoder import TextEncoder
+
+    location = _location(store, chroma_url)
+    loaded = load_kb(kb, skip_invalid=skip_invalid)
+    for skipped in loaded.skipped:
+        console.print(f"[yellow]skipped[/] {skipped.reason}")
+    images = None
+    if image_encoder != "none" and any(e.image for e in loaded.entities):
+        from retrieval.image_encoders import load_image_encoder
+
+        images = load_image_encoder(image_encoder)
+    started = time.perf_counter()
+    report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model), images,
+                                                      batch_size=batch_size, rebuild=rebuild)
+    console.print(report.summary())
+    for problem in report.image_errors:
+        console.print(f"[yellow]image skipped[/] {problem}")
+    console.print(f"{len(loaded.entities)} entities indexed into {location} in {time.perf_counter() - started:.1f} s"
+                  + (f"; {len(loaded.skipped)} invalid lines skipped" if loaded.skipped else ""))
+
+
+@kb_app.command("search")
+def search(
+    store: Annotated[str, typer.Argument(help="Store folder or Chroma server URL")],
+    query: Annotated[str, typer.Argument(help="Context text, e.g. a caption")],
+    mention: Annotated[Optional[str], typer.Option(help="The mention, if there is one")] = None,
+    name: Annotated[Optional[list[str]], typer.Option(help="A name guess (repeatable)")] = None,
+    k: Annotated[int, typer.Option("-k", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,
+    prefix: Annotated[str, typer.Option()] = "vplink",
+) -> None:
+    """Print the top-k fused candidates for a query with their per-view ranks."""
+    from retrieval.factory import open_retriever
+    from retrieval.search import QueryViews
+
+    retriever = open_retriever(store, prefix=prefix)
+    started = time.perf_counter()
+    candidates = retriever.search(QueryViews(mention=mention, context=query, names=name or []), k=k)
+    elapsed = (time.perf_counter() - started) * 1000
+    if as_json:
+        typer.echo(json.dumps([c.model_dump(mode="json", exclude={"entity"}) | {
+            "description": c.entity.description if c.entity else ""} for c in candidates], ensure_ascii=False, indent=1))
+        return
+    table = Table(title=f"top {len(candidates)} for {query!r}" + (f" (mention {mention!r})" if mention else ""))
+    for column in ("#", "id", "name", "score", "ranks by channel", "description"):
+        table.add_column(column, overflow="fold")
+    for rank, cand in enumerate(candidates, start=1):
+        ranks = ", ".join(f"{ch}:{hit.rank}" for ch, hit in sorted(cand.hits.items(), key=lambda kv: kv[1].rank))
+        desc = cand.entity.description[:80] if cand.entity else ""
+        table.add_row(str(rank), cand.id, cand.name, f"{cand.score:.4f}", ranks, desc)
+    console.print(table)
+    console.print(f"[dim]{elapsed:.0f} ms[/]")
+
+
+def _location(store: Path | None, chroma_url: str | None) -> str:
+    if bool(store) == bool(chroma_url):
+        raise typer.BadParameter("give exactly one of --store DIR or --chroma-url URL")
+    return chroma_url or str(store)
