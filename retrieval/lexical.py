@@ -76,3 +76,25 @@ class LexicalIndex:
         for slot in self._exact.get(" ".join(tokens(query)), ()):
             best[self._names[slot][0]] = 1.0
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+
+def find_names(index: LexicalIndex, text: str, *, min_tokens: int = 2, max_tokens: int = 5) -> list[tuple[str, list[str]]]:
+    """KB names and aliases that occur verbatim in a text, in reading order, longest match first.
+
+    Returns ``(matched text, entity ids)`` pairs. Single-word names are left out by default: a
+    lone "Scott" in a caption is too ambiguous to call a name of the KB.
+    """
+    words = tokens(text)
+    found: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(words):
+        for size in range(min(max_tokens, len(words) - i), min_tokens - 1, -1):
+            span = " ".join(words[i:i + size])
+            slots = index._exact.get(span)
+            if slots:
+                found.append((span, list(dict.fromkeys(index._names[s][0] for s in slots))))
+                i += size
+                break
+        else:
+            i += 1
+    return found

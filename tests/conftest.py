@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-pytest_plugins = ["tests.fixtures_vllm"] if (Path(__file__).parent / "fixtures_vllm.py").exists() else []
+pytest_plugins = ["tests.fixtures_vllm"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -7,11 +7,17 @@ import sys
 import typer
 
 from retrieval.errors import VplinkError
+from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app
+from vplink.cli_link import link
+from vplink.cli_llm import llm_app
 
 app = typer.Typer(help="Link a marked region of a picture to a knowledge-base entity.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(kb_app, name="kb")
+app.add_typer(llm_app, name="llm")
+app.add_typer(eval_app, name="eval")
+app.command("link")(link)
 
 
 def main() -> None:

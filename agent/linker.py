@@ -1,0 +1,124 @@
+"""The `Linker`: the object a user or a notebook holds to link regions of pictures to KB entities."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from agent.graph import build_graph
+from agent.llm_client import LLMClient, LLMConfig
+from agent.nodes import LinkerConfig, LinkerNodes
+from agent.query import LinkQuery
+from agent.reranker import Reranker, RetrievalScoreReranker
+from agent.state import LinkResult, LinkState
+from retrieval.factory import open_retriever
+from retrieval.search import MultiViewRetriever
+
+
+class Linker:
+    """Links a box on a picture (and optional caption and mention) to ranked KB entities."""
+
+    def __init__(self, retriever: MultiViewRetriever, *, llm: LLMClient | None = None,
+                 reranker: Reranker | None = None, config: LinkerConfig | None = None,
+                 checkpoint: str | Path | None = None) -> None:
+        self.retriever = retriever
+        self.llm = llm
+        self.reranker = reranker or RetrievalScoreReranker()
+        self.config = config or LinkerConfig()
+        self.nodes = LinkerNodes(retriever, self.reranker, self.config, llm)
+        self._checkpointer = _sqlite_saver(checkpoint) if checkpoint else None
+        self.graph = build_graph(self.nodes, self._checkpointer)
+
+    @classmethod
+    def open(cls, store: str | Path, *, llm_url: str | None = None, llm_model: str | None = None,
+             vision: bool = False, reranker: Reranker | None = None, config: LinkerConfig | None = None,
+             checkpoint: str | Path | None = None, text_model: str | Path | None = None,
+             image_encoder: str | None = None, llm_config: LLMConfig | None = None) -> Linker:
+        """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given."""
+        config = config or LinkerConfig()
+        image = image_encoder if config.image_retrieval else "none"
+        retriever = open_retriever(store, text_model=text_model, image_encoder=image)
+        llm = None
+        if llm_config is not None or llm_url:
+            llm = LLMClient(llm_config or LLMConfig(url=llm_url, model=llm_model, vision=vision))
+            _ = llm.model  # fail now, with the fix, when no server answers at that URL
+        return cls(retriever, llm=llm, reranker=reranker, config=config, checkpoint=checkpoint)
+
+    # ------------------------------------------------------------------ linking
+
+    def link(self, image: str | Path | None = None, *, box: Sequence[float] | str | None = None,
+             text: str | None = None, mention: str | None = None, id: str | None = None) -> LinkResult:
+        """Link one region (``box`` in pixels, or None for the whole picture) of ``image``."""
+        return self.link_query(_query(image, box, text, mention, id))
+
+    def link_query(self, query: LinkQuery) -> LinkResult:
+        """Link a :class:`LinkQuery`; with a checkpoint, a finished query is not run again."""
+        config = self._run_config(query)
+        if config is not None:
+            snapshot = self.graph.get_state(config)
+            if snapshot.values and not snapshot.next:
+                return to_result(snapshot.values)
+            if snapshot.values:  # interrupted mid-way: go on from the last finished step
+                return to_result(self.graph.invoke(None, config))
+        return to_result(self.graph.invoke({"query": query, "notes": [], "timings_ms": {}}, config))
+
+    def link_many(self, queries: Sequence[LinkQuery], *, concurrency: int = 4) -> list[LinkResult]:
+        """Link many queries with bounded concurrency (the model server batches concurrent requests)."""
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            return list(pool.map(self.link_query, queries))
+
+    def stream(self, image: str | Path | None = None, *, box: Sequence[float] | str | None = None,
+               text: str | None = None, mention: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(node, update)`` as each step finishes."""
+        query = _query(image, box, text, mention, None)
+        for chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}}, stream_mode="updates"):
+            yield from chunk.items()
+
+    def mermaid(self) -> str:
+        """The workflow as Mermaid text (drawn locally, no web service)."""
+        return self.graph.get_graph().draw_mermaid()
+
+    def _run_config(self, query: LinkQuery) -> dict[str, Any] | None:
+        if self._checkpointer is None:
+            return None
+        if not query.id:
+            raise ValueError("a checkpointed linker needs a query id to resume by")
+        return {"configurable": {"thread_id": query.id}}
+
+    def versions(self) -> dict[str, Any]:
+        """The models and prompts this linker runs with, for reports."""
+        from prompts.loader import prompt_versions
+
+        return {"text_encoder": self.retriever.text_encoder.name,
+                "image_encoder": getattr(self.retriever.image_encoder, "name", None),
+                "llm": self.llm.model if self.llm else None, "reranker": self.reranker.name,
+                "prompts": prompt_versions()}
+
+
+def _query(image, box, text, mention, id) -> LinkQuery:
+    if isinstance(box, str):
+        from agent.visual_prompt import parse_box
+
+        box = parse_box(box)
+    return LinkQuery(id=id or "", image=str(image) if image else None, box=list(box) if box else None,
+                     text=text, mention=mention)
+
+
+def to_result(state: LinkState) -> LinkResult:
+    """The user-facing result of a finished workflow state."""
+    return LinkResult(query=state["query"], ranking=state.get("ranking") or [], nil=bool(state.get("nil")),
+                      description=state.get("description"), judgement=state.get("judgement"),
+                      evidence=state.get("evidence"), evidence_text=state.get("evidence_text", ""),
+                      used_model=state.get("used_model"), notes=list(state.get("notes") or []),
+                      timings_ms=dict(state.get("timings_ms") or {}))
+
+
+def _sqlite_saver(path: str | Path):
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # One connection shared by worker threads; SqliteSaver serialises access with its own lock.
+    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))

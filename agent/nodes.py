@@ -1,0 +1,210 @@
+"""The workflow's steps. Each node reads the state and returns only the keys it changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.caption_names import caption_evidence_text, caption_names, position_guess
+from agent.llm_client import LLMClient, LLMError
+from agent.reranker import Reranker
+from agent.state import Description, Judgement, LinkState, RankedEntity
+from prompts.loader import load_prompt
+from retrieval.search import MultiViewRetriever, QueryViews
+
+
+class LinkerConfig(BaseModel):
+    """Knobs of the workflow."""
+
+    k: int = Field(default=20, ge=1, description="candidates kept after retrieval")
+    reflect_margin: float = Field(default=0.1, ge=0, description="relative top-1/top-2 margin under which to reflect")
+    reflect_top: int = Field(default=5, ge=2, description="candidates shown to the model when reflecting")
+    max_reflections: int = Field(default=1, ge=0, le=3)
+    nil_threshold: float | None = Field(default=None, description="top score under which the answer is NIL")
+    evidence_tools: list[str] = Field(default_factory=lambda: ["geometry", "faces", "ocr", "labels"])
+    image_retrieval: bool = True
+    describe_max_tokens: int = Field(default=320, ge=32)
+    reflect_max_tokens: int = Field(default=256, ge=32)
+
+
+def timed(name: str) -> Callable:
+    """Record a node's wall time in ``timings_ms`` under its name."""
+    def wrap(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        @wraps(fn)
+        def run(self, state: LinkState) -> dict[str, Any]:
+            started = time.perf_counter()
+            update = fn(self, state)
+            spent = (time.perf_counter() - started) * 1000
+            timings = dict(update.get("timings_ms", {}))
+            timings[name] = timings.get(name, 0.0) + spent + state.get("timings_ms", {}).get(name, 0.0)
+            return {**update, "timings_ms": timings}
+        return run
+    return wrap
+
+
+class LinkerNodes:
+    """The resources the nodes share (retriever, model client, reranker, evidence tools) and the nodes."""
+
+    def __init__(self, retriever: MultiViewRetriever, reranker: Reranker, config: LinkerConfig,
+                 llm: LLMClient | None = None, evidence_tools: Any = None) -> None:
+        self.retriever = retriever
+        self.reranker = reranker
+        self.config = config
+        self.llm = llm
+        self.tools = evidence_tools
+        self.describe_prompt = load_prompt("describe")
+        self.reflect_prompt = load_prompt("reflect")
+
+    # -------------------------------------------------------------- prepare
+
+    @timed("prepare")
+    def prepare(self, state: LinkState) -> dict[str, Any]:
+        """Load the picture, check the box, run the evidence tools, and find the names the caption lists."""
+        query = state["query"]
+        evidence: dict[str, Any] | None = None
+        parts: list[str] = []
+        if query.image:
+            from agent.evidence.collect import collect_evidence
+            from agent.visual_prompt import box_on_image
+            from retrieval.images import load_image
+
+            image = load_image(query.image)
+            box_on_image(image, query.box)  # refuses a bad box before any model runs
+            found = collect_evidence(image, query.box, tools=self.config.evidence_tools, toolbox=self.tools)
+            evidence = found.model_dump(mode="json")
+            parts.append(found.to_prompt_text())
+        names = caption_names(self.retriever.lexical, query.text)
+        guess = position_guess(names, evidence)
+        parts.append(caption_evidence_text(names, guess, evidence))
+        if evidence is not None:
+            evidence["caption_names"] = [span for span, _ in names]
+            evidence["position_guess"] = guess
+        return {"evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none"}
+
+    # -------------------------------------------------------------- describe
+
+    @timed("describe")
+    def describe(self, state: LinkState) -> dict[str, Any]:
+        """Ask the model what the marked region shows; without a model, say so and go on."""
+        if self.llm is None:
+            return {"description": None, "used_model": None,
+                    "notes": ["no model server: linked on evidence and text alone"]}
+        query = state["query"]
+        images = self._images(query) if self.llm.config.vision else []
+        messages = self.describe_prompt.render(
+            image_note=("The first picture has the region boxed in red; the second is the region zoomed in."
+                        if images else "You cannot see the picture; rely on the evidence and the caption."),
+            evidence=state.get("evidence_text") or "none", caption=query.text or "(none)",
+            mention=query.mention or "(none: the box is the mention)")
+        try:
+            description, info = self.llm.complete_structured(messages, Description, images=images,
+                                                             max_tokens=self.config.describe_max_tokens)
+        except LLMError as error:
+            return {"description": None, "used_model": self.llm.config.model,
+                    "notes": [f"the model's description failed, linked without it: {error}"]}
+        notes = [f"description repaired after {info.attempts} attempt(s)"] if info.repaired else []
+        return {"description": description, "used_model": info.model, "notes": notes}
+
+    def _images(self, query) -> list:
+        from agent.visual_prompt import crop_region, render_marked
+        from retrieval.images import load_image
+
+        if not query.image:
+            return []
+        image = load_image(query.image)
+        return [render_marked(image, query.box), crop_region(image, query.box)]
+
+    # -------------------------------------------------------------- retrieve
+
+    def query_views(self, state: LinkState) -> QueryViews:
+        """The query views: mention, caption (+ text read in the box), model's guesses and description."""
+        query, description = state["query"], state.get("description")
+        evidence = state.get("evidence") or {}
+        ocr = " ".join(line.get("text", "") for line in (evidence.get("ocr") or {}).get("lines", []))
+        context = " ".join(t for t in (query.text, ocr) if t) or None
+        names = list(description.names) if description else []
+        guess = evidence.get("position_guess")
+        if guess and guess not in names:
+            names.append(guess)  # the caption-order inference is weaker than the model's own guesses
+        image = None
+        if query.image and self.config.image_retrieval and self.retriever.image_encoder is not None:
+            from agent.visual_prompt import crop_region
+            from retrieval.images import load_image
+
+            image = crop_region(load_image(query.image), query.box)
+        return QueryViews(mention=query.mention, context=context, names=names,
+                          description=description.as_query_text() if description else None, image=image)
+
+    @timed("retrieve")
+    def retrieve(self, state: LinkState) -> dict[str, Any]:
+        """Candidates from the store, fused over every query view."""
+        views = self.query_views(state)
+        if views.is_empty():
+            return {"candidates": [], "notes": ["nothing to search with: no text, no name guess, no image"]}
+        return {"candidates": self.retriever.search(views, k=self.config.k)}
+
+    # -------------------------------------------------------------- rerank
+
+    @timed("rerank")
+    def rerank(self, state: LinkState) -> dict[str, Any]:
+        """Score every candidate with the reranker and sort."""
+        candidates = state.get("candidates") or []
+        scores = self.reranker.score(state["query"], state.get("description"), state.get("evidence_text", ""),
+                                     candidates) if candidates else []
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+        ranking = [RankedEntity(id=candidates[i].id, name=candidates[i].name, score=round(float(scores[i]), 6),
+                                description=candidates[i].entity.description if candidates[i].entity else "",
+                                retrieval_score=candidates[i].score,
+                                hits={ch: h.model_dump() for ch, h in candidates[i].hits.items()}) for i in order]
+        return {"ranking": ranking, "scores": [float(s) for s in scores]}
+
+    # -------------------------------------------------------------- decide / reflect
+
+    def needs_reflection(self, state: LinkState) -> bool:
+        """Whether the top two are too close to call and the model can still be asked once more."""
+        ranking = state.get("ranking") or []
+        if self.llm is None or len(ranking) < 2 or state.get("reflections", 0) >= self.config.max_reflections:
+            return False
+        top, second = ranking[0].score, ranking[1].score
+        return top <= 0 or (top - second) / abs(top) < self.config.reflect_margin
+
+    @timed("decide")
+    def decide(self, state: LinkState) -> dict[str, Any]:
+        """NIL when the top score is under the calibrated threshold; otherwise keep the ranking."""
+        ranking = state.get("ranking") or []
+        if not ranking:
+            return {"nil": True}
+        judgement = state.get("judgement")
+        if judgement is not None and judgement.choice.upper() == "NIL" and self.config.nil_threshold is not None:
+            return {"nil": True}
+        threshold = self.config.nil_threshold
+        return {"nil": threshold is not None and ranking[0].score < threshold}
+
+    @timed("reflect")
+    def reflect(self, state: LinkState) -> dict[str, Any]:
+        """Show the model the close candidates and let it choose, with reasons; its choice moves to the top."""
+        query, ranking = state["query"], list(state.get("ranking") or [])
+        shown = ranking[: self.config.reflect_top]
+        listing = "\n".join(f"- {r.id}: {r.name}. {r.description[:160]}" for r in shown)
+        description = state.get("description")
+        messages = self.reflect_prompt.render(
+            description=description.as_query_text() if description else "(no description)",
+            evidence=state.get("evidence_text") or "none", caption=query.text or "(none)",
+            mention=query.mention or "(none: the box is the mention)", candidates=listing)
+        reflections = state.get("reflections", 0) + 1
+        try:
+            judgement, _ = self.llm.complete_structured(messages, Judgement, max_tokens=self.config.reflect_max_tokens)
+        except LLMError as error:
+            return {"reflections": reflections, "notes": [f"reflection failed, kept the ranking: {error}"]}
+        chosen = next((r for r in shown if r.id == judgement.choice), None)
+        if chosen is None:
+            note = "the model chose NIL" if judgement.choice.upper() == "NIL" else \
+                f"the model chose {judgement.choice!r}, not a shown candidate; kept the ranking"
+            return {"reflections": reflections, "judgement": judgement, "notes": [note]}
+        reordered = [chosen] + [r for r in ranking if r.id != chosen.id]
+        return {"reflections": reflections, "judgement": judgement, "ranking": reordered,
+                "notes": [f"reflection chose {chosen.name} ({chosen.id})"]}

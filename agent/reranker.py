@@ -1,0 +1,33 @@
+"""The reranker protocol the `rerank` node is handed, and the default that keeps retrieval's order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from agent.query import LinkQuery
+from agent.state import Description
+from retrieval.search import Candidate
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Scores every (query, candidate) pair; higher is better. Implemented by the distilled scorer."""
+
+    name: str
+
+    def score(self, query: LinkQuery, description: Description | None, evidence_text: str,
+              candidates: Sequence[Candidate]) -> list[float]:
+        """One score per candidate, in the candidates' order."""
+        ...
+
+
+class RetrievalScoreReranker:
+    """Keeps the fused retrieval scores: the rerank step until a distilled scorer is given."""
+
+    name = "retrieval-rrf"
+
+    def score(self, query: LinkQuery, description: Description | None, evidence_text: str,
+              candidates: Sequence[Candidate]) -> list[float]:
+        """The candidates' own fused scores."""
+        return [c.score for c in candidates]

@@ -1,0 +1,110 @@
+"""The typed records of the workflow: the model's description, ranked entities, and the final result."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.query import LinkQuery
+from retrieval.search import Candidate
+
+
+class Description(BaseModel):
+    """What the model says the marked region shows (the describe prompt's JSON schema)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    entity_type: str = Field(default="unknown", max_length=40)
+    names: list[str] = Field(default_factory=list, max_length=3)
+    evidence: list[str] = Field(default_factory=list, max_length=6)
+    rationale: str = Field(default="", max_length=800)
+    confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    def as_query_text(self) -> str:
+        """The description as one text for the description view: type, evidence and reasoning."""
+        parts = [self.entity_type] + list(self.evidence) + [self.rationale]
+        return ". ".join(p.strip().rstrip(".") for p in parts if p and p.strip())
+
+
+class Judgement(BaseModel):
+    """The reflect (and teacher judge) prompt's JSON schema: a choice among candidates, with reasons."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    choice: str = Field(description="a candidate id, or NIL")
+    rationale: str = Field(default="", max_length=800)
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class RankedEntity(BaseModel):
+    """One entity of the final ranking."""
+
+    id: str
+    name: str
+    score: float
+    description: str = ""
+    retrieval_score: float = 0.0
+    hits: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-channel rank and score")
+
+
+class LinkResult(BaseModel):
+    """What linking one query produced: the ranking (or NIL), what the model saw and said, and timings."""
+
+    query: LinkQuery
+    ranking: list[RankedEntity] = Field(default_factory=list)
+    nil: bool = False
+    description: Description | None = None
+    judgement: Judgement | None = None
+    evidence: dict[str, Any] | None = None
+    evidence_text: str = ""
+    used_model: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def top(self) -> RankedEntity | None:
+        """The best entity, or None when the result is NIL or empty."""
+        return None if self.nil or not self.ranking else self.ranking[0]
+
+    @property
+    def rationale(self) -> str:
+        """The model's reasoning: the reflect step's if it ran, else the description's."""
+        if self.judgement and self.judgement.rationale:
+            return self.judgement.rationale
+        return self.description.rationale if self.description else ""
+
+    def __repr__(self) -> str:
+        head = "NIL" if self.nil else (f"{self.top.name} ({self.top.id}, {self.top.score:.3f})" if self.top else "—")
+        others = ", ".join(f"{r.name} ({r.id})" for r in self.ranking[1:4])
+        model = self.used_model or "no model"
+        return f"<LinkResult {self.query.id or 'query'}: {head}; next: {others or '—'}; {model}; " \
+               f"{sum(self.timings_ms.values()):.0f} ms>"
+
+    __str__ = __repr__
+
+
+def merge_dicts(left: dict, right: dict) -> dict:
+    """State reducer: later nodes add keys to a dict (timings) instead of replacing it."""
+    return {**(left or {}), **(right or {})}
+
+
+class LinkState(TypedDict, total=False):
+    """The one state every node reads and writes. Images stay out: nodes reload them from the path,
+    so the SQLite checkpointer stores only small, serialisable values."""
+
+    query: LinkQuery
+    box: list[float] | None
+    evidence: dict[str, Any] | None
+    evidence_text: str
+    description: Description | None
+    candidates: list[Candidate]
+    scores: list[float]
+    ranking: list[RankedEntity]
+    nil: bool
+    judgement: Judgement | None
+    reflections: int
+    used_model: str | None
+    notes: Annotated[list[str], operator.add]
+    timings_ms: Annotated[dict[str, float], merge_dicts]

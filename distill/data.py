@@ -1,0 +1,91 @@
+"""Turning rationale records (and candidates at inference) into the student's input tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from distill.features import N_NUMERIC, FeatureCache, retrieval_features
+from distill.records import NIL, RationaleRecord
+from retrieval.records import Entity
+
+#: The keys of a batch the model reads; the others are training targets.
+MODEL_KEYS = ("q_mention", "q_caption", "q_visual", "q_visual_mask", "c_name", "c_desc", "numeric", "mask")
+
+
+def candidate_texts(entity: Entity | None, name: str) -> tuple[str, str]:
+    """The (name view, description view) texts of one candidate; a missing entity falls back to its name."""
+    if entity is None:
+        return name, name
+    return entity.name_view(), entity.description_view()
+
+
+@dataclass
+class Tensors:
+    """A whole dataset as padded tensors, and the record ids in row order."""
+
+    ids: list[str]
+    data: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, index: torch.Tensor | Sequence[int]) -> dict[str, torch.Tensor]:
+        """A batch of rows."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return {k: v[index] for k, v in self.data.items()}
+
+
+def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Entity], cache: FeatureCache, *,
+                  gold: Mapping[str, str | None] | None = None, k: int | None = None) -> Tensors:
+    """Encode records (queries, candidates, rationales) through the cache and pad them to ``k`` candidates.
+
+    Targets: the teacher's choice (``gold`` given: the gold answer); -1 when it is NIL or not shown.
+    """
+    k = k or max(len(r.candidates) for r in records)
+    n, d = len(records), cache.dim
+    qm = cache.encode([r.mention or r.text or "" for r in records])
+    qc = cache.encode([r.text or r.mention or "" for r in records])
+    rat = cache.encode([r.rationale or "" for r in records])
+    names: list[str] = []
+    descs: list[str] = []
+    slots: list[tuple[int, int]] = []
+    numeric = np.zeros((n, k, N_NUMERIC), dtype=np.float32)
+    mask = np.zeros((n, k), dtype=bool)
+    teacher = np.zeros((n, k), dtype=np.float32)
+    target = np.full(n, -1, dtype=np.int64)
+    for i, rec in enumerate(records):
+        views = {v.id: v for v in rec.retrieval}
+        for j, cid in enumerate(rec.candidates[:k]):
+            view = views.get(cid)
+            name_text, desc_text = candidate_texts(entities.get(cid), view.name if view else cid)
+            names.append(name_text)
+            descs.append(desc_text)
+            slots.append((i, j))
+            numeric[i, j] = retrieval_features(j, view.score if view else 0.0, view.hits if view else {})
+            mask[i, j] = True
+            teacher[i, j] = rec.scores.get(cid, 0.0)
+        shown = rec.candidates[:k]
+        answer = (gold or {}).get(rec.id) if gold is not None else (None if rec.choice == NIL else rec.choice)
+        if answer in shown:
+            target[i] = shown.index(answer)
+    cn = np.zeros((n, k, d), dtype=np.float32)
+    cd = np.zeros((n, k, d), dtype=np.float32)
+    if slots:
+        rows, cols = zip(*slots)
+        cn[rows, cols] = cache.encode(names)
+        cd[rows, cols] = cache.encode(descs)
+    data = {
+        "q_mention": torch.from_numpy(qm), "q_caption": torch.from_numpy(qc),
+        "q_visual": torch.zeros(n, d), "q_visual_mask": torch.zeros(n),  # WikiMEL-style records carry no image
+        "c_name": torch.from_numpy(cn), "c_desc": torch.from_numpy(cd), "numeric": torch.from_numpy(numeric),
+        "mask": torch.from_numpy(mask), "teacher": torch.from_numpy(teacher), "target": torch.from_numpy(target),
+        "rationale": torch.from_numpy(rat),
+        "has_rationale": torch.tensor([bool(r.rationale.strip()) for r in records]),
+        "has_teacher": torch.tensor([gold is None and r.choice != NIL for r in records]),
+        "teacher_nil": torch.tensor([r.choice == NIL for r in records]),
+    }
+    return Tensors(ids=[r.id for r in records], data=data)

@@ -1,0 +1,62 @@
+"""The teacher's output record (one per annotated example) and the compact answer schema it is asked for."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NIL = "NIL"
+
+
+class TeacherAnswer(BaseModel):
+    """The JSON schema the teacher decodes under: reasons first (they steer the choice), then the choice."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Short on purpose: CPU decoding is the bottleneck, and one or two sentences carry the decisive facts.
+    rationale: str = Field(default="", max_length=200)
+    choice: str = Field(description="a candidate id, or NIL")
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class CandidateView(BaseModel):
+    """A shown candidate with the retrieval signals the student also sees (fused score, per-channel hits)."""
+
+    id: str
+    name: str = ""
+    score: float = 0.0
+    hits: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class RationaleRecord(BaseModel):
+    """One annotated example: what the teacher saw (no gold), what it chose and why, and what it cost."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    mention: str | None = None
+    text: str | None = None
+    candidates: list[str] = Field(description="the candidate ids shown, in retrieval order")
+    retrieval: list[CandidateView] = Field(default_factory=list)
+    choice: str = Field(description="a shown candidate id, or NIL")
+    rationale: str = ""
+    scores: dict[str, float] = Field(default_factory=dict, description="one score in [0, 1] per shown id")
+    model: str
+    prompt_version: str
+    seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def is_nil(self) -> bool:
+        """Whether the teacher said no candidate fits."""
+        return self.choice == NIL
+
+    def teacher_ranking(self) -> list[str]:
+        """The shown ids ordered the teacher's way: its choice first, then its scores, ties in retrieval order."""
+        order = sorted(range(len(self.candidates)), key=lambda i: (-self.scores.get(self.candidates[i], 0.0), i))
+        ranked = [self.candidates[i] for i in order]
+        if self.choice in ranked:
+            ranked.remove(self.choice)
+            ranked.insert(0, self.choice)
+        return ranked

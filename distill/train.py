@@ -1,0 +1,296 @@
+"""Training the student on the teacher's rationales (or on gold answers, for reference), resumably.
+
+- Deterministic: every epoch shuffles with ``seed + epoch`` and the model is initialised from ``seed``, so a
+  resumed run continues exactly as an uninterrupted one would.
+- The dev split is chosen by a hash of each example id (stable when more rationales are appended).
+- Early stopping on dev: agreement with the teacher's choice (top-1 equals the teacher's non-NIL choice), or
+  gold Hits@1 when ``gold`` is given. Epoch 0 is the untrained model, logged for reference.
+- Every epoch writes ``checkpoint/`` (model and optimizer state as safetensors, progress as JSON) and a line
+  of ``metrics.jsonl``; the best epoch's weights are ``model.safetensors`` beside ``config.json``.
+- NIL threshold (``config.json: nil_threshold``), calibrated on dev with the best weights: when the dev split
+  holds both teacher-NIL and non-NIL examples, the top fused score that best separates them (balanced
+  accuracy of "NIL iff top score < threshold"); when the teacher never said NIL (WikiMEL: every mention is in
+  the KB), the ``nil_quantile`` quantile of the dev top scores, i.e. about that fraction of in-KB queries
+  would be called NIL. ``nil_source`` records which rule made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from distill.data import Tensors, build_tensors
+from distill.features import FeatureCache
+from distill.losses import DistillLoss, LossConfig
+from distill.records import RationaleRecord
+from distill.student import StudentConfig, StudentScorer, count_parameters
+from retrieval.errors import VplinkError
+from retrieval.jsonl import atomic_write, iter_jsonl, write_json
+from retrieval.records import Entity
+from retrieval.store import CATALOGUE_VIEW, KBStore
+
+FORMAT = "vplink-distilled-scorer/1"
+
+
+class TrainConfig(BaseModel):
+    """How to train the student."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = 0.01
+    batch_size: int = Field(default=64, ge=1)
+    seed: int = 0
+    dev_fraction: float = Field(default=0.15, gt=0, lt=1)
+    patience: int = Field(default=6, ge=1)
+    nil_quantile: float = Field(default=0.02, ge=0, le=1)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
+def load_rationales(path: str | Path) -> list[RationaleRecord]:
+    """Read a rationales file; the last record of a repeated id wins."""
+    records: dict[str, RationaleRecord] = {}
+    for line, obj in iter_jsonl(path):
+        try:
+            rec = RationaleRecord.model_validate(obj)
+        except Exception as exc:
+            raise VplinkError(f"{path}, line {line}: not a rationale record ({exc}). "
+                              "Fix: use a file written by `vplink distill annotate`") from None
+        if rec.candidates:
+            records[rec.id] = rec
+    if not records:
+        raise VplinkError(f"{path} holds no rationale record with candidates. Fix: run `vplink distill annotate`")
+    return list(records.values())
+
+
+def is_dev(example_id: str, fraction: float, seed: int) -> bool:
+    """Whether an example falls in the dev split (a hash of seed and id; stable as records are added)."""
+    h = int(hashlib.sha1(f"{seed}:{example_id}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: StudentScorer, tensors: Tensors, batch_size: int = 256) -> torch.Tensor:
+    """Fused scores [N, K] of a whole split (eval mode)."""
+    model.eval()
+    keys = ("q_mention", "q_caption", "q_visual", "q_visual_mask", "c_name", "c_desc", "numeric", "mask")
+    outs = [model({k: tensors.data[k][i:i + batch_size] for k in keys})["fused"]
+            for i in range(0, len(tensors), batch_size)]
+    return torch.cat(outs) if outs else torch.zeros(0, 0)
+
+
+def evaluate(scores: torch.Tensor, tensors: Tensors) -> dict[str, float]:
+    """Dev numbers: top-1 agreement with the target (teacher or gold), MRR of the target, and row count."""
+    target = tensors.data["target"]
+    keep = target >= 0
+    if not keep.any():
+        return {"agreement": 0.0, "mrr": 0.0, "n": 0}
+    s = scores[keep]
+    t = target[keep]
+    ranks = (s > s.gather(1, t[:, None])).sum(1) + 1
+    return {"agreement": float((ranks == 1).float().mean()), "mrr": float((1.0 / ranks.float()).mean()),
+            "n": int(keep.sum())}
+
+
+def calibrate_nil(scores: torch.Tensor, tensors: Tensors, quantile: float) -> tuple[float | None, str]:
+    """The NIL threshold and the rule that made it (see the module docstring)."""
+    if len(tensors) == 0:
+        return None, "none: empty dev split"
+    top = scores.max(dim=1).values.numpy()
+    nil = tensors.data["teacher_nil"].numpy()
+    if nil.any() and (~nil).any():
+        cands = np.unique(top)
+        cuts = np.concatenate([[cands[0] - 1e-6], (cands[:-1] + cands[1:]) / 2, [cands[-1] + 1e-6]])
+        best = max(cuts, key=lambda t: (0.5 * ((top[nil] < t).mean() + (top[~nil] >= t).mean()), -t))
+        return float(best), "teacher-nil-separation"
+    return float(np.quantile(top, quantile)), f"quantile-{quantile:g}"
+
+
+# ---------------------------------------------------------------- checkpoints (safetensors only)
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    state = opt.state_dict()
+    flat = {f"{i}.{name}": t.detach().clone().contiguous() for i, s in state["state"].items()
+            for name, t in s.items() if torch.is_tensor(t)}
+    meta = {"param_groups": json.dumps(state["param_groups"])}
+    _save(flat, path, meta)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    flat = load_file(str(path))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in flat.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def _fingerprint(config: TrainConfig, records: list[RationaleRecord], gold: Mapping | None) -> str:
+    # epochs and patience may change between runs: raising them continues the same run
+    digest = hashlib.sha1(config.model_dump_json(exclude={"epochs", "patience"}).encode())
+    for rec in records:
+        digest.update(rec.id.encode())
+    digest.update(b"gold" if gold is not None else b"teacher")
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- training
+
+def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], out_dir: str | Path, *, gold: Mapping[str, str | None] | None = None,
+          config: TrainConfig | None = None, cache_dir: str | Path | None = None, text_encoder=None,
+          progress: bool = True, **overrides) -> dict:
+    """Train (or resume training) a student from ``rationales_path``; write the scorer folder ``out_dir``.
+
+    ``gold`` ({example id: entity id}) switches the targets to gold answers and turns the teacher terms
+    (KL, rationale) off: the reference student. ``overrides`` set TrainConfig fields (epochs=, lr=, ...).
+    Returns a summary (best epoch, dev numbers, NIL threshold, sizes).
+    """
+    config = (config or TrainConfig()).model_copy(update=overrides)
+    if gold is not None:
+        config = config.model_copy(update={"loss": config.loss.model_copy(update={"kl": 0.0, "rationale": 0.0})})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_rationales(rationales_path)
+    if gold is not None:
+        records = [r for r in records if r.id in gold]
+    if text_encoder is None:
+        from retrieval.text_encoder import TextEncoder
+
+        text_encoder = TextEncoder(None if isinstance(store, Mapping) else store.encoder_spec(CATALOGUE_VIEW))
+    cache = FeatureCache(text_encoder, cache_dir if cache_dir is not None else out.parent / ".features")
+    wanted = sorted({c for r in records for c in r.candidates})
+    # a KBStore, or a plain {id: Entity} mapping (a KB read with retrieval.records.load_kb)
+    entities = {i: store[i] for i in wanted if i in store} if isinstance(store, Mapping) else store.get_entities(wanted)
+    dev_recs = [r for r in records if is_dev(r.id, config.dev_fraction, config.seed)]
+    train_recs = [r for r in records if not is_dev(r.id, config.dev_fraction, config.seed)]
+    if not train_recs or not dev_recs:
+        raise VplinkError(f"{len(records)} record(s) are too few to split into train and dev "
+                          f"(dev_fraction={config.dev_fraction}). Fix: annotate more examples")
+    k = max(len(r.candidates) for r in records)
+    tr = build_tensors(train_recs, entities, cache, gold=gold, k=k)
+    dv = build_tensors(dev_recs, entities, cache, gold=gold, k=k)
+
+    seed_everything(config.seed)
+    model = StudentScorer(config.student)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = DistillLoss(config.loss)
+    fingerprint = _fingerprint(config, records, gold)
+    ckpt = out / "checkpoint"
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "done": False, "fingerprint": fingerprint}
+    metrics_path = out / "metrics.jsonl"
+    if (ckpt / "state.json").is_file():
+        saved = json.loads((ckpt / "state.json").read_text())
+        if saved.get("fingerprint") == fingerprint:
+            state = saved
+            state["done"] = state["bad_epochs"] >= config.patience or state["epoch"] >= config.epochs
+            model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+            _load_optimizer(opt, ckpt / "optimizer.safetensors")
+        else:  # another configuration or other data: start over rather than mix two runs
+            metrics_path.unlink(missing_ok=True)
+    else:
+        metrics_path.unlink(missing_ok=True)
+
+    meta = {"format": FORMAT, "fingerprint": fingerprint, "text_encoder": text_encoder.name, "text_encoder_spec": text_encoder.spec,
+            "student": config.student.model_dump(), "train": config.model_dump(mode="json"),
+            "targets": "gold" if gold is not None else "teacher", "k": k,
+            "teacher_models": sorted({r.model for r in records}),
+            "prompt_versions": sorted({r.prompt_version for r in records}),
+            "n_train": len(tr), "n_dev": len(dv), "parameters": count_parameters(model)}
+
+    def log(row: dict) -> None:
+        with metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def save_best(epoch: int, dev: dict) -> None:
+        _save(model.state_dict(), out / "model.safetensors")
+        write_json(out / "config.json", {**meta, "best_epoch": epoch, "dev": dev, "nil_threshold": None})
+
+    # the bar to clear: retrieval's own order (position 0 first) scored the same way
+    position = -torch.arange(k, dtype=torch.float32).expand(len(dv), k).masked_fill(~dv.data["mask"], -1e4)
+    meta["dev_retrieval"] = evaluate(position, dv)
+    if state["epoch"] == 0:
+        dev0 = evaluate(predict(model, dv), dv)
+        log({"epoch": 0, "dev": dev0, "train_loss": None})
+        state["best"], state["best_epoch"] = dev0["agreement"], 0
+        save_best(0, dev0)
+    bar = tqdm(range(state["epoch"] + 1, config.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        if state["done"]:
+            break
+        model.train()
+        torch.manual_seed(config.seed + epoch)  # dropout draws the same masks whether or not the run was resumed
+        started = time.perf_counter()
+        order = torch.randperm(len(tr), generator=torch.Generator().manual_seed(config.seed + epoch))
+        totals: dict[str, float] = {}
+        n_batches = 0
+        for i in range(0, len(tr), config.batch_size):
+            batch = tr.rows(order[i:i + config.batch_size])
+            loss, terms = loss_fn(model(batch), batch)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            n_batches += 1
+            for name, v in {"total": float(loss.detach()), **terms}.items():
+                totals[name] = totals.get(name, 0.0) + v
+        dev = evaluate(predict(model, dv), dv)
+        improved = dev["agreement"] > state["best"] + 1e-9
+        if improved:
+            state.update(best=dev["agreement"], best_epoch=epoch, bad_epochs=0)
+            save_best(epoch, dev)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        state["done"] = state["bad_epochs"] >= config.patience or epoch == config.epochs
+        log({"epoch": epoch, "dev": dev, "train_loss": {k: round(v / max(n_batches, 1), 5) for k, v in totals.items()},
+             "seconds": round(time.perf_counter() - started, 2), "improved": improved})
+        _save(model.state_dict(), ckpt / "model.safetensors")
+        _save_optimizer(opt, ckpt / "optimizer.safetensors")
+        with atomic_write(ckpt / "state.json") as handle:
+            json.dump(state, handle)
+        bar.set_postfix(dev=f"{dev['agreement']:.3f}", best=f"{state['best']:.3f}@{state['best_epoch']}")
+        if state["done"]:
+            break
+    bar.close()
+
+    # calibrate NIL with the best weights, then write the final config
+    best = StudentScorer(config.student)
+    best.load_state_dict(load_file(str(out / "model.safetensors")))
+    dev_scores = predict(best, dv)
+    dev_best = evaluate(dev_scores, dv)
+    threshold, source = calibrate_nil(dev_scores, dv, config.nil_quantile)
+    final = {**meta, "best_epoch": state["best_epoch"], "dev": dev_best, "nil_threshold": threshold,
+             "nil_source": source, "metric": "gold_hits@1" if gold is not None else "teacher_agreement"}
+    write_json(out / "config.json", final)
+    return {k: final[k] for k in ("best_epoch", "dev", "dev_retrieval", "nil_threshold", "nil_source", "metric", "n_train", "n_dev",
+                                  "parameters", "targets")} | {"epochs_run": state["epoch"]}

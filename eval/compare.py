@@ -1,0 +1,136 @@
+"""Loading finished runs and comparing their metrics side by side, with deltas against the first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
+from eval.metrics import KS, Prediction
+from retrieval.errors import InputFileError
+
+
+@dataclass
+class EvalRun:
+    """One finished run: its metrics, the paths of its files, and its predictions (read on first use)."""
+
+    path: Path
+    metrics: dict[str, Any]
+    name: str = ""
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @cached_property
+    def predictions(self) -> dict[str, Prediction]:
+        """The run's predictions keyed by query id."""
+        return read_predictions(self.path / PREDICTIONS)
+
+    @property
+    def label(self) -> str:
+        """A short column title: the run folder's name and its pipeline."""
+        pipeline = self.metrics.get("pipeline")
+        return f"{self.name} ({pipeline})" if pipeline and pipeline != self.name else self.name
+
+
+def load_run(run_dir: str | Path) -> EvalRun:
+    """Open a run folder written by ``run_eval`` (it must hold metrics.json)."""
+    path = Path(run_dir)
+    metrics_path = path / METRICS
+    if not metrics_path.is_file():
+        raise InputFileError(metrics_path, "no metrics.json: not a finished evaluation run",
+                             fix="pass the --out folder of a `vplink eval` run that finished (re-run it to resume)")
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(metrics_path, f"unreadable metrics ({exc})",
+                             fix="re-run the evaluation to rewrite it") from None
+    if not isinstance(metrics, dict) or "hits" not in metrics:
+        raise InputFileError(metrics_path, "not a vplink metrics file (no 'hits')", field="hits",
+                             fix="pass the --out folder of a `vplink eval` run")
+    files = {name: path / name for name in (METRICS, PREDICTIONS, REPORT, PLOT) if (path / name).exists()}
+    return EvalRun(path=path, metrics=metrics, name=path.resolve().name, files=files)
+
+
+def comparison_rows(runs: Sequence[EvalRun]) -> list[tuple[str, list[str]]]:
+    """One ``(metric, cells)`` row per metric; each later run's cell carries its delta against the first run."""
+    if not runs:
+        raise ValueError("compare needs at least one run")
+    rows: list[tuple[str, list[str]]] = []
+    for k in KS:
+        rows.append((f"Hits@{k}", _cells(runs, lambda m, k=k: (m.get("hits") or {}).get(str(k)), pct=True)))
+    rows.append(("MRR", _cells(runs, lambda m: m.get("mrr"))))
+    rows.append(("recall@candidates", _cells(runs, lambda m: m.get("recall_at_candidates"), pct=True)))
+    if any("nil" in run.metrics for run in runs):
+        rows.append(("NIL F1", _cells(runs, lambda m: (m.get("nil") or {}).get("f1"), pct=True)))
+    rows.append(("n", _cells(runs, lambda m: m.get("n"), integer=True)))
+    rows.append(("errors", _cells(runs, lambda m: m.get("errors"), integer=True)))
+    rows.append(("throughput q/s", _cells(runs, lambda m: m.get("throughput_qps"), digits=2)))
+    stages = sorted({stage for run in runs for stage in run.metrics.get("latency_ms") or {}})
+    for stage in stages:
+        p50 = lambda m, s=stage: ((m.get("latency_ms") or {}).get(s) or {}).get("p50")  # noqa: E731
+        rows.append((f"{stage} p50 ms", _cells(runs, p50, digits=1)))
+    return rows
+
+
+def compare_runs(runs: Sequence[EvalRun]) -> Table:
+    """A rich table of the runs' metrics, later runs showing their delta against the first."""
+    title = "vplink eval" if len(runs) == 1 else "vplink eval: comparison (deltas vs. the first run)"
+    table = Table(title=title)
+    table.add_column("metric")
+    for run in runs:
+        table.add_column(run.label, justify="right")
+    for metric, cells in comparison_rows(runs):
+        table.add_row(metric, *cells)
+    caption = _caption(runs)
+    if caption:
+        table.caption = caption
+    return table
+
+
+def compare_markdown(runs: Sequence[EvalRun]) -> str:
+    """The same comparison as a markdown table."""
+    lines = ["| metric | " + " | ".join(run.label for run in runs) + " |",
+             "| --- |" + " --- |" * len(runs)]
+    lines += [f"| {metric} | " + " | ".join(cells) + " |" for metric, cells in comparison_rows(runs)]
+    caption = _caption(runs)
+    return "\n".join(lines + ([f"\n{caption}"] if caption else [])) + "\n"
+
+
+def _caption(runs: Sequence[EvalRun]) -> str:
+    # Deltas mean little across different data; say so rather than let the table mislead.
+    shas = {((run.metrics.get("versions") or {}).get("data") or {}).get("dataset_sha1") for run in runs}
+    sizes = {run.metrics.get("n") for run in runs}
+    if len(shas) > 1 or len(sizes) > 1:
+        return "Warning: these runs used different data (dataset file or number of queries differ)."
+    return ""
+
+
+def _cells(runs: Sequence[EvalRun], get, *, pct: bool = False, integer: bool = False, digits: int = 3) -> list[str]:
+    values = [get(run.metrics) for run in runs]
+    base = values[0]
+    cells = []
+    for index, value in enumerate(values):
+        text = _format(value, pct, integer, digits)
+        if index and isinstance(value, (int, float)) and isinstance(base, (int, float)):
+            delta = value - base
+            sign = "+" if delta >= 0 else "-"
+            # A change of a percentage is in percentage points, not a percent of a percent.
+            magnitude = f"{100 * abs(delta):.1f} pp" if pct else _format(abs(delta), pct, integer, digits)
+            text += f" ({sign}{magnitude})"
+        cells.append(text)
+    return cells
+
+
+def _format(value: Any, pct: bool, integer: bool, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    if integer:
+        return str(int(value))
+    if pct:
+        return f"{100 * value:.1f}%" if not isinstance(value, str) else value
+    return f"{value:.{digits}f}"

@@ -1,0 +1,453 @@
+"""The evaluation harness: run a predictor over labeled queries, resumably, and write metrics, report and plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from agent.query import LabeledQuery, LinkQuery
+from eval.datasets import file_sha1
+from eval.metrics import KS, Metrics, Prediction, compute_metrics, gold_rank
+from retrieval.errors import VplinkError
+from retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+REPORT = "report.md"
+PLOT = "hits.png"
+MANIFEST = "run.json"
+WORST = 20
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that links a batch of queries; it never sees the gold answers.
+
+    It returns one :class:`Prediction` per query, matched by ``id``; a missing one is recorded as an error.
+    It may also carry ``versions`` (a dict, or a method returning one) naming its models and prompts.
+    """
+
+    def predict(self, batch: list[LinkQuery]) -> list[Prediction]:
+        """Rank KB entities for every query of the batch."""
+        ...
+
+
+class RunDirError(VplinkError):
+    """An output folder holds a run that cannot be resumed with these settings."""
+
+
+def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: str | Path, *, pipeline: str,
+             dataset: str, versions: Mapping[str, Any] | None = None, concurrency: int = 4, batch_size: int = 32,
+             resume: bool = True, retry_errors: bool = False, dataset_path: str | Path | None = None,
+             entity_names: Mapping[str, str] | None = None, types: Mapping[str, str] | None = None,
+             settings: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Predict every example not yet in ``out_dir/predictions.jsonl``, then write metrics.json, report.md, hits.png.
+
+    ``dataset`` names the data (a path is hashed into the versions); ``entity_names`` and ``types`` improve the
+    report and add a by-type breakdown. Returns the metrics as written to metrics.json.
+    """
+    if concurrency < 1 or batch_size < 1:
+        raise ValueError(f"concurrency and batch_size must be >= 1, got {concurrency} and {batch_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_unique(examples)
+    data_path = Path(dataset_path) if dataset_path is not None else Path(dataset) if Path(dataset).is_file() else None
+    data_sha1 = file_sha1(data_path) if data_path is not None else None
+    _claim_run_dir(out, pipeline, dataset, data_sha1, resume)
+
+    done = _completed(out / PREDICTIONS, retry_errors)
+    todo = [example for example in examples if example.id not in done]
+    if todo:
+        # Until this run finishes, results from an earlier one would describe other predictions.
+        for name in (METRICS, REPORT, PLOT):
+            (out / name).unlink(missing_ok=True)
+    started = time.perf_counter()
+    new = _predict_all(todo, predictor, out / PREDICTIONS, concurrency=concurrency, batch_size=batch_size,
+                       initial=len(examples) - len(todo), total=len(examples), progress=progress)
+    elapsed = time.perf_counter() - started
+
+    wanted = {example.id for example in examples}
+    predictions = {qid: p for qid, p in read_predictions(out / PREDICTIONS).items() if qid in wanted}
+    metrics = compute_metrics(predictions.values(), examples, types=types,
+                              throughput_qps=new / elapsed if new and elapsed > 0 else None)
+    all_versions = _versions(predictor, versions, data_path, data_sha1, len(examples))
+    result = metrics_document(metrics, pipeline=pipeline, dataset=dataset, versions=all_versions)
+    write_json(out / METRICS, result)
+    run_settings = {"pipeline": pipeline, "dataset": dataset, "examples": len(examples),
+                    "concurrency": concurrency, "batch_size": batch_size, **(settings or {})}
+    names = _names(entity_names, predictions.values())
+    with atomic_write(out / REPORT) as handle:
+        handle.write(render_report(result, metrics, examples, predictions, names, run_settings))
+    write_hits_plot(out / PLOT, metrics, title=f"{pipeline} on {Path(dataset).name}")
+    return result
+
+
+def metrics_document(metrics: Metrics, *, pipeline: str, dataset: str, versions: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics.json object: fixed keys, plus ``nil`` and ``by_type`` when present."""
+    doc: dict[str, Any] = {
+        "pipeline": pipeline,
+        "dataset": dataset,
+        "hits": metrics.hits,
+        "mrr": metrics.mrr,
+        "recall_at_candidates": metrics.recall_at_candidates,
+        "n": metrics.n,
+        "latency_ms": {stage: stats.model_dump() for stage, stats in metrics.latency_ms.items()},
+        "throughput_qps": metrics.throughput_qps,
+        "versions": dict(versions),
+    }
+    if metrics.nil is not None:
+        doc["nil"] = metrics.nil.model_dump()
+    if metrics.by_type is not None:
+        doc["by_type"] = {name: group.model_dump() for name, group in metrics.by_type.items()}
+    doc["errors"] = metrics.errors
+    return doc
+
+
+def read_predictions(path: str | Path) -> dict[str, Prediction]:
+    """Predictions of a run keyed by query id; a later line for an id replaces an earlier one (a retry)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    read_completed_ids(path)  # drops a line torn by a crash before we parse
+    return {str(obj["id"]): Prediction.model_validate(obj) for _, obj in iter_jsonl(path)}
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+
+def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, concurrency: int, batch_size: int,
+                 initial: int, total: int, progress: bool) -> int:
+    """Run the batches on a bounded thread pool, appending each prediction as its batch finishes."""
+    from tqdm.auto import tqdm  # the widget form in notebooks, a text bar elsewhere
+
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    written = 0
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vplink-eval")
+    pending: set[Future[list[Prediction]]] = set()
+    bar = tqdm(total=total, initial=initial, desc="eval", unit="q", disable=not progress)
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            queue = iter(batches)
+            while True:
+                # Keep at most `concurrency` batches in flight so an interrupt wastes little work.
+                for batch in queue:
+                    pending.add(pool.submit(_predict_batch, predictor, batch))
+                    if len(pending) >= concurrency:
+                        break
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    batch = future.result()  # re-raises a KeyboardInterrupt raised inside the predictor
+                    for prediction in batch:
+                        handle.write(prediction.model_dump_json() + "\n")
+                    # One flush + fsync per finished batch: on disk before the bar moves, and a crash
+                    # tears at most the last line, which resuming drops.
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    written += len(batch)
+                    bar.update(len(batch))
+    finally:
+        bar.close()
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+    return written
+
+
+def _predict_batch(predictor: Predictor, batch: list[LabeledQuery]) -> list[Prediction]:
+    """Predict one batch; if it fails, retry its queries one by one so one bad query fails alone."""
+    try:
+        return _call(predictor, batch)
+    except Exception as exc:  # noqa: BLE001 - any failure of the pipeline is recorded, not fatal
+        if len(batch) == 1:
+            return [Prediction.failed(batch[0].id, _describe(exc))]
+    results: list[Prediction] = []
+    for example in batch:
+        try:
+            results.extend(_call(predictor, [example]))
+        except Exception as exc:  # noqa: BLE001
+            results.append(Prediction.failed(example.id, _describe(exc)))
+    return results
+
+
+def _call(predictor: Predictor, batch: list[LabeledQuery]) -> list[Prediction]:
+    # The predictor gets plain LinkQuery copies: the gold answer must never reach it.
+    queries = [LinkQuery(**example.model_dump(exclude={"answer"})) for example in batch]
+    started = time.perf_counter()
+    raw = predictor.predict(queries)
+    per_query = (time.perf_counter() - started) * 1000.0 / len(batch)
+    by_id: dict[str, Prediction] = {}
+    for item in raw or []:
+        prediction = item if isinstance(item, Prediction) else Prediction.model_validate(item)
+        by_id[prediction.id] = prediction
+    out: list[Prediction] = []
+    for example in batch:
+        prediction = by_id.get(example.id)
+        if prediction is None:
+            prediction = Prediction.failed(example.id, "the predictor returned no prediction for this query")
+        else:
+            # Batch wall time shared evenly: comparable across pipelines that report no total themselves.
+            prediction.latency_ms.setdefault("total", per_query)
+        out.append(prediction)
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _check_unique(examples: Sequence[LabeledQuery]) -> None:
+    counts = Counter(example.id for example in examples)
+    duplicated = [qid for qid, count in counts.items() if count > 1]
+    if duplicated:
+        raise VplinkError(f"examples share ids {duplicated[:5]}: resuming needs one id per example. "
+                          "Fix: give every example a unique id")
+
+
+def _claim_run_dir(out: Path, pipeline: str, dataset: str, sha1: str | None, resume: bool) -> None:
+    """Refuse to resume into a folder that holds another pipeline's or another dataset's predictions."""
+    manifest = {"pipeline": pipeline, "dataset": dataset, "dataset_sha1": sha1}
+    existing = out / MANIFEST
+    if resume and existing.exists() and (out / PREDICTIONS).exists():
+        try:
+            old = json.loads(existing.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        for key in ("pipeline", "dataset_sha1"):
+            if old.get(key) != manifest[key]:
+                raise RunDirError(f"{out}: holds predictions of {key} {old.get(key)!r}, not {manifest[key]!r}. "
+                                  "Fix: pass another --out folder, or --no-resume to start this one over")
+    if not resume:
+        (out / PREDICTIONS).unlink(missing_ok=True)
+    write_json(existing, manifest)
+
+
+def _completed(path: Path, retry_errors: bool) -> set[str]:
+    if not retry_errors:
+        return read_completed_ids(path)
+    return {qid for qid, p in read_predictions(path).items() if p.error is None}
+
+
+def _versions(predictor: Predictor, versions: Mapping[str, Any] | None, data_path: Path | None,
+              data_sha1: str | None, n: int) -> dict[str, Any]:
+    """Models and prompts (predictor's, then the caller's), data (file and sha1) and code (git commit)."""
+    own = getattr(predictor, "versions", None)
+    own = own() if callable(own) else own
+    merged: dict[str, Any] = {**(own or {}), **(versions or {})}
+    data = dict(merged.get("data") or {})
+    data.update({"dataset": str(data_path) if data_path else None, "dataset_sha1": data_sha1, "examples": n})
+    merged["data"] = data
+    merged["code"] = {**(merged.get("code") or {}), **git_version()}
+    return merged
+
+
+def git_version() -> dict[str, Any]:
+    """The commit of the code that ran (``git rev-parse HEAD``) and whether the tree had local changes."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if head else None
+    return {"git_commit": head, "git_dirty": bool(status) if status is not None else None}
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+#: Error classes in the order they are tested; an error falls in the first that matches.
+ERROR_CLASSES = {
+    "failed": "the pipeline raised an error on this query",
+    "called NIL": "the gold is in the KB but the pipeline answered NIL",
+    "linked a NIL query": "the gold is NIL (not in the KB) but the pipeline linked an entity",
+    "same-name confusion": "the top-1 entity has the same name as the gold entity",
+    "gold not retrieved": "the gold entity is not among the retrieved candidates",
+    "surname-only mention": "the mention is a single word (often a surname), the gold was retrieved",
+    "other": "the gold was retrieved but ranked below another entity",
+}
+
+
+def classify_error(example: LabeledQuery, prediction: Prediction | None, names: Mapping[str, str]) -> str | None:
+    """The class of a wrong top-1 answer (see :data:`ERROR_CLASSES`), or None when top-1 is right."""
+    if prediction is None or prediction.error is not None:
+        return "failed"
+    if example.answer is None:
+        return None if prediction.nil else "linked a NIL query"
+    if prediction.nil:
+        return "called NIL"
+    if gold_rank(prediction, example.answer) == 1:
+        return None
+    top = prediction.ranking[0] if prediction.ranking else None
+    gold_name = names.get(example.answer)
+    top_name = (top.name or names.get(top.id)) if top else None
+    if gold_name and top_name and gold_name.strip().casefold() == top_name.strip().casefold():
+        return "same-name confusion"
+    if example.answer not in prediction.candidate_ids():
+        return "gold not retrieved"
+    if example.mention and len(example.mention.split()) == 1:
+        return "surname-only mention"
+    return "other"
+
+
+def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequence[LabeledQuery],
+                  predictions: Mapping[str, Prediction], names: Mapping[str, str],
+                  settings: Mapping[str, Any]) -> str:
+    """The human-readable report.md of one run."""
+    lines = [f"# Evaluation: `{result['pipeline']}` on `{result['dataset']}`", "", "## Metrics", "",
+             "| metric | value |", "| --- | --- |"]
+    for k, value in metrics.hits.items():
+        lines.append(f"| Hits@{k} | {_pct(value)} |")
+    lines += [f"| MRR | {_num(metrics.mrr)} |",
+              f"| recall of gold among candidates | {_pct(metrics.recall_at_candidates)} |",
+              f"| queries (n) | {metrics.n} |",
+              f"| errors (failed queries) | {metrics.errors} |",
+              f"| throughput (queries/s, this session) | {_num(metrics.throughput_qps, 2)} |", ""]
+    if metrics.latency_ms:
+        lines += ["| stage | p50 ms | p95 ms |", "| --- | --- | --- |"]
+        lines += [f"| {stage} | {s.p50:.1f} | {s.p95:.1f} |" for stage, s in metrics.latency_ms.items()]
+        lines.append("")
+    if metrics.nil is not None:
+        nil = metrics.nil
+        lines += ["### NIL detection", "", "| precision | recall | F1 | gold NIL | predicted NIL |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| {_pct(nil.precision)} | {_pct(nil.recall)} | {_pct(nil.f1)} | {nil.n_gold_nil} | "
+                  f"{nil.n_pred_nil} |", ""]
+    if metrics.by_type:
+        lines += ["### By entity type", "", "| type | n | Hits@1 | Hits@5 | MRR |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {g.n} | {_pct(g.hits.get('1'))} | {_pct(g.hits.get('5'))} | {_num(g.mrr)} |"
+                  for name, g in metrics.by_type.items()]
+        lines.append("")
+    lines += ["## How to read these numbers", "",
+              "Hits@k is the share of queries whose gold entity is among the top k of the ranking over the whole "
+              "KB; MRR averages 1/rank of the gold. A gold entity outside the returned ranking (not retrieved as "
+              "a candidate) counts as a miss with reciprocal rank 0, and so does a failed query or a query "
+              "answered NIL whose gold is in the KB. Hits@k and MRR are over queries whose gold is in the KB; "
+              "NIL queries are scored only by the NIL table. \"Recall of gold among candidates\" is the share of "
+              "queries whose gold was retrieved at all: the ceiling of any reranker over these candidates.", "",
+              "## Settings", "", "| setting | value |", "| --- | --- |"]
+    lines += [f"| {key} | {_cell(value)} |" for key, value in settings.items()]
+    lines += ["", "Versions:", "", "```json", json.dumps(result.get("versions", {}), indent=2, ensure_ascii=False,
+                                                         default=str), "```", ""]
+    lines += _error_sections(examples, predictions, names)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _error_sections(examples: Sequence[LabeledQuery], predictions: Mapping[str, Prediction],
+                    names: Mapping[str, str]) -> list[str]:
+    wrong = [(example, predictions.get(example.id), cls) for example in examples
+             if (cls := classify_error(example, predictions.get(example.id), names)) is not None]
+    lines = ["## Where the errors come from", ""]
+    if not wrong:
+        return lines + ["Every top-1 answer is right.", ""]
+    counts = Counter(cls for _, _, cls in wrong)
+    lines += [f"{len(wrong)} of {len(examples)} queries have a wrong top-1 answer. Each falls in the first class "
+              "that matches, in this order:", "", "| class | errors | share of errors | meaning |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {cls} | {counts[cls]} | {counts[cls] / len(wrong):.1%} | {meaning} |"
+              for cls, meaning in ERROR_CLASSES.items() if counts[cls]]
+    lines += ["", f"## The {min(WORST, len(wrong))} worst errors", "",
+              "Worst first: gold not ranked at all, then the gold's rank from lowest; ties by the top-1 score.", ""]
+    for number, (example, prediction, cls) in enumerate(sorted(wrong, key=_badness)[:WORST], start=1):
+        rank = gold_rank(prediction, example.answer)
+        gold = "NIL" if example.answer is None else f"{names.get(example.answer, '?')} `{example.answer}`"
+        lines.append(f"### {number}. `{example.id}`: {cls}")
+        lines.append("")
+        lines.append(f"- mention: {_quote(example.mention) if example.mention else '(visual prompt only)'}")
+        if example.text:
+            lines.append(f"- text: {_quote(_clip(example.text, 300))}")
+        lines.append(f"- gold: {gold}, rank {rank if rank is not None else 'none (miss)'}")
+        if prediction is not None and prediction.error:
+            lines += [f"- error: `{_clip(prediction.error, 300)}`", ""]
+            continue
+        if prediction is not None and prediction.nil:
+            lines.append("- answered: NIL")
+        lines += ["", "| rank | entity | name | score |", "| --- | --- | --- | --- |"]
+        for position, entity in enumerate((prediction.ranking if prediction else [])[:5], start=1):
+            mark = " (gold)" if entity.id == example.answer else ""
+            lines.append(f"| {position} | `{entity.id}`{mark} | {_cell(entity.name or names.get(entity.id, ''))} | "
+                         f"{entity.score:.3f} |")
+        lines.append("")
+    return lines
+
+
+def _badness(item: tuple[LabeledQuery, Prediction | None, str]) -> tuple[float, int, float]:
+    example, prediction, _ = item
+    rank = gold_rank(prediction, example.answer)
+    failed = prediction is None or prediction.error is not None
+    top_score = prediction.ranking[0].score if prediction is not None and prediction.ranking else 0.0
+    return (-(rank if rank is not None else float("inf")), int(failed), -top_score)
+
+
+def _names(entity_names: Mapping[str, str] | None, predictions: Sequence[Prediction] | Any) -> dict[str, str]:
+    """Entity names from the caller, completed by the names the pipeline put in its rankings."""
+    names: dict[str, str] = {}
+    for prediction in predictions:
+        for entity in prediction.ranking:
+            if entity.name:
+                names.setdefault(entity.id, entity.name)
+    names.update(entity_names or {})
+    return names
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("|", "\\|").replace("\n", " ") + '"'
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+# --- plot -------------------------------------------------------------------------------------------------
+
+
+def write_hits_plot(path: str | Path, metrics: Metrics, *, title: str = "") -> None:
+    """Draw the Hits@k curve to a PNG, atomically, without touching pyplot's global backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ks = [int(k) for k in metrics.hits]
+    values = [100 * (metrics.hits[str(k)] or 0.0) for k in ks]
+    figure = Figure(figsize=(5, 3.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(ks, values, marker="o", label="Hits@k")
+    if metrics.recall_at_candidates is not None:
+        # The reranker's ceiling: no ranking of these candidates can score above it.
+        axes.axhline(100 * metrics.recall_at_candidates, linestyle="--", color="grey", linewidth=1,
+                     label="gold among candidates")
+        axes.legend(loc="lower right", fontsize=8)
+    for k, value in zip(ks, values):
+        axes.annotate(f"{value:.1f}", (k, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    axes.set_xticks(ks or list(KS))
+    axes.set_xlabel("k")
+    axes.set_ylabel("Hits@k (%)")
+    axes.set_ylim(0, 105)
+    axes.grid(alpha=0.3)
+    axes.set_title(title or "Hits@k", fontsize=10)
+    # Fixed margins rather than tight_layout: as readable here, and a third of the time.
+    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.9)
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png")

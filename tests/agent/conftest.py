@@ -1,0 +1,13 @@
+"""Session-wide model fixtures for the agent tests: each tool's model is loaded once."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def evidence_tools():
+    """The real evidence tools (Haar cascade, EfficientNet-Lite0, RapidOCR), loaded lazily and shared."""
+    from agent.evidence import EvidenceTools
+
+    return EvidenceTools()

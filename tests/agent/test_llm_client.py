@@ -1,0 +1,186 @@
+"""The model client against real vLLM servers of tiny random models (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Literal
+
+import pytest
+from PIL import Image
+from pydantic import BaseModel
+
+from agent.llm_client import (LLMClient, LLMConfig, LLMHTTPError, LLMRequestError, LLMResponseError, LLMTimeoutError,
+                              LLMUnavailableError, extract_json, parse_structured)
+from agent.llm_server import free_port
+from retrieval.errors import VplinkError
+
+
+class Verdict(BaseModel):
+    """A small closed schema a random model can finish within a few tokens."""
+
+    kind: Literal["person", "place", "thing"]
+    sure: bool
+
+
+class Note(BaseModel):
+    """An open schema whose string fields a random model fills until it is cut off."""
+
+    title: str = ""
+    body: str = ""
+    tags: list[str] = []
+
+
+MSG = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "What is in the box?"}]
+
+
+# ---------------------------------------------------------------- pure parsing (no server)
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"title": "a", "body": "hel', {"title": "a", "body": "hel"}),
+    ('Sure! ```json\n{"title": "x"}\n``` done', {"title": "x"}),
+    ('{"title": "a", "tags": ["p", "q', {"title": "a", "tags": ["p", "q"]}),
+    ('{"title": "a", "body": tr', {"title": "a"}),
+    ('{"title": "a", "body"', {"title": "a"}),
+    ('{"title": "a\\', {"title": "a"}),
+])
+def test_extract_json_closes_truncated_answers(text: str, expected: dict) -> None:
+    value, repaired = extract_json(text)
+    assert value == expected and repaired
+
+
+def test_parse_structured_reports_unfixable_answers_with_raw_text() -> None:
+    with pytest.raises(LLMResponseError) as err:
+        parse_structured("I cannot answer that.", Verdict)
+    assert err.value.raw == "I cannot answer that." and isinstance(err.value, VplinkError)
+    with pytest.raises(LLMResponseError, match="kind"):
+        parse_structured('{"kind": "animal", "sure": true}', Verdict)
+
+
+def test_closed_port_gives_unavailable_error() -> None:
+    client = LLMClient(LLMConfig(url=f"http://127.0.0.1:{free_port()}", model="m", max_retries=0))
+    with pytest.raises(LLMUnavailableError, match="vplink llm serve"):
+        client.complete_structured(MSG, Verdict)
+    assert client.health() is False
+    with pytest.raises(LLMUnavailableError):
+        asyncio.run(client.acomplete_structured(MSG, Verdict))
+
+
+def test_url_without_v1_is_completed() -> None:
+    assert LLMConfig(url="http://h:1/").base_url() == "http://h:1/v1"
+    assert LLMConfig(url="http://h:1/v1").base_url() == "http://h:1/v1"
+
+
+# ---------------------------------------------------------------- the tiny text server
+
+def test_guided_decoding_yields_schema_instance(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm)
+    verdict, info = client.complete_structured(MSG, Verdict)
+    assert isinstance(verdict, Verdict)
+    assert info.finish_reason == "stop" and not info.repaired and info.attempts == 1
+    # compact JSON: the server was started without free whitespace in guided JSON
+    assert info.raw_text.startswith('{"kind":"')
+    assert info.prompt_tokens > 5 and info.completion_tokens > 3 and info.seconds > 0
+
+
+def test_model_is_auto_detected(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"model": None}))
+    assert client.models() == ["tiny-text"]
+    assert client.model == "tiny-text" and client.health()
+
+
+def test_truncated_answer_is_repaired(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"max_retries": 0}))
+    note, info = client.complete_structured(MSG, Note, max_tokens=12)
+    assert info.finish_reason == "length", "setup: 12 tokens must cut the random model's answer"
+    assert info.repaired and isinstance(note, Note)
+    assert info.completion_tokens == 12
+
+
+def test_truncated_answer_that_cannot_be_closed_raises_response_error(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"max_retries": 0}))
+    # two tokens: at most '{"' -- no field of the required schema can be recovered
+    with pytest.raises(LLMResponseError) as err:
+        client.complete_structured(MSG, Verdict, max_tokens=2)
+    assert err.value.raw.startswith("{") and err.value.finish_reason == "length"
+
+
+def test_retry_gets_a_larger_budget_after_truncation(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"max_retries": 4}))
+    verdict, info = client.complete_structured(MSG, Verdict, max_tokens=2)
+    assert isinstance(verdict, Verdict) and info.attempts > 1
+
+
+def test_unknown_model_gives_http_error_with_vllm_message(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"model": "no-such-model"}))
+    with pytest.raises(LLMHTTPError) as err:
+        client.complete_structured(MSG, Verdict)
+    assert err.value.status == 404 and "no-such-model" in str(err.value)
+
+
+def test_tiny_timeout_gives_timeout_error(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"timeout_s": 0.001, "max_retries": 0}))
+    with pytest.raises(LLMTimeoutError, match="timeout_s"):
+        client.complete_structured(MSG, Note, max_tokens=64)
+
+
+def test_images_need_vision_flag(tiny_text_llm: LLMConfig) -> None:
+    with pytest.raises(LLMRequestError, match="vision"):
+        LLMClient(tiny_text_llm).complete_structured(MSG, Verdict, images=[Image.new("RGB", (8, 8))])
+
+
+def test_text_only_server_rejects_image_parts(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"vision": True}))
+    with pytest.raises(LLMHTTPError) as err:
+        client.complete_structured(MSG, Verdict, images=[Image.new("RGB", (32, 32), "red")])
+    assert err.value.status == 400 and err.value.body
+
+
+def test_async_requests_run_concurrently(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm.model_copy(update={"max_concurrency": 4}))
+
+    async def run() -> list:
+        try:
+            return await asyncio.gather(*(client.acomplete_structured(
+                [{"role": "user", "content": f"question {i}"}], Verdict) for i in range(6)))
+        finally:
+            await client.aclose()
+    results = asyncio.run(run())
+    assert len(results) == 6 and all(isinstance(v, Verdict) for v, _ in results)
+    # a second event loop must work too (the async pool is rebuilt per loop)
+    mapped = client.map_structured([(MSG, ())] * 3, Verdict)
+    assert all(isinstance(r, tuple) and isinstance(r[0], Verdict) for r in mapped)
+
+
+# ---------------------------------------------------------------- the tiny vision-language server
+
+def test_vlm_receives_image_parts(tiny_vlm_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_vlm_llm)
+    _, text_only = client.complete_structured(MSG, Verdict)
+    image = Image.new("RGB", (120, 90), (200, 30, 30))
+    verdict, with_image = client.complete_structured(MSG, Verdict, images=[image])
+    assert isinstance(verdict, Verdict)
+    # the image is expanded into image tokens inside the prompt
+    assert with_image.prompt_tokens > text_only.prompt_tokens
+    _, two = client.complete_structured(MSG, Verdict, images=[image, image.rotate(90)])
+    assert two.prompt_tokens - with_image.prompt_tokens == with_image.prompt_tokens - text_only.prompt_tokens
+
+
+@pytest.mark.slow
+def test_real_default_model_answers_in_schema() -> None:
+    """The real 1.5B model behind $VPLINK_LLM_URL (default 127.0.0.1:8801) returns a sensible entity."""
+
+    class Entity(BaseModel):
+        entity_type: Literal["person", "organization", "place", "other"]
+        names: list[str]
+        confidence: float
+
+    url = os.environ.get("VPLINK_LLM_URL", "http://127.0.0.1:8801/v1")
+    client = LLMClient(LLMConfig(url=url, max_tokens=96, timeout_s=600))
+    if not client.health():
+        pytest.fail(f"no model server at {url}; start one with `vplink llm serve` or set VPLINK_LLM_URL")
+    entity, info = client.complete_structured(
+        [{"role": "system", "content": "You identify entities. Answer in JSON."},
+         {"role": "user", "content": "Who was the 44th president of the United States?"}], Entity)
+    assert entity.entity_type == "person"
+    assert any("obama" in n.lower() for n in entity.names), info.raw_text

@@ -1,0 +1,94 @@
+"""Training on recorded real teacher labels, checkpoint resume, save/load roundtrip, and the scorer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agent.query import LinkQuery
+from agent.reranker import Reranker
+from distill.features import FeatureCache
+from distill.scorer import ScorerLoadError, load_scorer
+from distill.train import load_rationales, train
+from retrieval.search import Candidate, ViewHit
+
+
+def _metrics(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_improves_dev_agreement_over_epoch_0(trained_teacher_student):
+    out, summary = trained_teacher_student
+    rows = _metrics(out)
+    assert rows[0]["epoch"] == 0
+    assert summary["dev"]["agreement"] > rows[0]["dev"]["agreement"]
+    assert summary["parameters"] < 10_000_000
+    config = json.loads((out / "config.json").read_text())
+    assert config["nil_threshold"] is not None and config["nil_source"]
+    assert set(load_file(str(out / "model.safetensors")))  # plain tensors, no pickle
+
+
+def test_rerun_resumes_instead_of_retraining(trained_teacher_student, rationales_path, fixture_entities,
+                                             feature_dir, text_encoder, tmp_path):
+    src, _ = trained_teacher_student
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    before = len(_metrics(out))
+    summary = train(rationales_path, fixture_entities, out, cache_dir=feature_dir, text_encoder=text_encoder,
+                    progress=False, epochs=8, patience=8, dev_fraction=0.25, batch_size=32)
+    assert len(_metrics(out)) == before  # finished run: nothing retrained
+    more = train(rationales_path, fixture_entities, out, cache_dir=feature_dir, text_encoder=text_encoder,
+                 progress=False, epochs=9, patience=8, dev_fraction=0.25, batch_size=32)
+    assert summary["n_train"] == more["n_train"]
+    assert len(_metrics(out)) == before + 1  # one more epoch, continued from the checkpoint
+
+
+def test_save_load_roundtrip_scores_like_training(trained_teacher_student, rationales_path, fixture_entities,
+                                                  text_encoder):
+    out, _ = trained_teacher_student
+    scorer = load_scorer(out, text_encoder=text_encoder)
+    assert isinstance(scorer, Reranker)
+    rec = load_rationales(rationales_path)[0]
+    cands = [Candidate(id=v.id, name=v.name, score=v.score, hits={c: ViewHit(**h) for c, h in v.hits.items()},
+                       entity=fixture_entities.get(v.id)) for v in rec.retrieval]
+    query = LinkQuery(id=rec.id, text=rec.text, mention=rec.mention)
+    scores = scorer.score(query, None, "", cands)
+    assert len(scores) == len(cands) and all(isinstance(s, float) for s in scores)
+    # the same query through the training path gives the same scores
+    from distill.data import MODEL_KEYS, build_tensors
+
+    t = build_tensors([rec], fixture_entities, FeatureCache(text_encoder), k=len(cands))
+    with torch.no_grad():
+        ref = scorer.model({k: t.data[k] for k in MODEL_KEYS})["fused"][0].tolist()
+    assert scores == pytest.approx(ref, abs=1e-4)
+
+
+def test_load_scorer_errors_name_the_problem(tmp_path, trained_teacher_student):
+    with pytest.raises(ScorerLoadError, match="no scorer folder"):
+        load_scorer(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_teacher_student[0], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ScorerLoadError, match="cannot load the scorer weights"):
+        load_scorer(broken)
+    (broken / "config.json").write_text("{")
+    with pytest.raises(ScorerLoadError, match="not valid JSON"):
+        load_scorer(broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(ScorerLoadError, match="config.json"):
+        load_scorer(broken)
+
+
+def test_feature_cache_reuses_disk_shards(text_encoder, tmp_path):
+    first = FeatureCache(text_encoder, tmp_path)
+    a = first.encode(["Barack Obama", "Paris"])
+    assert len(list(tmp_path.glob("features-*.safetensors"))) == 1
+    second = FeatureCache(text_encoder, tmp_path)
+    assert len(second) == 2
+    b = second.encode(["Paris", "Barack Obama"])
+    assert (b[::-1] == a).all()
+    assert len(list(tmp_path.glob("features-*.safetensors"))) == 1  # nothing new encoded

@@ -1,0 +1,130 @@
+"""`vplink eval` through typer's CliRunner, mounted as the front door mounts it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from eval.datasets import load_dataset
+from eval.harness import run_eval
+from tests.eval.conftest import FORMATS, WIKIMEL, NameMatchPredictor
+from vplink import cli_eval
+from vplink.cli_eval import eval_app
+
+DATASET = WIKIMEL / "with_images.jsonl"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def app():
+    root = typer.Typer()
+    root.add_typer(eval_app, name="eval")
+
+    @root.command()
+    def version() -> None:  # a sibling command, so that "eval" is a real subgroup
+        typer.echo("0")
+
+    return root
+
+
+@pytest.fixture
+def builder(monkeypatch, kb_names):
+    """Stand in for eval.pipelines.build_predictor with the name-matching predictor over the real KB."""
+    calls = []
+
+    def build(pipeline, store, **options):
+        calls.append((pipeline, store, options))
+        return NameMatchPredictor(kb_names, k=options.get("k", 20))
+
+    monkeypatch.setattr(cli_eval, "resolve_builder", lambda: build)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, kb_names):
+    examples = load_dataset(DATASET)
+    base = tmp_path_factory.mktemp("runs")
+    for name, k in (("k20", 20), ("k1", 1)):
+        run_eval(examples, NameMatchPredictor(kb_names, k=k), base / name, pipeline="retrieve",
+                 dataset=str(DATASET), versions={}, progress=False)
+    return base / "k20", base / "k1"
+
+
+def test_compare_two_runs(app, two_runs):
+    a, b = two_runs
+    result = runner.invoke(app, ["eval", "compare", str(a), str(b)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "k20" in result.output and "k1" in result.output and "Hits@20" in result.output
+    metrics_a = json.loads((a / "metrics.json").read_text())
+    metrics_b = json.loads((b / "metrics.json").read_text())
+    # k=1 keeps only the top entity: Hits@1 equal, Hits@20 down to Hits@1
+    assert metrics_b["hits"]["1"] == metrics_a["hits"]["1"]
+    drop = 100 * (metrics_a["hits"]["20"] - metrics_b["hits"]["20"])
+    assert drop > 0 and f"(-{drop:.1f} pp)" in result.output
+    assert "(+0.0 pp)" in result.output  # Hits@1 unchanged
+
+    markdown = runner.invoke(app, ["eval", "compare", "--markdown", str(a), str(b)])
+    assert markdown.exit_code == 0
+    assert markdown.output.splitlines()[0] == "| metric | k20 (retrieve) | k1 (retrieve) |"
+    assert any(line.startswith("| Hits@20 | ") and "pp)" in line for line in markdown.output.splitlines())
+
+
+def test_compare_rejects_a_folder_that_is_not_a_run(app, two_runs, tmp_path):
+    result = runner.invoke(app, ["eval", "compare", str(two_runs[0]), str(tmp_path)])
+    assert result.exit_code == 2
+    assert "metrics.json" in result.output and "Fix:" in result.output
+
+
+@pytest.mark.parametrize("prefix", [[], ["run"]])
+def test_eval_dataset_runs_the_default_command(app, builder, tmp_path, prefix):
+    out = tmp_path / "run"
+    args = ["eval", *prefix, str(DATASET), "--store", "stores/wikimel", "--pipeline", "retrieve", "--limit", "12",
+            "--sample-seed", "3", "-k", "5", "--concurrency", "2", "--batch-size", "4", "--kb",
+            str(WIKIMEL / "kb.jsonl"), "--out", str(out)]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert builder == [("retrieve", "stores/wikimel", {"k": 5})]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 12 and metrics["pipeline"] == "retrieve"
+    assert (out / "report.md").exists() and (out / "hits.png").exists()
+    report = (out / "report.md").read_text()
+    assert "| sample_seed | 3 |" in report and "| k | 5 |" in report
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(len(row["ranking"]) <= 5 for row in rows)
+    assert "Hits@1" in result.output
+
+
+def test_options_before_the_dataset(app, builder, tmp_path):
+    result = runner.invoke(app, ["eval", "--pipeline", "rerank", "--store", "s", "--limit", "2", str(DATASET),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert builder[0][0] == "rerank"
+
+
+def test_unknown_pipeline_is_a_clear_error(app, builder, tmp_path):
+    result = runner.invoke(app, ["eval", str(DATASET), "--store", "s", "--pipeline", "magic", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "magic" in result.output and "retrieve" in result.output and "agent" in result.output
+    assert builder == []
+
+
+def test_bad_dataset_is_a_clear_error(app, builder, tmp_path):
+    result = runner.invoke(app, ["eval", str(FORMATS / "vpwiki_test_sample.json"), "--store", "s", "--pipeline",
+                                 "agent", "--out", str(tmp_path)], terminal_width=300)
+    assert result.exit_code == 2
+    assert "vpwiki_test_sample.json" in result.output and "--allow-missing-images" in result.output
+    ok = runner.invoke(app, ["eval", str(FORMATS / "vpwiki_test_sample.json"), "--store", "s", "--pipeline", "agent",
+                             "--allow-missing-images", "--out", str(tmp_path / "vp")])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "vp" / "metrics.json").read_text())["n"] == 8
+
+
+def test_missing_pipelines_module_is_named(app, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "eval.pipelines", None)  # as if eval/pipelines.py were absent
+    result = runner.invoke(app, ["eval", str(DATASET), "--store", "s", "--pipeline", "retrieve", "--out",
+                                 str(tmp_path)], terminal_width=200)
+    assert result.exit_code == 2 and "eval/pipelines.py" in result.output

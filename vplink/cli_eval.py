@@ -1,0 +1,166 @@
+"""`vplink eval`: run a pipeline over a dataset (`vplink eval DATASET ...`) and compare runs (`vplink eval compare`)."""
+
+from __future__ import annotations
+
+import importlib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from eval.compare import compare_markdown, compare_runs, load_run
+from eval.datasets import FORMATS, read_dataset, sample_examples
+from eval.harness import METRICS, PLOT, REPORT, run_eval
+from retrieval.errors import VplinkError
+from retrieval.jsonl import iter_jsonl
+
+
+class _DefaultRunGroup(TyperGroup):
+    """A group whose first argument, when it names no subcommand, is the dataset of the default `run` command."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `vplink eval DATASET --store ...` reads as `vplink eval run DATASET --store ...`;
+        # click groups cannot take a positional before their subcommands, so route it here.
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_DefaultRunGroup,
+    no_args_is_help=True,
+    help="Evaluate a pipeline on a dataset (`vplink eval DATASET --store DIR --pipeline P`), "
+         "or compare finished runs (`vplink eval compare RUN_A RUN_B`).",
+)
+
+_err = Console(stderr=True)
+_out = Console()
+
+
+class Pipeline(str, Enum):
+    """The pipelines `vplink eval` can run."""
+
+    retrieve = "retrieve"
+    rerank = "rerank"
+    agent = "agent"
+
+
+def resolve_builder() -> Callable[..., Any]:
+    """The predictor factory ``eval.pipelines.build_predictor(pipeline, store, **options)``."""
+    try:
+        module = importlib.import_module("eval.pipelines")
+    except ModuleNotFoundError as exc:
+        if exc.name != "eval.pipelines":
+            raise
+        raise VplinkError("no pipelines are installed (eval/pipelines.py is missing). "
+                          "Fix: install vplink with its eval pipelines") from None
+    return module.build_predictor
+
+
+@eval_app.command("run")
+def run_command(
+    dataset: Path = typer.Argument(..., help="Dataset file: vplink JSONL, MELBench, WikiDiverse or VPWiki JSON."),
+    store: str = typer.Option(..., "--store", help="The vplink store (folder or Chroma URL) holding the KB."),
+    pipeline: Pipeline = typer.Option(..., "--pipeline", "-p", help="Which pipeline to evaluate."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Run folder (default runs/<dataset>-<pipeline>); resumed if it exists."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only N examples."),
+    sample_seed: Optional[int] = typer.Option(None, "--sample-seed",
+                                              help="With --limit: a seeded random sample instead of the first N."),
+    fmt: str = typer.Option("auto", "--format", help=f"Dataset format: auto, {', '.join(FORMATS)}."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the dataset's images."),
+    allow_missing_images: bool = typer.Option(False, "--allow-missing-images",
+                                              help="Keep examples whose image is missing, without an image."),
+    k: int = typer.Option(20, "-k", "--k", min=1, help="Candidates to retrieve and rank per query."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Batches run at once."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries per predictor call."),
+    kb: Optional[Path] = typer.Option(None, "--kb", help="KB JSONL for entity names and types in the report."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip queries already predicted in --out."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="On resume, predict failed queries again."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Extra pipeline option KEY=VALUE (repeatable)."),
+    scorer: Optional[Path] = typer.Option(None, "--scorer", help="Distilled scorer folder (rerank pipeline)."),
+    llm_url: Optional[str] = typer.Option(None, "--llm-url", help="vLLM server for the agent pipeline."),
+    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
+    vision: bool = typer.Option(False, "--vision", help="The model sees images."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="SQLite file: the agent resumes mid-query after a crash."),
+) -> None:
+    """Run a pipeline over a dataset and write predictions, metrics.json, report.md and hits.png."""
+    try:
+        options = _parse_options(option)
+        loaded = read_dataset(dataset, fmt, images, allow_missing_images=allow_missing_images)
+        if loaded.missing_images:
+            _err.print(f"[yellow]warning:[/] {len(loaded.missing_images)} example(s) have no image file; "
+                       "they run on text only")
+        examples = sample_examples(loaded.examples, limit, sample_seed)
+        names, types = _kb_names_types(kb) if kb else (None, None)
+        types = types or None  # a KB without types gives no by-type table rather than one "unknown" row
+        from vplink.wiring import load_reranker
+
+        wired = {"reranker": load_reranker(scorer, store), "llm_url": llm_url, "llm_model": llm_model,
+                 "vision": vision, "checkpoint": str(checkpoint) if checkpoint else None}
+        predictor = resolve_builder()(pipeline.value, store, k=k, **{**wired, **options})
+        names = names or getattr(predictor, "entity_names", None)
+        types = types or getattr(predictor, "entity_types", None)
+        run_dir = out or Path("runs") / f"{dataset.stem}-{pipeline.value}"
+        settings = {"store": store, "k": k, "scorer": str(scorer) if scorer else None, "llm_url": llm_url,
+                    "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
+                    "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
+        result = run_eval(examples, predictor, run_dir, pipeline=pipeline.value, dataset=str(dataset),
+                          versions={}, concurrency=concurrency, batch_size=batch_size, resume=resume,
+                          retry_errors=retry_errors, dataset_path=dataset, entity_names=names, types=types,
+                          settings=settings)
+    except VplinkError as exc:
+        _fail(exc)
+    _out.print(compare_runs([load_run(run_dir)]))
+    _out.print(f"{result['errors']} failed queries. Wrote {run_dir / METRICS}, {run_dir / REPORT}, {run_dir / PLOT}")
+
+
+@eval_app.command("compare")
+def compare_command(
+    runs: list[Path] = typer.Argument(..., help="Run folders (each holding metrics.json); the first is the baseline."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table instead of a rich one."),
+) -> None:
+    """Compare finished runs side by side, with deltas against the first."""
+    try:
+        loaded = [load_run(path) for path in runs]
+    except VplinkError as exc:
+        _fail(exc)
+    if markdown:
+        typer.echo(compare_markdown(loaded), nl=False)
+    else:
+        _out.print(compare_runs(loaded))
+
+
+def _fail(exc: Exception) -> None:
+    _err.print("[red]error:[/]", escape(str(exc)), highlight=False)
+    raise typer.Exit(2)  # the same status as `vplink` gives any VplinkError
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise VplinkError(f"bad --option {pair!r}. Fix: write KEY=VALUE, e.g. --option k_rerank=10")
+        options[key.strip()] = value
+    return options
+
+
+def _kb_names_types(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Names and types of the KB's entities, read without validating the whole KB again."""
+    names: dict[str, str] = {}
+    types: dict[str, str] = {}
+    for _, row in iter_jsonl(path):
+        if isinstance(row, dict) and "id" in row:
+            names[str(row["id"])] = str(row.get("name", ""))
+            if row.get("type"):
+                types[str(row["id"])] = str(row["type"])
+    return names, types
