@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from agent.display import MermaidText
 from agent.graph import build_graph
 from agent.llm_client import LLMClient, LLMConfig
 from agent.nodes import LinkerConfig, LinkerNodes
@@ -77,9 +78,9 @@ class Linker:
         for chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}}, stream_mode="updates"):
             yield from chunk.items()
 
-    def mermaid(self) -> str:
-        """The workflow as Mermaid text (drawn locally, no web service)."""
-        return self.graph.get_graph().draw_mermaid()
+    def mermaid(self) -> MermaidText:
+        """The workflow as Mermaid text (drawn locally, no web service); a notebook draws it as a diagram."""
+        return MermaidText(self.graph.get_graph().draw_mermaid())
 
     def _run_config(self, query: LinkQuery) -> dict[str, Any] | None:
         if self._checkpointer is None:

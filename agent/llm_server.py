@@ -67,8 +67,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def cpu_bind_all() -> str:
-    """The OMP bind list that gives vLLM every core this process may use, e.g. ``0-1``."""
+    """The OMP bind list that gives vLLM every core this process may use, e.g. ``0,1``."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     return ",".join(str(c) for c in cores)
 
@@ -171,6 +180,13 @@ class LLMServer:
 
     def launch(self) -> LLMServer:
         """Start the process without waiting (pair with :meth:`wait_ready`)."""
+        model = self.config.model
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().exists():
+            raise LLMServerStartError(f"model folder {model} does not exist; prepare the default one with "
+                                      "`vplink llm prepare` or pass an existing folder")
+        if not _port_free(self.config.host, self.port):
+            raise LLMServerStartError(f"port {self.port} on {self.config.host} is already in use; pick another "
+                                      "(--port) or use the server that runs there")
         cmd = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -29,6 +29,12 @@ class LinkerConfig(BaseModel):
     image_retrieval: bool = True
     describe_max_tokens: int = Field(default=320, ge=32)
     reflect_max_tokens: int = Field(default=256, ge=32)
+
+
+def _load_image(path: str):
+    from retrieval.images import load_image
+
+    return load_image(path)
 
 
 def timed(name: str) -> Callable:
@@ -58,6 +64,8 @@ class LinkerNodes:
         self.tools = evidence_tools
         self.describe_prompt = load_prompt("describe")
         self.reflect_prompt = load_prompt("reflect")
+        # prepare, describe and retrieve all need the picture; the state holds only its path.
+        self.load_image = lru_cache(maxsize=8)(_load_image)
 
     # -------------------------------------------------------------- prepare
 
@@ -70,9 +78,8 @@ class LinkerNodes:
         if query.image:
             from agent.evidence.collect import collect_evidence
             from agent.visual_prompt import box_on_image
-            from retrieval.images import load_image
 
-            image = load_image(query.image)
+            image = self.load_image(query.image)
             box_on_image(image, query.box)  # refuses a bad box before any model runs
             found = collect_evidence(image, query.box, tools=self.config.evidence_tools, toolbox=self.tools)
             evidence = found.model_dump(mode="json")
@@ -111,11 +118,10 @@ class LinkerNodes:
 
     def _images(self, query) -> list:
         from agent.visual_prompt import crop_region, render_marked
-        from retrieval.images import load_image
 
         if not query.image:
             return []
-        image = load_image(query.image)
+        image = self.load_image(query.image)
         return [render_marked(image, query.box), crop_region(image, query.box)]
 
     # -------------------------------------------------------------- retrieve
@@ -133,9 +139,8 @@ class LinkerNodes:
         image = None
         if query.image and self.config.image_retrieval and self.retriever.image_encoder is not None:
             from agent.visual_prompt import crop_region
-            from retrieval.images import load_image
 
-            image = crop_region(load_image(query.image), query.box)
+            image = crop_region(self.load_image(query.image), query.box)
         return QueryViews(mention=query.mention, context=context, names=names,
                           description=description.as_query_text() if description else None, image=image)
 

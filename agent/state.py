@@ -84,6 +84,11 @@ class LinkResult(BaseModel):
 
     __str__ = __repr__
 
+    def _repr_html_(self) -> str:
+        from agent.display import link_result_html  # lazy: PIL and drawing only when a notebook asks
+
+        return link_result_html(self)
+
 
 def merge_dicts(left: dict, right: dict) -> dict:
     """State reducer: later nodes add keys to a dict (timings) instead of replacing it."""

@@ -46,8 +46,8 @@ def parse_box(value: str | Sequence[object] | None) -> Box | None:
         if text.lower() in _NONE_WORDS:
             return None
         parts = [part for part in re.split(r"[,\s]+", text.strip("[]() ")) if part]
-    elif isinstance(value, Sequence):
-        parts = list(value)
+    elif isinstance(value, Sequence) or hasattr(value, "tolist"):  # lists, tuples, numpy arrays, tensors
+        parts = list(value.tolist() if hasattr(value, "tolist") else value)
     else:
         raise BoxError(value, f"a {type(value).__name__} is not a box", 'give "x0,y0,x1,y1" or a list of 4 numbers')
     if len(parts) != 4:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distill.features import N_NUMERIC, FeatureCache, retrieval_features
+from distill.features import N_NUMERIC, FeatureCache, retrieval_features, store_vectors
 from distill.records import NIL, RationaleRecord
 from retrieval.records import Entity
 
@@ -40,10 +40,11 @@ class Tensors:
 
 
 def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Entity], cache: FeatureCache, *,
-                  gold: Mapping[str, str | None] | None = None, k: int | None = None) -> Tensors:
+                  gold: Mapping[str, str | None] | None = None, k: int | None = None, store=None) -> Tensors:
     """Encode records (queries, candidates, rationales) through the cache and pad them to ``k`` candidates.
 
     Targets: the teacher's choice (``gold`` given: the gold answer); -1 when it is NIL or not shown.
+    ``store``: a KBStore embedded by the same encoder; candidate vectors are read from it, not re-encoded.
     """
     k = k or max(len(r.candidates) for r in records)
     n, d = len(records), cache.dim
@@ -52,6 +53,7 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
     rat = cache.encode([r.rationale or "" for r in records])
     names: list[str] = []
     descs: list[str] = []
+    slot_ids: list[str] = []
     slots: list[tuple[int, int]] = []
     numeric = np.zeros((n, k, N_NUMERIC), dtype=np.float32)
     mask = np.zeros((n, k), dtype=bool)
@@ -65,9 +67,13 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
             names.append(name_text)
             descs.append(desc_text)
             slots.append((i, j))
+            slot_ids.append(cid)
             numeric[i, j] = retrieval_features(j, view.score if view else 0.0, view.hits if view else {})
             mask[i, j] = True
             teacher[i, j] = rec.scores.get(cid, 0.0)
+        if rec.choice in rec.candidates[:k] and rec.scores.get(rec.choice, 0.0) < 0.01:
+            # an early teacher version gave a score-less choice 1e-3: the choice itself is the signal
+            teacher[i, rec.candidates.index(rec.choice)] = max(1.0, float(teacher[i].max()))
         shown = rec.candidates[:k]
         answer = (gold or {}).get(rec.id) if gold is not None else (None if rec.choice == NIL else rec.choice)
         if answer in shown:
@@ -76,8 +82,8 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
     cd = np.zeros((n, k, d), dtype=np.float32)
     if slots:
         rows, cols = zip(*slots)
-        cn[rows, cols] = cache.encode(names)
-        cd[rows, cols] = cache.encode(descs)
+        cn[rows, cols] = _candidate_vectors(store, "name", slot_ids, names, cache)
+        cd[rows, cols] = _candidate_vectors(store, "description", slot_ids, descs, cache)
     data = {
         "q_mention": torch.from_numpy(qm), "q_caption": torch.from_numpy(qc),
         "q_visual": torch.zeros(n, d), "q_visual_mask": torch.zeros(n),  # WikiMEL-style records carry no image
@@ -89,3 +95,16 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
         "teacher_nil": torch.tensor([r.choice == NIL for r in records]),
     }
     return Tensors(ids=[r.id for r in records], data=data)
+
+
+def _candidate_vectors(store, view: str, ids: list[str], texts: list[str], cache: FeatureCache) -> np.ndarray:
+    """Candidate vectors of one view: from the store when it holds them, else encoded through the cache."""
+    stored = store_vectors(store, view, sorted(set(ids))) if store is not None else {}
+    todo = [n for n, cid in enumerate(ids) if cid not in stored]
+    out = np.zeros((len(ids), cache.dim), dtype=np.float32)
+    if todo:
+        out[todo] = cache.encode([texts[n] for n in todo])
+    for n, cid in enumerate(ids):
+        if cid in stored:
+            out[n] = stored[cid]
+    return out

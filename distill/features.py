@@ -95,6 +95,29 @@ class FeatureCache:
         return len(self._rows)
 
 
+def store_vectors(store, view: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """The stored embeddings of entities in one text view (the same texts and encoder the student reads)."""
+    if store is None or not ids:
+        return {}
+    getter = getattr(store, "get_embeddings", None)
+    if getter is not None:
+        return getter(view, ids)
+    # KBStore has no public accessor yet (asked for): read the view's collection directly
+    col = store._collection(view)
+    if col is None:
+        return {}
+    found = col.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+    return {eid: np.asarray(vec, dtype=np.float32) for eid, vec in zip(found["ids"], found["embeddings"])}
+
+
+def store_matches(store, encoder_name: str) -> bool:
+    """Whether the store's name and description views were embedded by this encoder (then reuse them)."""
+    try:
+        return all(store.encoder_of(view) == encoder_name for view in ("name", "description"))
+    except Exception:  # a store without text views, or a plain mapping of entities
+        return False
+
+
 # ---------------------------------------------------------------- retrieval signals as numbers
 
 #: The retrieval channels whose rank and score the student sees (others are ignored).

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from agent.query import LinkQuery
 from agent.state import Description
 from distill.data import candidate_texts
-from distill.features import N_NUMERIC, retrieval_features
+from distill.features import N_NUMERIC, retrieval_features, store_matches, store_vectors
 from distill.student import StudentConfig, StudentScorer
 from retrieval.errors import ModelLoadError, VplinkError
 from retrieval.search import Candidate
@@ -56,6 +56,7 @@ class DistilledScorer:
         self.name = f"distilled:{config.get('targets', 'teacher')}:{config.get('fingerprint', '')}".rstrip(":")
         self._cache = _LRU()
         self.last_ms = 0.0
+        self.use_store_vectors = store is not None and store_matches(store, text_encoder.name)
 
     def _visual(self, description: Description | None, evidence_text: str) -> tuple[np.ndarray, float]:
         # what a vision model said about the region, as text: the visual unit's input
@@ -77,11 +78,26 @@ class DistilledScorer:
         entities = {c.id: c.entity for c in candidates}
         if self.store is not None and any(e is None for e in entities.values()):
             entities.update(self.store.get_entities([cid for cid, e in entities.items() if e is None]))
-        texts = [candidate_texts(entities.get(c.id), c.name or c.id) for c in candidates]
+        n = len(candidates)
         mention = query.mention or query.text or ""
         caption = query.text or query.mention or ""
-        vecs = self._cache.encode(self.text_encoder, [mention, caption] + [t[0] for t in texts] + [t[1] for t in texts])
-        n = len(candidates)
+        queries = self._cache.encode(self.text_encoder, [mention, caption])
+        views = []
+        for v, view in enumerate(("name", "description")):
+            # the store already holds these vectors (same encoder, same texts): read them, do not re-encode
+            stored = {c.id: self._cache.rows[f"{view}\0{c.id}"] for c in candidates
+                      if f"{view}\0{c.id}" in self._cache.rows}
+            if self.use_store_vectors and len(stored) < n:
+                fetched = store_vectors(self.store, view, [c.id for c in candidates if c.id not in stored])
+                for eid, vec in fetched.items():
+                    self._cache.rows[f"{view}\0{eid}"] = vec
+                stored.update(fetched)
+            missing = [c for c in candidates if c.id not in stored]
+            if missing:
+                texts = [candidate_texts(entities.get(c.id), c.name or c.id)[v] for c in missing]
+                stored.update(zip([c.id for c in missing], self._cache.encode(self.text_encoder, texts)))
+            views.append(np.stack([stored[c.id] for c in candidates]).astype(np.float32))
+        vecs = np.concatenate([queries] + views)
         visual, vmask = self._visual(description, evidence_text)
         numeric = np.array([retrieval_features(j, c.score, c.hits) for j, c in enumerate(candidates)], np.float32)
         batch = {

@@ -85,9 +85,9 @@ def normalise_answer(answer: TeacherAnswer, shown: Sequence[str]) -> tuple[str, 
         notes.append("missing scores filled with 0")
     if choice != NIL:
         top = max(scores.values())
-        if scores[choice] < top or scores[choice] == 0.0:
-            # the choice is the teacher's decisive signal; its score must agree with it
-            scores[choice] = max(top, 1e-3) if scores[choice] < top else max(scores[choice], 1e-3)
+        if scores[choice] < top or top == 0.0:
+            # the choice is the teacher's decisive signal; its score must agree with it (1.0 when none was given)
+            scores[choice] = top if top > 0.0 else 1.0
             notes.append("choice's score raised to the maximum")
     return choice, scores, notes
 
@@ -202,3 +202,33 @@ def annotate(queries: list[LinkQuery], retriever: MultiViewRetriever, llm: LLMCl
         completion_tokens_per_s=round(stats["tokens"] / llm_wall, 3) if n else 0.0,
         mean_completion_tokens=round(stats["tokens"] / n, 1) if n else 0.0, concurrency=concurrency,
         errors=errors[:20])
+
+
+def candidate_records(queries: list[LinkQuery], retriever: MultiViewRetriever, out_path: str | Path, *, k: int = 10,
+                      progress: bool = True) -> int:
+    """Records of the retrieved candidates only (no teacher: choice NIL, model "none"), for gold-only training.
+
+    Resumable like :func:`annotate`; returns the number of records written.
+    """
+    out_path = Path(out_path)
+    done = read_completed_ids(out_path)
+    todo = [_as_query(q) for q in queries if q.id not in done]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    bar = tqdm(total=len(todo), desc="candidates", unit="ex", disable=not progress)
+    with out_path.open("a", encoding="utf-8") as handle:
+        for start in range(0, len(todo), RETRIEVAL_BATCH):
+            chunk = todo[start:start + RETRIEVAL_BATCH]
+            for query, cands in zip(chunk, retrieve_candidates(retriever, chunk, k)):
+                if cands:
+                    append_jsonl(handle, RationaleRecord(
+                        id=query.id, mention=query.mention, text=query.text, candidates=[c.id for c in cands],
+                        retrieval=[CandidateView(id=c.id, name=c.name, score=c.score,
+                                                 hits={ch: h.model_dump() for ch, h in c.hits.items()})
+                                   for c in cands],
+                        choice=NIL, scores={c.id: 0.0 for c in cands}, model="none", prompt_version="none",
+                        notes=["retrieval only: no teacher judgement"]))
+                    written += 1
+            bar.update(len(chunk))
+    bar.close()
+    return written

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from distill.data import Tensors, build_tensors
-from distill.features import FeatureCache
+from distill.features import FeatureCache, store_matches
 from distill.losses import DistillLoss, LossConfig
 from distill.records import RationaleRecord
 from distill.student import StudentConfig, StudentScorer, count_parameters
@@ -197,8 +197,10 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
         raise VplinkError(f"{len(records)} record(s) are too few to split into train and dev "
                           f"(dev_fraction={config.dev_fraction}). Fix: annotate more examples")
     k = max(len(r.candidates) for r in records)
-    tr = build_tensors(train_recs, entities, cache, gold=gold, k=k)
-    dv = build_tensors(dev_recs, entities, cache, gold=gold, k=k)
+    # candidate vectors come from the store when its views were embedded by this encoder (no re-encoding)
+    source = store if not isinstance(store, Mapping) and store_matches(store, text_encoder.name) else None
+    tr = build_tensors(train_recs, entities, cache, gold=gold, k=k, store=source)
+    dv = build_tensors(dev_recs, entities, cache, gold=gold, k=k, store=source)
 
     seed_everything(config.seed)
     model = StudentScorer(config.student)

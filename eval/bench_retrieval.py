@@ -9,7 +9,9 @@ name + description plus name-token overlap with the mention), and writes everyth
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import json
 import shutil
 import socket
 import subprocess
@@ -25,10 +27,11 @@ from tqdm.auto import tqdm
 
 from retrieval.factory import open_retriever
 from retrieval.jsonl import read_jsonl, write_json
-from retrieval.search import DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews, reciprocal_rank_fusion
+from retrieval.search import DEFAULT_WEIGHTS, LEXICAL_SUFFIX, FusionConfig, MultiViewRetriever, QueryViews
 
 KS = (1, 10, 20, 50, 100)
 BASELINE = {"context>description": 1.0, "mention>lexical": 1.0}
+BASELINE_NAME = "baseline: dense name+description + lexical mention"
 TEXT_CHANNELS = ("mention>name", "mention>lexical", "context>description", "context>name")
 
 
@@ -44,29 +47,55 @@ def recall_at(ranks: np.ndarray, ks=KS) -> dict[str, float]:
     return out
 
 
-def fuse(channel_rankings: list[dict], weights: dict[str, float], rrf_k: float, depth: int = 100) -> list[list[str]]:
-    """Fused id rankings from precomputed channel rankings."""
-    fused = []
-    for per_query in channel_rankings:
-        scores = reciprocal_rank_fusion(per_query, weights, rrf_k)
-        fused.append([eid for eid, _ in sorted(scores.items(), key=lambda kv: (-kv[1][0], kv[0]))][:depth])
-    return fused
+def channel_matrices(channel_rankings: list[dict], gold: list[str], channels=TEXT_CHANNELS
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per query: (candidates x channels) matrices of 1-based ranks (inf when absent) and of scores
+    (a dense channel's floor, or 0 for lexical, when absent), and the gold's row (-1 when not retrieved)."""
+    ranks, scores, gold_rows = [], [], []
+    for per_query, g in zip(channel_rankings, gold):
+        ids = list(dict.fromkeys(eid for c in channels for eid, _ in per_query.get(c, [])))
+        row = {eid: i for i, eid in enumerate(ids)}
+        rank = np.full((len(ids), len(channels)), np.inf)
+        score = np.zeros((len(ids), len(channels)))
+        for j, channel in enumerate(channels):
+            listed = per_query.get(channel, [])
+            if not channel.endswith(LEXICAL_SUFFIX):
+                score[:, j] = min((s for _, s in listed), default=0.0)
+            for r, (eid, s) in enumerate(listed, start=1):
+                rank[row[eid], j], score[row[eid], j] = r, s
+        ranks.append(rank)
+        scores.append(score)
+        gold_rows.append(row.get(g, -1))
+    return ranks, scores, np.array(gold_rows)
 
 
-def tune(channel_rankings: list[dict], gold: list[str]) -> tuple[dict[str, float], float, dict]:
-    """Grid search of channel weights and rrf_k, maximising MRR (H@1 breaks ties)."""
-    best: tuple[float, float] = (-1.0, -1.0)
-    best_weights, best_k = dict(BASELINE), 60.0
-    grid = [0.0, 0.5, 1.0, 2.0]
+def fused_gold_ranks(features: list[np.ndarray], gold_rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The gold's rank under the linear fusion ``features @ weights`` (0 when absent); ties count against it."""
+    out = np.zeros(len(features), dtype=int)
+    for i, (feat, g) in enumerate(zip(features, gold_rows)):
+        if g < 0 or not len(feat):
+            continue
+        fused = feat @ weights
+        out[i] = 1 + int(np.sum(fused > fused[g])) + int(np.sum(fused[:g] == fused[g]))
+    return out
+
+
+def rrf_features(ranks: list[np.ndarray], rrf_k: float) -> list[np.ndarray]:
+    """RRF as a linear fusion: each channel contributes 1 / (rrf_k + rank)."""
+    return [1.0 / (rrf_k + r) for r in ranks]
+
+
+def tune(features_by_setting: dict[str, list[np.ndarray]], gold_rows: np.ndarray,
+         grid=(0.0, 0.5, 1.0, 2.0)) -> tuple[str, dict[str, float], dict]:
+    """Grid search of channel weights for each setting (fusion method and its rrf_k), maximising MRR then H@1."""
+    best, best_setting, best_weights = (-1.0, -1.0), "", {}
     combos = [c for c in itertools.product(grid, repeat=len(TEXT_CHANNELS)) if any(c)]
-    for rrf_k in (10.0, 30.0, 60.0):
-        for combo in tqdm(combos, desc=f"tune rrf_k={rrf_k:g}", leave=False):
-            weights = dict(zip(TEXT_CHANNELS, combo))
-            stats = recall_at(gold_ranks(fuse(channel_rankings, weights, rrf_k, depth=20), gold), ks=(1,))
-            key = (stats["mrr"], stats["@1"])
-            if key > best:
-                best, best_weights, best_k = key, weights, rrf_k
-    return best_weights, best_k, {"mrr": best[0], "@1": best[1]}
+    for setting, features in features_by_setting.items():
+        for combo in tqdm(combos, desc=f"tune {setting}", leave=False):
+            stats = recall_at(fused_gold_ranks(features, gold_rows, np.array(combo)), ks=(1,))
+            if (stats["mrr"], stats["@1"]) > best:
+                best, best_setting, best_weights = (stats["mrr"], stats["@1"]), setting, dict(zip(TEXT_CHANNELS, combo))
+    return best_setting, best_weights, {"mrr": best[0], "@1": best[1]}
 
 
 def latency(retriever: MultiViewRetriever, queries: list[QueryViews], n: int) -> dict[str, float]:
@@ -108,6 +137,8 @@ def main(
     server: Annotated[bool, typer.Option(help="Also time queries through a `chroma run` server")] = False,
     latency_n: Annotated[int, typer.Option(help="Single queries timed for latency")] = 200,
     batch: Annotated[int, typer.Option(help="Queries per batched search")] = 256,
+    cache: Annotated[Optional[Path], typer.Option(help="Keep the per-channel rankings here (gzip JSON) "
+                                                       "and reuse them on the next run")] = None,
 ) -> None:
     """Measure recall per channel and fused, optionally tune weights, and time queries."""
     console = Console()
@@ -117,26 +148,36 @@ def main(
     all_weights = {**DEFAULT_WEIGHTS, **{c: 1.0 for c in TEXT_CHANNELS}}
     retriever = open_retriever(store, config=FusionConfig(weights=all_weights))
     started = time.perf_counter()
-    channel_rankings = []
-    for start in tqdm(range(0, len(queries), batch), desc="search", unit="batch"):
-        channel_rankings += retriever.channel_rankings(queries[start:start + batch])
+    from_cache = bool(cache and cache.exists())
+    if from_cache:
+        channel_rankings = json.loads(gzip.decompress(cache.read_bytes()))
+    else:
+        channel_rankings = []
+        for start in tqdm(range(0, len(queries), batch), desc="search", unit="batch"):
+            channel_rankings += retriever.channel_rankings(queries[start:start + batch])
+        if cache:
+            cache.write_bytes(gzip.compress(json.dumps(channel_rankings).encode()))
     search_s = time.perf_counter() - started
 
+    ranks, scores, gold_rows = channel_matrices(channel_rankings, gold)
+    as_vector = lambda weights: np.array([weights.get(c, 0.0) for c in TEXT_CHANNELS])  # noqa: E731
     results: dict[str, dict] = {}
     for channel in TEXT_CHANNELS:
         ranked = [[eid for eid, _ in per_query.get(channel, [])] for per_query in channel_rankings]
         results[channel] = recall_at(gold_ranks(ranked, gold))
-    results["baseline (dense name+description + lexical mention)"] = recall_at(
-        gold_ranks(fuse(channel_rankings, BASELINE, 60.0), gold))
-    results["fused, default weights"] = recall_at(
-        gold_ranks(fuse(channel_rankings, DEFAULT_WEIGHTS, FusionConfig().rrf_k), gold))
+    results[BASELINE_NAME] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(BASELINE)))
+    results["RRF (k=60), equal weights"] = recall_at(fused_gold_ranks(rrf_features(ranks, 60.0), gold_rows,
+                                                                      np.ones(len(TEXT_CHANNELS))))
+    results["score fusion, default weights"] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(DEFAULT_WEIGHTS)))
     tuned = None
     if tune_weights:
-        weights, rrf_k, _ = tune(channel_rankings, gold)
-        tuned = {"weights": weights, "rrf_k": rrf_k}
-        results["fused, tuned on this split"] = recall_at(gold_ranks(fuse(channel_rankings, weights, rrf_k), gold))
+        settings = {"score": scores, **{f"rrf k={k:g}": rrf_features(ranks, k) for k in (5.0, 10.0, 30.0, 60.0)}}
+        setting, weights, _ = tune(settings, gold_rows)
+        tuned = {"setting": setting, "weights": weights}
+        results[f"tuned on this split ({setting})"] = recall_at(
+            fused_gold_ranks(settings[setting], gold_rows, as_vector(weights)))
 
-    timing = {"batched_search_s": search_s, "batched_qps": len(queries) / search_s,
+    timing = {"batched_search_s": search_s, "batched_qps": len(queries) / search_s, "rankings_from_cache": from_cache,
               "embedded": latency(open_retriever(store), queries, latency_n)}
     if server:
         proc, url = serve_store(store)
@@ -146,7 +187,7 @@ def main(
             proc.terminate()
             proc.wait(timeout=30)
 
-    base = results["baseline (dense name+description + lexical mention)"]
+    base = results[BASELINE_NAME]
     table = Table(title=f"retrieval recall on {dataset.name} (n={len(rows)}, KB {retriever.store.count()} entities)")
     for column in ("channel", *[f"R{k}" for k in ("@1", "@10", "@20", "@50", "@100")], "MRR", "MRR / baseline"):
         table.add_column(column, justify="right" if column != "channel" else "left")

@@ -36,6 +36,11 @@ class EvalRun:
         pipeline = self.metrics.get("pipeline")
         return f"{self.name} ({pipeline})" if pipeline and pipeline != self.name else self.name
 
+    def _repr_html_(self) -> str:
+        from eval.display import run_html  # lazy: matplotlib only when a notebook asks
+
+        return run_html(self)
+
 
 def load_run(run_dir: str | Path) -> EvalRun:
     """Open a run folder written by ``run_eval`` (it must hold metrics.json)."""
@@ -54,6 +59,40 @@ def load_run(run_dir: str | Path) -> EvalRun:
                              fix="pass the --out folder of a `vplink eval` run")
     files = {name: path / name for name in (METRICS, PREDICTIONS, REPORT, PLOT) if (path / name).exists()}
     return EvalRun(path=path, metrics=metrics, name=path.resolve().name, files=files)
+
+
+@dataclass
+class Comparison:
+    """Finished runs side by side; a notebook shows the metrics with deltas against the first run."""
+
+    runs: list[EvalRun]
+
+    def table(self) -> Table:
+        """The comparison as a rich table (what `vplink eval compare` prints)."""
+        return compare_runs(self.runs)
+
+    def markdown(self) -> str:
+        """The comparison as a markdown table."""
+        return compare_markdown(self.runs)
+
+    def __repr__(self) -> str:
+        return f"<Comparison of {len(self.runs)} runs: {', '.join(run.label for run in self.runs)}>"
+
+    def __str__(self) -> str:
+        return self.markdown()
+
+    def _repr_html_(self) -> str:
+        from eval.display import comparison_html
+
+        return comparison_html(self.runs)
+
+
+def compare(runs: Sequence[EvalRun | str | Path]) -> Comparison:
+    """Compare finished runs (loaded runs or run folders); deltas are against the first."""
+    loaded = [run if isinstance(run, EvalRun) else load_run(run) for run in runs]
+    if not loaded:
+        raise ValueError("compare needs at least one run")
+    return Comparison(loaded)
 
 
 def comparison_rows(runs: Sequence[EvalRun]) -> list[tuple[str, list[str]]]:

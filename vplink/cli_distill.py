@@ -119,7 +119,11 @@ def bench_teacher_cmd(
         predictions = read_predictions(run / "predictions.jsonl")
         both = [i for i in records if i in predictions and predictions[i].ranking and not records[i].is_nil]
         agree = sum(predictions[i].ranking[0].id == records[i].choice for i in both)
-        agreement[str(run)] = {"n": len(both), "top1_agreement": agree / len(both) if both else None}
+        subset = {i: scored[i] for i in scored if i in predictions}
+        agreement[str(run)] = {"n": len(both), "top1_agreement": agree / len(both) if both else None,
+                               # the run scored on exactly the examples the teacher annotated
+                               "metrics_on_teacher_subset": compute_metrics(
+                                   [predictions[i] for i in subset], subset).model_dump(include={"hits", "mrr", "n"})}
     doc["agreement_with_runs"] = agreement
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "predictions.jsonl", preds(True))

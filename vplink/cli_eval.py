@@ -89,6 +89,8 @@ def run_command(
     llm_url: Optional[str] = typer.Option(None, "--llm-url", help="vLLM server for the agent pipeline."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
     vision: bool = typer.Option(False, "--vision", help="The model sees images."),
+    no_mention: bool = typer.Option(False, "--no-mention",
+                                    help="Hide every mention: the VP-MEL setting, where the box is the mention."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                               help="SQLite file: the agent resumes mid-query after a crash."),
 ) -> None:
@@ -100,6 +102,8 @@ def run_command(
             _err.print(f"[yellow]warning:[/] {len(loaded.missing_images)} example(s) have no image file; "
                        "they run on text only")
         examples = sample_examples(loaded.examples, limit, sample_seed)
+        if no_mention:
+            examples = [e.model_copy(update={"mention": None}) for e in examples]
         names, types = _kb_names_types(kb) if kb else (None, None)
         types = types or None  # a KB without types gives no by-type table rather than one "unknown" row
         from vplink.wiring import load_reranker
@@ -111,7 +115,7 @@ def run_command(
         types = types or getattr(predictor, "entity_types", None)
         run_dir = out or Path("runs") / f"{dataset.stem}-{pipeline.value}"
         settings = {"store": store, "k": k, "scorer": str(scorer) if scorer else None, "llm_url": llm_url,
-                    "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
+                    "no_mention": no_mention, "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
                     "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
         result = run_eval(examples, predictor, run_dir, pipeline=pipeline.value, dataset=str(dataset),
                           versions={}, concurrency=concurrency, batch_size=batch_size, resume=resume,

@@ -38,7 +38,7 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
           port: int = typer.Option(8801, help="port on 127.0.0.1"),
           host: str = typer.Option("127.0.0.1", help="address to listen on"),
           max_model_len: int = typer.Option(4096, help="longest prompt + answer in tokens"),
-          kv_cache_gib: float = typer.Option(2.0, help="KV cache size in GiB (CPU); 1 GiB holds ~37k tokens of the 1.5B model"),
+          kv_cache_gib: float = typer.Option(2.0, help="KV cache GiB (CPU); 1 GiB holds ~37k tokens of the 1.5B"),
           max_num_seqs: int = typer.Option(16, help="requests decoded together"),
           served_model_name: str | None = typer.Option(None, help="name clients use; default: the folder name"),
           threads_bind: str | None = typer.Option(None, help="VLLM_CPU_OMP_THREADS_BIND; default: all cores"),
@@ -46,8 +46,9 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
           startup_timeout: float = typer.Option(900, help="seconds to wait for the server"),
           extra: list[str] = typer.Option([], "--extra", help="extra vLLM argument (repeatable)")) -> None:
     """Start a vLLM server, print its URL and keep it in the foreground until Ctrl-C."""
-    if not model.exists() and model == DEFAULT_MODEL_DIR:
-        raise _fail(VplinkError(f"model folder {model} does not exist; run `vplink llm prepare --out {model}`"))
+    if not model.exists():
+        raise _fail(VplinkError(f"model folder {model} does not exist; run `vplink llm prepare --out {model}` "
+                                "or pass --model DIR"))
     name = served_model_name or model.name
     cfg = ServerConfig(model=str(model), host=host, port=port, max_model_len=max_model_len,
                        kv_cache_gib=kv_cache_gib, max_num_seqs=max_num_seqs, served_model_name=name,
@@ -118,6 +119,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
     client = LLMClient(LLMConfig(url=url, model=model, max_concurrency=max(concurrency), timeout_s=1800))
     try:
         name = client.model
+        load_start = os.getloadavg()[0]
         asyncio.run(_round(client, 1, 8))  # warm-up: first request pays for compilation and caches
 
         async def run_all() -> list[dict[str, float]]:
@@ -134,6 +136,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
     report = {"model": name, "url": url, "max_tokens": max_tokens, "rows": rows,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           # other work on the machine skews the numbers: record it
+                          "load_average_1m_at_start": round(load_start, 2),
                           "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,8 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, out)
     table = Table(title=f"{name} throughput ({max_tokens} tokens per request)")
-    for col in ("concurrency", "tokens/s (all)", "tokens/s (per request)", "seconds", f"x vs c={rows[0]['concurrency']}"):
+    ratio_col = f"x vs c={rows[0]['concurrency']}"
+    for col in ("concurrency", "tokens/s (all)", "tokens/s (per request)", "seconds", ratio_col):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["concurrency"]), f"{r['tokens_per_s']:.1f}", f"{r['per_request_tokens_per_s']:.1f}",

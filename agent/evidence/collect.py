@@ -70,8 +70,10 @@ class EvidenceTools:
     """The tools' models, each loaded once on first use and shared by every later call."""
 
     def __init__(self, face_detector: FaceDetector | None = None, text_reader: TextReader | None = None,
-                 classifier: Any | None = None) -> None:
+                 classifier: Any | None = None, *, threads: int | None = None) -> None:
         self._face_detector, self._text_reader, self._classifier = face_detector, text_reader, classifier
+        #: CPU threads for the models this object builds itself (None: each library's default).
+        self.threads = threads
         self._lock = threading.Lock()
 
     @property
@@ -87,7 +89,7 @@ class EvidenceTools:
         """The RapidOCR reader (its ONNX models load on the first read)."""
         with self._lock:
             if self._text_reader is None:
-                self._text_reader = TextReader()
+                self._text_reader = TextReader(threads=self.threads)
             return self._text_reader
 
     @property
@@ -97,7 +99,7 @@ class EvidenceTools:
             if self._classifier is None:
                 from retrieval.image_encoders import EfficientNetLite0Encoder
 
-                self._classifier = EfficientNetLite0Encoder()
+                self._classifier = EfficientNetLite0Encoder(threads=self.threads)
             return self._classifier
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from agent.visual_prompt import Box
 from retrieval.errors import ModelLoadError
@@ -50,6 +50,7 @@ class FaceEvidence(BaseModel):
     #: Trust in ``marked``: detector confidence x overlap x the face's share of the faces in the box.
     confidence: float
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def count(self) -> int:
         """How many faces were found in the whole picture."""
@@ -68,10 +69,12 @@ class FaceEvidence(BaseModel):
         if self.marked is None:
             return text + "; none of them lies inside the marked region."
         inside = len(self.in_box)
-        held = "it lies" if self.count == 1 else "1 of them lies" if inside == 1 else f"{inside} of them lie"
-        where = "" if self.count == 1 else (f" The marked person's face is the {self.position}, counting the "
-                                            "faces found across the picture")
-        return text + f"; {held} inside the marked region.{where} (confidence {self.confidence:.2f})."
+        sure = f"(confidence {self.confidence:.2f})"
+        if self.count == 1:
+            return text + f"; it lies inside the marked region {sure}."
+        held = "1 of them lies" if inside == 1 else f"{inside} of them lie"
+        return (text + f"; {held} inside the marked region. The marked person's face is the {self.position}, "
+                f"counting the faces found across the picture {sure}.")
 
 
 def ordinal(n: int) -> str:

@@ -42,8 +42,10 @@ class TextReader:
 
     name = "rapidocr-onnxruntime (PP-OCRv4)"
 
-    def __init__(self, min_score: float = 0.5) -> None:
+    def __init__(self, min_score: float = 0.5, threads: int | None = None) -> None:
         self.min_score = min_score
+        # None: ONNX Runtime's default (all cores). On a busy machine 1 thread was ~2x faster in wall time.
+        self.threads = threads
         self._engine = None
         self._lock = threading.Lock()
 
@@ -53,7 +55,9 @@ class TextReader:
                 from rapidocr_onnxruntime import RapidOCR
             except ImportError:
                 raise ModelLoadError("RapidOCR is not installed. Fix: `pip install rapidocr-onnxruntime`") from None
-            self._engine = RapidOCR()
+            threads = {} if self.threads is None else {"intra_op_num_threads": self.threads,
+                                                       "inter_op_num_threads": 1}
+            self._engine = RapidOCR(**threads)
         return self._engine
 
     def read(self, image: Image.Image) -> OcrEvidence:

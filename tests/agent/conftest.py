@@ -10,4 +10,4 @@ def evidence_tools():
     """The real evidence tools (Haar cascade, EfficientNet-Lite0, RapidOCR), loaded lazily and shared."""
     from agent.evidence import EvidenceTools
 
-    return EvidenceTools()
+    return EvidenceTools(threads=1)  # one thread: far faster on a busy 2-core machine

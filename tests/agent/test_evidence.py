@@ -222,3 +222,11 @@ def test_an_empty_picture_yields_modest_evidence(evidence_tools):
 
 def test_all_tools_are_listed():
     assert ALL_TOOLS == ("geometry", "faces", "labels", "ocr")
+
+
+def test_one_face_in_the_box_is_phrased_without_an_order():
+    found = locate_faces([_face(100)], (80, 0, 200, 300), "t")
+    assert found.position == "1st of 1 from the left"
+    assert found.describe() == ("A frontal-face detector found 1 face in the picture; it lies inside the marked "
+                                "region (confidence 0.97).")
+    assert found.model_dump()["count"] == 1  # the count is part of the record the agent stores

@@ -118,3 +118,21 @@ def test_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.killpg(pid, signal.SIGKILL)
     pytest.fail("the server outlived its parent")
+
+
+def test_missing_model_folder_is_reported_before_launch(tmp_path: Path) -> None:
+    server = LLMServer(ServerConfig(model=str(tmp_path / "nope"), log_path=str(tmp_path / "l")))
+    with pytest.raises(LLMServerStartError, match="nope does not exist"):
+        server.start()
+    assert server.process is None
+
+
+def test_busy_port_is_reported_before_launch(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = LLMServer(ServerConfig(model=str(tmp_path), port=port, log_path=str(tmp_path / "l")))
+        with pytest.raises(LLMServerStartError, match=f"port {port} .* in use"):
+            server.start()
+        assert server.process is None

@@ -24,6 +24,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not
     ("10 20 110 220", (10.0, 20.0, 110.0, 220.0)),
     ([10, 20, 110, 220], (10.0, 20.0, 110.0, 220.0)),
     ((1.5, "2", 3, 4.0), (1.5, 2.0, 3.0, 4.0)),
+    (np.array([10, 20, 110, 220]), (10.0, 20.0, 110.0, 220.0)),
     (None, None), ("", None), ("none", None), ("NULL", None),
 ])
 def test_parse_box_accepts_text_and_lists(value, expected):

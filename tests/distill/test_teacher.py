@@ -80,6 +80,8 @@ def test_normalise_answer_fills_and_repairs():
     choice, scores, _ = normalise_answer(TeacherAnswer(choice="Q3", scores={"Q1": 0.9, "Q3": 0.2}), shown)
     assert choice == "Q3" and scores["Q3"] == max(scores.values())
     assert normalise_answer(TeacherAnswer(choice="nil"), shown)[0] == NIL
+    choice, scores, _ = normalise_answer(TeacherAnswer(choice="Q2"), shown)  # no scores at all
+    assert scores == {"Q1": 0.0, "Q2": 1.0, "Q3": 0.0}
 
 
 def test_candidate_listing_trims_descriptions(small_store):

@@ -13,7 +13,7 @@ from agent.query import LinkQuery
 from agent.reranker import Reranker
 from distill.features import FeatureCache
 from distill.scorer import ScorerLoadError, load_scorer
-from distill.train import load_rationales, train
+from distill.train import TrainConfig, load_rationales, train
 from retrieval.search import Candidate, ViewHit
 
 
@@ -38,11 +38,12 @@ def test_rerun_resumes_instead_of_retraining(trained_teacher_student, rationales
     out = tmp_path / "copy"
     shutil.copytree(src, out)
     before = len(_metrics(out))
-    summary = train(rationales_path, fixture_entities, out, cache_dir=feature_dir, text_encoder=text_encoder,
-                    progress=False, epochs=8, patience=8, dev_fraction=0.25, batch_size=32)
+    config = json.loads((src / "config.json").read_text())["train"]
+    summary = train(rationales_path, fixture_entities, out, config=TrainConfig.model_validate(config),
+                    cache_dir=feature_dir, text_encoder=text_encoder, progress=False)
     assert len(_metrics(out)) == before  # finished run: nothing retrained
-    more = train(rationales_path, fixture_entities, out, cache_dir=feature_dir, text_encoder=text_encoder,
-                 progress=False, epochs=9, patience=8, dev_fraction=0.25, batch_size=32)
+    more = train(rationales_path, fixture_entities, out, config=TrainConfig.model_validate(config),
+                 cache_dir=feature_dir, text_encoder=text_encoder, progress=False, epochs=9)
     assert summary["n_train"] == more["n_train"]
     assert len(_metrics(out)) == before + 1  # one more epoch, continued from the checkpoint
 

@@ -10,7 +10,7 @@ def efficientnet():
     """The real EfficientNet-Lite0 encoder from the installed weights package."""
     from retrieval.image_encoders import EfficientNetLite0Encoder
 
-    return EfficientNetLite0Encoder()
+    return EfficientNetLite0Encoder(threads=1)  # one thread: far faster on a busy 2-core machine
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,8 @@ def _grace_hopper() -> Image.Image:
 def test_efficientnet_is_an_image_encoder_with_a_fingerprint(efficientnet):
     assert isinstance(efficientnet, ImageEncoder)
     assert efficientnet.dim == 1280
-    assert efficientnet.name.startswith("efficientnet-lite0:") and "efficientnet-lite0-57934424.pth#" in efficientnet.name
+    assert efficientnet.name.startswith("efficientnet-lite0:")
+    assert "efficientnet-lite0-57934424.pth#579344248a93" in efficientnet.name  # path + sha256 prefix
 
 
 def test_efficientnet_labels_grace_hopper_in_uniform(efficientnet):
@@ -111,3 +112,16 @@ def test_bad_specs_are_refused(spec):
 
 def test_default_spec_builds_efficientnet():
     assert isinstance(load_image_encoder(" EfficientNet-Lite0 "), EfficientNetLite0Encoder)
+
+
+def test_torch_threads_is_scoped():
+    import torch
+
+    from retrieval.image_encoders import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -1,0 +1,48 @@
+"""The front door: the names users import and the `vplink` command's groups."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+import vplink
+from vplink.cli import app
+
+
+def test_public_names_resolve_lazily() -> None:
+    assert vplink.Linker.__name__ == "Linker"
+    assert vplink.load_run.__name__ == "load_run"
+    assert issubclass(vplink.VplinkError, Exception)
+
+
+def test_cli_groups() -> None:
+    out = CliRunner().invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for group in ("kb", "link", "llm", "eval", "distill"):
+        assert group in out.stdout
+
+
+def test_vplink_error_prints_the_fix_not_a_traceback(tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-c", "from vplink.cli import main; main()", "kb", "search",
+                           str(tmp_path / "absent"), "query"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Fix: build one with `vplink kb index" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_kb_index_reports_skipped_lines(tmp_path) -> None:
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text('{"id": "Q1", "name": "Ada Lovelace", "description": "mathematician"}\n{"id": "Q2"}\n',
+                  encoding="utf-8")
+    out = CliRunner().invoke(app, ["kb", "index", str(kb), "--store", str(tmp_path / "s"), "--skip-invalid"])
+    assert out.exit_code == 0, out.output
+    assert "line 2" in out.stdout and "field 'name'" in out.stdout
+    assert "1 entities indexed" in out.stdout
+    search = CliRunner().invoke(app, ["kb", "search", str(tmp_path / "s"), "the first programmer",
+                                      "--mention", "Lovelace", "--json"])
+    assert search.exit_code == 0, search.output
+    import json
+
+    assert json.loads(search.stdout)[0]["id"] == "Q1"
