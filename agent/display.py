@@ -168,7 +168,10 @@ def _pictures(result: LinkResult) -> str:
     shown = _downscale(marked, PICTURE_WIDTH)
     faces = ((result.evidence or {}).get("faces") or {})
     analysed = (result.evidence or {}).get("image_size") or image.size
-    found = _draw_faces(shown, faces, shown.width / max(1, analysed[0]))
+    try:
+        found = _draw_faces(shown, faces, shown.width / max(1, analysed[0]))
+    except Exception:  # noqa: BLE001 - malformed face records cost the outlines, not the picture
+        found = 0
     caption = "The marked picture (red box)"
     if found:
         caption += f"; {found} face{'s' if found > 1 else ''} found, outlined in blue and numbered left to right"

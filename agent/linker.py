@@ -66,6 +66,21 @@ class Linker:
                 return to_result(self.graph.invoke(None, config))
         return to_result(self.graph.invoke({"query": query, "notes": [], "timings_ms": {}}, config))
 
+    def replay(self, query: LinkQuery, *, from_node: str = "retrieve") -> LinkResult:
+        """Run a checkpointed query again from ``from_node`` on, reusing the saved earlier steps.
+
+        With ``from_node="retrieve"`` the model's saved description is reused, so retrieval or
+        reranking changes are measured without asking the model again. A query with no saved step
+        before ``from_node`` is linked from the start.
+        """
+        config = self._run_config(query)
+        if config is None:
+            raise ValueError("replay needs a linker opened with a checkpoint")
+        for snapshot in self.graph.get_state_history(config):
+            if snapshot.next == (from_node,):
+                return to_result(self.graph.invoke(None, snapshot.config))
+        return self.link_query(query)
+
     def link_many(self, queries: Sequence[LinkQuery], *, concurrency: int = 4) -> list[LinkResult]:
         """Link many queries with bounded concurrency (the model server batches concurrent requests)."""
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -95,6 +110,7 @@ class Linker:
 
         return {"text_encoder": self.retriever.text_encoder.name,
                 "image_encoder": getattr(self.retriever.image_encoder, "name", None),
+                "fusion": self.retriever.config.model_dump(), "linker": self.config.model_dump(),
                 "llm": self.llm.model if self.llm else None, "reranker": self.reranker.name,
                 "prompts": prompt_versions()}
 

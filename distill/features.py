@@ -3,6 +3,10 @@
 Each vector is keyed by ``sha1(encoder name + NUL + text)``. Misses are encoded in one batch and written as a
 new safetensors shard (a 2-D ``vectors`` tensor; the keys ride in the file's string metadata), so the cache only
 grows, writes are atomic, and loading never unpickles.
+
+Candidate vectors (name view, description view) need no encoding at all when the KB store was embedded by
+the same encoder: the store holds exactly those texts' vectors, and :func:`store_vectors` reads them.
+Only query texts (mention, caption, rationale) then go through the cache.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
+from retrieval.progress import tqdm
 
 from agent.llm_client import LLMClient, LLMError, LLMUnavailableError
 from agent.query import LabeledQuery, LinkQuery

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from retrieval.progress import tqdm
 
 from distill.data import Tensors, build_tensors
 from distill.features import FeatureCache, store_matches

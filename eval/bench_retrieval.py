@@ -23,16 +23,17 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
-from tqdm.auto import tqdm
+from retrieval.progress import tqdm
 
 from retrieval.factory import open_retriever
 from retrieval.jsonl import read_jsonl, write_json
-from retrieval.search import DEFAULT_WEIGHTS, LEXICAL_SUFFIX, FusionConfig, MultiViewRetriever, QueryViews
+from retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, ZERO_FLOOR, FusionConfig, MultiViewRetriever,
+                              QueryViews)
 
 KS = (1, 10, 20, 50, 100)
 BASELINE = {"context>description": 1.0, "mention>lexical": 1.0}
 BASELINE_NAME = "baseline: dense name+description + lexical mention"
-TEXT_CHANNELS = ("mention>name", "mention>lexical", "context>description", "context>name")
+TEXT_CHANNELS = ("mention>name", "mention>lexical", "context>description", "context>name", DATES_CHANNEL)
 
 
 def gold_ranks(rankings: list[list[str]], gold: list[str]) -> np.ndarray:
@@ -59,7 +60,7 @@ def channel_matrices(channel_rankings: list[dict], gold: list[str], channels=TEX
         score = np.zeros((len(ids), len(channels)))
         for j, channel in enumerate(channels):
             listed = per_query.get(channel, [])
-            if not channel.endswith(LEXICAL_SUFFIX):
+            if not channel.endswith(ZERO_FLOOR):
                 score[:, j] = min((s for _, s in listed), default=0.0)
             for r, (eid, s) in enumerate(listed, start=1):
                 rank[row[eid], j], score[row[eid], j] = r, s
@@ -158,6 +159,7 @@ def main(
         if cache:
             cache.write_bytes(gzip.compress(json.dumps(channel_rankings).encode()))
     search_s = time.perf_counter() - started
+    retriever.add_date_channel(queries, channel_rankings)  # cheap; cached rankings predate it
 
     ranks, scores, gold_rows = channel_matrices(channel_rankings, gold)
     as_vector = lambda weights: np.array([weights.get(c, 0.0) for c in TEXT_CHANNELS])  # noqa: E731
@@ -171,7 +173,7 @@ def main(
     results["score fusion, default weights"] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(DEFAULT_WEIGHTS)))
     tuned = None
     if tune_weights:
-        settings = {"score": scores, **{f"rrf k={k:g}": rrf_features(ranks, k) for k in (5.0, 10.0, 30.0, 60.0)}}
+        settings = {"score": scores, **{f"rrf k={k:g}": rrf_features(ranks, k) for k in (10.0, 60.0)}}
         setting, weights, _ = tune(settings, gold_rows)
         tuned = {"setting": setting, "weights": weights}
         results[f"tuned on this split ({setting})"] = recall_at(

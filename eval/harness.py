@@ -126,7 +126,7 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
 def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, concurrency: int, batch_size: int,
                  initial: int, total: int, progress: bool) -> int:
     """Run the batches on a bounded thread pool, appending each prediction as its batch finishes."""
-    from tqdm.auto import tqdm  # the widget form in notebooks, a text bar elsewhere
+    from retrieval.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     written = 0

@@ -50,9 +50,10 @@ class RetrievePredictor:
 class LinkerPredictor:
     """Runs the agent's workflow on each query (the rerank pipeline is the same graph without a model)."""
 
-    def __init__(self, linker, name: str) -> None:
+    def __init__(self, linker, name: str, replay_from: str | None = None) -> None:
         self.linker = linker
         self.name = name
+        self.replay_from = replay_from
 
     @property
     def entity_names(self) -> dict[str, str]:
@@ -68,7 +69,9 @@ class LinkerPredictor:
         out = []
         for query in batch:
             try:
-                out.append(to_prediction(self.linker.link_query(query)))
+                result = self.linker.replay(query, from_node=self.replay_from) if self.replay_from \
+                    else self.linker.link_query(query)
+                out.append(to_prediction(result))
             except VplinkError as error:
                 out.append(Prediction.failed(query.id, str(error)))
         return out
@@ -90,24 +93,36 @@ def to_prediction(result: LinkResult) -> Prediction:
 
 def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, llm_url: str | None = None,
                     llm_model: str | None = None, vision: bool | str = False, checkpoint: str | None = None,
-                    nil_threshold: float | str | None = None, **unknown: Any):
-    """A predictor for ``pipeline`` over the store; unknown options are an error that lists the known ones."""
-    if unknown:
-        raise VplinkError(f"unknown pipeline option(s) {sorted(unknown)}; known: llm_url, llm_model, vision, "
-                          "checkpoint, nil_threshold (and --scorer for rerank)")
-    k = int(k)
-    if pipeline == "retrieve":
-        return RetrievePredictor(open_retriever(store), k=k)
-    if pipeline not in PIPELINES:
-        raise VplinkError(f"unknown pipeline '{pipeline}'. Fix: use one of {', '.join(PIPELINES)}")
-    from agent.linker import Linker
+                    llm_timeout: float | str | None = None, replay_from: str | None = None, **options: Any):
+    """A predictor for ``pipeline`` over the store.
+
+    ``replay_from`` (with ``checkpoint``) re-runs saved queries from that step on, reusing the model's
+    earlier answers. Other options are :class:`agent.nodes.LinkerConfig` fields (``-O max_reflections=0``,
+    ``-O nil_threshold=0.3``...); an unknown one is an error that lists the known ones.
+    """
     from agent.nodes import LinkerConfig
 
+    unknown = sorted(set(options) - set(LinkerConfig.model_fields))
+    if unknown:
+        raise VplinkError(f"unknown pipeline option(s) {unknown}. Fix: use llm_url, llm_model, vision, checkpoint, "
+                          f"llm_timeout, replay_from, or a LinkerConfig field: {', '.join(LinkerConfig.model_fields)}")
+    if pipeline == "retrieve":
+        return RetrievePredictor(open_retriever(store), k=int(k))
+    if pipeline not in PIPELINES:
+        raise VplinkError(f"unknown pipeline '{pipeline}'. Fix: use one of {', '.join(PIPELINES)}")
     if pipeline == "rerank" and reranker is None:
         raise VplinkError("the rerank pipeline needs a distilled scorer. Fix: pass --scorer DIR "
                           "(train one with `vplink distill train`)")
-    config = LinkerConfig(k=k, nil_threshold=float(nil_threshold) if nil_threshold not in (None, "") else None)
-    vision = vision if isinstance(vision, bool) else str(vision).lower() in ("1", "true", "yes")
-    linker = Linker.open(store, llm_url=llm_url if pipeline == "agent" else None, llm_model=llm_model,
-                         vision=vision, reranker=reranker, config=config, checkpoint=checkpoint)
-    return LinkerPredictor(linker, pipeline)
+    from agent.linker import Linker
+    from agent.llm_client import LLMConfig
+
+    config = LinkerConfig.model_validate({"k": k, **{key: v for key, v in options.items() if v not in (None, "")}})
+    llm_config = None
+    if pipeline == "agent" and llm_url:
+        vision = vision if isinstance(vision, bool) else str(vision).lower() in ("1", "true", "yes")
+        llm_config = LLMConfig(url=llm_url, model=llm_model, vision=vision,
+                               **({"timeout_s": float(llm_timeout)} if llm_timeout else {}))
+    if replay_from and not checkpoint:
+        raise VplinkError("replay_from needs the run's --checkpoint file. Fix: pass --checkpoint RUN/checkpoints.sqlite")
+    linker = Linker.open(store, llm_config=llm_config, reranker=reranker, config=config, checkpoint=checkpoint)
+    return LinkerPredictor(linker, pipeline, replay_from=replay_from)

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.dates import date_consistency, lifespan, text_years
 from retrieval.lexical import LexicalIndex
 from retrieval.records import Entity
 from retrieval.store import IMAGE_VIEW, KBStore
@@ -64,18 +65,25 @@ class FusionConfig(BaseModel):
     guess_decay: float = 0.5
 
 
-# Score-fusion weights tuned on WikiMEL dev (eval/bench_retrieval.py --tune); channel = "<query view>><entity view>".
+# Score-fusion weights tuned on WikiMEL dev only (`python -m eval.bench_retrieval --tune`; the grid's best
+# was mention>lexical = context>description = context>name = 2, context>dates = 0.5, mention>name = 0,
+# scaled here so lexical = 1). The agent's channels (name guesses, description, image) follow the
+# mention's and context's weights; channel = "<query view>><entity view>".
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "mention>name": 0.5,
+    "mention>name": 0.0,
     "mention>lexical": 1.0,
-    "context>description": 2.0,
+    "context>description": 1.0,
     "context>name": 1.0,
+    "context>dates": 0.25,
     "names>name": 0.5,
     "names>lexical": 1.0,
-    "description>description": 1.0,
-    "image>image": 0.5,
+    "description>description": 0.5,
+    "image>image": 0.25,
 }
 LEXICAL_SUFFIX = ">lexical"
+DATES_CHANNEL = "context>dates"
+# Channels whose absence means "no evidence" (score 0), not "below the last hit".
+ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL)
 
 
 def _channel_weight(weights: dict[str, float], channel: str) -> float:
@@ -108,7 +116,7 @@ def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
     """Fuse by Σ_channel weight × similarity; a candidate missing from a channel gets its floor."""
     hits = _hits(rankings)
     channels = [(c, _channel_weight(weights, c), r) for c, r in rankings.items() if _channel_weight(weights, c) > 0]
-    floors = {c: 0.0 if c.split("#")[0].endswith(LEXICAL_SUFFIX) else min((s for _, s in r), default=0.0)
+    floors = {c: 0.0 if c.split("#")[0].endswith(ZERO_FLOOR) else min((s for _, s in r), default=0.0)
               for c, _, r in channels}
     fused = {}
     for eid in {eid for _, _, r in channels for eid, _ in r}:
@@ -128,7 +136,29 @@ class MultiViewRetriever:
     @cached_property
     def lexical(self) -> LexicalIndex:
         """The name/alias index, built once from the store's catalogue."""
-        return LexicalIndex(self.store.iter_entities())
+        return LexicalIndex(self._catalogue)
+
+    @cached_property
+    def lifespans(self) -> dict[str, tuple[int | None, int | None]]:
+        """Birth and death years of every entity whose description gives them."""
+        spans = {e.id: lifespan(e.description) for e in self._catalogue}
+        return {eid: span for eid, span in spans.items() if span != (None, None)}
+
+    @cached_property
+    def _catalogue(self) -> list[Entity]:
+        return list(self.store.iter_entities())
+
+    def add_date_channel(self, queries: Sequence[QueryViews], rankings: list[dict[str, list[tuple[str, float]]]]
+                         ) -> None:
+        """Add the temporal-consistency channel: every candidate found so far, scored by its life span
+        against the years of the query's context (see :mod:`retrieval.dates`)."""
+        for query, per_query in zip(queries, rankings):
+            years = text_years(query.context)
+            if not years:
+                continue
+            found = dict.fromkeys(eid for ranking in per_query.values() for eid, _ in ranking)
+            scored = [(eid, date_consistency(years, self.lifespans.get(eid, (None, None)))) for eid in found]
+            per_query[DATES_CHANNEL] = sorted(scored, key=lambda item: -item[1])
 
     def search(self, query: QueryViews, k: int = 20) -> list[Candidate]:
         """The top-k fused candidates of one query."""
@@ -203,6 +233,8 @@ class MultiViewRetriever:
             vectors = self.image_encoder.encode([queries[i].image for i in with_images])
             for i, ranking in zip(with_images, self.store.query(IMAGE_VIEW, vectors, depth, self.image_encoder.name)):
                 out[i]["image>image"] = ranking
+        if DATES_CHANNEL in active:
+            self.add_date_channel(queries, out)
         return out
 
     def _attach_entities(self, results: list[list[Candidate]]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from tqdm.auto import tqdm
+from retrieval.progress import tqdm
 
 from retrieval.errors import EncoderMismatchError, StoreError
 from retrieval.records import Entity

@@ -12,6 +12,7 @@ _EXPORTS = {
     "Linker": ("agent.linker", "Linker"),
     "LinkResult": ("agent.state", "LinkResult"),
     "load_run": ("eval.compare", "load_run"),
+    "compare": ("eval.compare", "compare"),
     "load_kb": ("retrieval.records", "load_kb"),
     "open_retriever": ("retrieval.factory", "open_retriever"),
     "KBStore": ("retrieval.store", "KBStore"),

@@ -148,3 +148,12 @@ def test_mermaid_text_renders_as_a_diagram_without_a_web_service(linker: Linker)
     assert not hasattr(graph, "_repr_html_")
     assert "mermaid.ink" not in block and "http" not in graph.html()
     assert "&gt;" in graph.html() or ">" not in graph  # escaped arrows
+
+
+def test_malformed_evidence_becomes_a_note_not_an_exception(result: LinkResult) -> None:
+    broken = result.model_copy(update={"evidence": {"image_size": [512, 301], "geometry": {"centre": "??"},
+                                                    "faces": {"faces": [{"box": "not a box"}]}}})
+    page = Page(broken._repr_html_())
+    assert "The evidence cannot be shown" in page.text
+    assert len(page.images) == 2  # the picture is still shown, without face outlines
+    assert all(entity.name in page.text for entity in result.ranking)

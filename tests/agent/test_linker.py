@@ -143,3 +143,19 @@ def test_cli_link_prints_json(people_store: str, shared_data: Path) -> None:
     data = json.loads(out.stdout)
     assert data["ranking"][0]["id"] == "Q6279"
     assert data["query"]["box"] == [256.0, 0.0, 512.0, 301.0]
+
+
+def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_path: Path) -> None:
+    from agent.query import LinkQuery
+    from retrieval.search import FusionConfig
+
+    checkpoint = tmp_path / "checkpoints.sqlite"
+    query = LinkQuery(id="q2", text="Joe Biden in Delaware", mention="Joe Biden")
+    first = Linker.open(people_store, checkpoint=checkpoint).link_query(query)
+    only_lexical = Linker.open(people_store, checkpoint=checkpoint)
+    only_lexical.retriever.config = FusionConfig(weights={"mention>lexical": 1.0})
+    replayed = only_lexical.replay(query)
+    assert replayed.timings_ms["prepare"] == first.timings_ms["prepare"]  # saved, not run again
+    assert replayed.timings_ms["retrieve"] != first.timings_ms["retrieve"]
+    assert all(set(r.hits) == {"mention>lexical"} for r in replayed.ranking)
+    assert replayed.top.id == "Q6279"

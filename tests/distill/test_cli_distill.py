@@ -12,7 +12,8 @@ from vplink.cli_distill import distill_app
 def test_train_command_writes_a_loadable_scorer(rationales_path, small_store, feature_dir, tmp_path):
     out = tmp_path / "scorer"
     result = CliRunner().invoke(distill_app, ["train", str(rationales_path), "--store", str(small_store.location),
-                                              "--out", str(out), "--epochs", "2", "--cache", str(feature_dir)])
+                                              "--out", str(out), "--epochs", "2", "--dev-fraction", "0.3",
+                                              "--cache", str(feature_dir)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["epochs_run"] == 2 and summary["targets"] == "teacher"

@@ -1,4 +1,4 @@
-"""Training on recorded real teacher labels, checkpoint resume, save/load roundtrip, and the scorer."""
+"""Training on real labels (gold answers, and the real teacher's records), resume, save/load, the scorer."""
 
 from __future__ import annotations
 
@@ -13,44 +13,52 @@ from agent.query import LinkQuery
 from agent.reranker import Reranker
 from distill.features import FeatureCache
 from distill.scorer import ScorerLoadError, load_scorer
-from distill.train import TrainConfig, load_rationales, train
-from retrieval.search import Candidate, ViewHit
+from distill.train import load_rationales, train
+from tests.distill.conftest import gold_config
 
 
 def _metrics(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_improves_dev_agreement_over_epoch_0(trained_teacher_student):
-    out, summary = trained_teacher_student
+def test_gold_training_improves_dev_hits_over_epoch_0(gold_student):
+    out, summary = gold_student
     rows = _metrics(out)
-    assert rows[0]["epoch"] == 0
-    assert summary["dev"]["agreement"] > rows[0]["dev"]["agreement"]
+    assert rows[0]["epoch"] == 0 and rows[0]["train_loss"] is None
+    assert summary["metric"] == "gold_hits@1" and summary["targets"] == "gold"
+    assert summary["dev"]["agreement"] > rows[0]["dev"]["agreement"] + 0.1
+    assert rows[-1]["train_loss"]["total"] < rows[1]["train_loss"]["total"]
     assert summary["parameters"] < 10_000_000
-    config = json.loads((out / "config.json").read_text())
-    assert config["nil_threshold"] is not None and config["nil_source"]
     assert set(load_file(str(out / "model.safetensors")))  # plain tensors, no pickle
 
 
-def test_rerun_resumes_instead_of_retraining(trained_teacher_student, rationales_path, fixture_entities,
+def test_teacher_training_writes_a_calibrated_scorer(teacher_student):
+    out, summary = teacher_student
+    config = json.loads((out / "config.json").read_text())
+    assert summary["targets"] == "teacher" and summary["metric"] == "teacher_agreement"
+    assert config["teacher_models"] == ["qwen2.5-coder-1.5b-instruct"] and config["prompt_versions"]
+    assert config["nil_threshold"] is not None and config["nil_source"]
+    assert [r["epoch"] for r in _metrics(out)] == [0, 1, 2, 3]
+
+
+def test_rerun_resumes_instead_of_retraining(gold_student, candidates_path, train_gold, fixture_entities,
                                              feature_dir, text_encoder, tmp_path):
-    src, _ = trained_teacher_student
+    src, first = gold_student
     out = tmp_path / "copy"
     shutil.copytree(src, out)
     before = len(_metrics(out))
-    config = json.loads((src / "config.json").read_text())["train"]
-    summary = train(rationales_path, fixture_entities, out, config=TrainConfig.model_validate(config),
-                    cache_dir=feature_dir, text_encoder=text_encoder, progress=False)
-    assert len(_metrics(out)) == before  # finished run: nothing retrained
-    more = train(rationales_path, fixture_entities, out, config=TrainConfig.model_validate(config),
-                 cache_dir=feature_dir, text_encoder=text_encoder, progress=False, epochs=9)
-    assert summary["n_train"] == more["n_train"]
-    assert len(_metrics(out)) == before + 1  # one more epoch, continued from the checkpoint
+    again = train(candidates_path, fixture_entities, out, gold=train_gold, config=gold_config(),
+                  cache_dir=feature_dir, text_encoder=text_encoder, progress=False)
+    assert len(_metrics(out)) == before and again["best_epoch"] == first["best_epoch"]  # nothing retrained
+    more = train(candidates_path, fixture_entities, out, gold=train_gold, config=gold_config(), cache_dir=feature_dir,
+                 text_encoder=text_encoder, progress=False, epochs=9)
+    assert len(_metrics(out)) == before + 1 and more["epochs_run"] == 9  # one more epoch, from the checkpoint
 
 
-def test_save_load_roundtrip_scores_like_training(trained_teacher_student, rationales_path, fixture_entities,
-                                                  text_encoder):
-    out, _ = trained_teacher_student
+def test_save_load_roundtrip_scores_like_training(teacher_student, rationales_path, fixture_entities, text_encoder):
+    from retrieval.search import Candidate, ViewHit
+
+    out, _ = teacher_student
     scorer = load_scorer(out, text_encoder=text_encoder)
     assert isinstance(scorer, Reranker)
     rec = load_rationales(rationales_path)[0]
@@ -68,11 +76,11 @@ def test_save_load_roundtrip_scores_like_training(trained_teacher_student, ratio
     assert scores == pytest.approx(ref, abs=1e-4)
 
 
-def test_load_scorer_errors_name_the_problem(tmp_path, trained_teacher_student):
+def test_load_scorer_errors_name_the_problem(tmp_path, teacher_student):
     with pytest.raises(ScorerLoadError, match="no scorer folder"):
         load_scorer(tmp_path / "nope")
     broken = tmp_path / "broken"
-    shutil.copytree(trained_teacher_student[0], broken)
+    shutil.copytree(teacher_student[0], broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ScorerLoadError, match="cannot load the scorer weights"):
         load_scorer(broken)

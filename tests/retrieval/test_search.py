@@ -23,7 +23,8 @@ def test_dev_slice_recall(small_store, text_encoder, dev_slice) -> None:
     assert top10 >= 0.95 and top1 >= 0.8
     first = results[0][0]
     assert first.entity is not None and first.name == first.entity.name
-    assert set(first.hits) <= {"mention>name", "mention>lexical", "context>description", "context>name"}
+    assert set(first.hits) <= {"mention>lexical", "context>description", "context>name", "context>dates"}
+    assert "mention>name" not in first.hits  # weight 0 on dev: the channel is not even searched
 
 
 def test_channels_follow_weights(small_store, text_encoder, dev_slice) -> None:
@@ -41,3 +42,13 @@ def test_name_guesses_search_without_mention(small_store, text_encoder, dev_slic
     assert found[0].id == gold.id
     assert "names>lexical#1" in found[0].hits
     assert QueryViews().is_empty() and retriever.search(QueryViews(), k=5) == []
+
+
+def test_dates_channel_scores_candidates_by_life_span(small_store, text_encoder) -> None:
+    retriever = MultiViewRetriever(small_store, text_encoder)
+    entity = next(e for e in small_store.iter_entities() if "Death: " in e.description)
+    birth, death = retriever.lifespans[entity.id]
+    [alive] = retriever.channel_rankings([QueryViews(context=f"{entity.name} in {death - 1}")])
+    [dead] = retriever.channel_rankings([QueryViews(context=f"{entity.name} in {death + 30}")])
+    assert dict(alive["context>dates"])[entity.id] == 1.0
+    assert dict(dead["context>dates"])[entity.id] == -1.0
