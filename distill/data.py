@@ -61,6 +61,7 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
     target = np.full(n, -1, dtype=np.int64)
     for i, rec in enumerate(records):
         views = {v.id: v for v in rec.retrieval}
+        top = max((views[c].score for c in rec.candidates[:k] if c in views), default=0.0)
         for j, cid in enumerate(rec.candidates[:k]):
             view = views.get(cid)
             name_text, desc_text = candidate_texts(entities.get(cid), view.name if view else cid)
@@ -68,7 +69,7 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
             descs.append(desc_text)
             slots.append((i, j))
             slot_ids.append(cid)
-            numeric[i, j] = retrieval_features(j, view.score if view else 0.0, view.hits if view else {})
+            numeric[i, j] = retrieval_features(j, view.score if view else 0.0, view.hits if view else {}, top)
             mask[i, j] = True
             teacher[i, j] = rec.scores.get(cid, 0.0)
         if rec.choice in rec.candidates[:k] and rec.scores.get(rec.choice, 0.0) < 0.01:
@@ -92,7 +93,9 @@ def build_tensors(records: Sequence[RationaleRecord], entities: Mapping[str, Ent
         "rationale": torch.from_numpy(rat),
         "has_rationale": torch.tensor([bool(r.rationale.strip()) for r in records]),
         "has_teacher": torch.tensor([gold is None and r.choice != NIL for r in records]),
-        "teacher_nil": torch.tensor([r.choice == NIL for r in records]),
+        # NIL as the labels say: the gold answer is None (gold given), else the teacher said NIL
+        "teacher_nil": torch.tensor([(gold.get(r.id) is None) if gold is not None else r.choice == NIL
+                                     for r in records]),
     }
     return Tensors(ids=[r.id for r in records], data=data)
 

@@ -127,12 +127,16 @@ def store_matches(store, encoder_name: str) -> bool:
 #: The retrieval channels whose rank and score the student sees (others are ignored).
 CHANNELS: tuple[str, ...] = ("mention>name", "mention>lexical", "context>description", "context>name",
                              "names>name#0", "names>lexical#0", "description>description", "image>image")
-RRF_SCALE = 60.0  # the fused RRF score times rrf_k is ~ the number of channels that found the candidate
 N_NUMERIC = 3 * len(CHANNELS) + 3
 
 
-def retrieval_features(position: int, fused_score: float, hits: dict) -> list[float]:
-    """Numbers describing how retrieval found one candidate: per channel (found, 1/rank, score), then position."""
+def retrieval_features(position: int, fused_score: float, hits: dict, top_score: float | None = None) -> list[float]:
+    """Numbers describing how retrieval found one candidate: per channel (found, 1/rank, score), then the fused
+    score relative to the list's best, 1/(position+1) and "is first".
+
+    The fused score enters relative to the list's top score because its scale depends on the fusion method
+    (reciprocal-rank fusion gives ~0.02-0.1, weighted score fusion ~1-3): a ratio survives a change of method.
+    """
     out: list[float] = []
     for channel in CHANNELS:
         hit = hits.get(channel)
@@ -142,4 +146,6 @@ def retrieval_features(position: int, fused_score: float, hits: dict) -> list[fl
         rank = hit["rank"] if isinstance(hit, dict) else hit.rank
         score = hit["score"] if isinstance(hit, dict) else hit.score
         out += [1.0, 1.0 / float(rank), float(score)]
-    return out + [fused_score * RRF_SCALE, 1.0 / (position + 1.0), float(position == 0)]
+    top = top_score if top_score is not None else fused_score
+    relative = fused_score / top if top and top > 0 else 0.0
+    return out + [relative, 1.0 / (position + 1.0), float(position == 0)]

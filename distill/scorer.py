@@ -20,7 +20,7 @@ from distill.student import StudentConfig, StudentScorer
 from retrieval.errors import ModelLoadError, VplinkError
 from retrieval.search import Candidate
 
-FORMAT = "vplink-distilled-scorer/1"
+FORMAT = "vplink-distilled-scorer/2"  # 2: the fused score enters relative to the list's best
 
 
 class ScorerLoadError(VplinkError):
@@ -99,7 +99,9 @@ class DistilledScorer:
             views.append(np.stack([stored[c.id] for c in candidates]).astype(np.float32))
         vecs = np.concatenate([queries] + views)
         visual, vmask = self._visual(description, evidence_text)
-        numeric = np.array([retrieval_features(j, c.score, c.hits) for j, c in enumerate(candidates)], np.float32)
+        top = max(c.score for c in candidates)
+        numeric = np.array([retrieval_features(j, c.score, c.hits, top) for j, c in enumerate(candidates)],
+                           np.float32)
         batch = {
             "q_mention": torch.from_numpy(vecs[0:1]), "q_caption": torch.from_numpy(vecs[1:2]),
             "q_visual": torch.from_numpy(visual[None]), "q_visual_mask": torch.tensor([vmask]),

@@ -19,7 +19,7 @@ with ... Interaction Units" — here over frozen features, so the whole model is
   description), the interaction across views.
 
 The fused score is a learned weighted sum of the unit scores plus a *retrieval prior* (learned weights on
-the fused RRF score and on 1/position). Retrieval alone is a strong ranker (WikiMEL top-1 ≈ 0.6-0.9 of the
+the fused score relative to the list's best, and on 1/position). Retrieval alone is a strong ranker (WikiMEL top-1 ≈ 0.6-0.9 of the
 time), and a few hundred teacher labels cannot relearn it: the units start quiet (weight 0.1) so the
 untrained student ranks like retrieval and training learns *corrections* to it. Training (see :mod:`distill.losses`) puts
 an InfoNCE loss on every unit as well as on the fused score (the unit-consistent objective), so each unit
@@ -36,7 +36,7 @@ from torch import nn
 
 from distill.features import N_NUMERIC
 
-# where the fused RRF score (x rrf_k) and 1/(position+1) sit in the numeric features
+# where the relative fused score and 1/(position+1) sit in the numeric features
 PRIOR_FUSED, PRIOR_POSITION = N_NUMERIC - 3, N_NUMERIC - 2
 
 UNITS: tuple[str, ...] = ("global", "local", "visual", "cross")
@@ -91,7 +91,7 @@ class StudentScorer(nn.Module):
         self.log_scale = nn.Parameter(torch.full((len(UNITS),), 2.3))  # e^2.3 ≈ 10
         # units start quiet (0.1) next to the retrieval prior, so the untrained student ranks like retrieval
         self.fuse = nn.Parameter(torch.tensor([0.1, 0.1, 0.0, 0.1]))
-        # the retrieval prior: weights of the fused RRF score and of 1/position
+        # the retrieval prior: weights of the relative fused score and of 1/position
         self.prior = nn.Parameter(torch.tensor([1.0, 1.0]))
         # the head that maps the query representation into the rationale's embedding space
         self.rationale_head = nn.Linear(h, d)

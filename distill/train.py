@@ -4,11 +4,12 @@
   resumed run continues exactly as an uninterrupted one would.
 - The dev split is chosen by a hash of each example id (stable when more rationales are appended).
 - Early stopping on dev: agreement with the teacher's choice (top-1 equals the teacher's non-NIL choice), or
-  gold Hits@1 when ``gold`` is given. Epoch 0 is the untrained model, logged for reference.
+  gold Hits@1 when ``gold`` is given, with the target's MRR breaking ties. Epoch 0 is the untrained model
+  (with the retrieval prior it ranks like retrieval); it is kept when no epoch beats it.
 - Every epoch writes ``checkpoint/`` (model and optimizer state as safetensors, progress as JSON) and a line
   of ``metrics.jsonl``; the best epoch's weights are ``model.safetensors`` beside ``config.json``.
 - NIL threshold (``config.json: nil_threshold``), calibrated on dev with the best weights: when the dev split
-  holds both teacher-NIL and non-NIL examples, the top fused score that best separates them (balanced
+  holds both NIL and non-NIL examples (the teacher's NIL; with ``gold``, a gold answer of None), the top fused score that best separates them (balanced
   accuracy of "NIL iff top score < threshold"); when the teacher never said NIL (WikiMEL: every mention is in
   the KB), the ``nil_quantile`` quantile of the dev top scores, i.e. about that fraction of in-KB queries
   would be called NIL. ``nil_source`` records which rule made it.
@@ -39,7 +40,7 @@ from retrieval.jsonl import atomic_write, iter_jsonl, write_json
 from retrieval.records import Entity
 from retrieval.store import CATALOGUE_VIEW, KBStore
 
-FORMAT = "vplink-distilled-scorer/1"
+FORMAT = "vplink-distilled-scorer/2"
 
 
 class TrainConfig(BaseModel):
@@ -208,7 +209,7 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
     loss_fn = DistillLoss(config.loss)
     fingerprint = _fingerprint(config, records, gold)
     ckpt = out / "checkpoint"
-    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "done": False, "fingerprint": fingerprint}
+    state = {"epoch": 0, "best": [-1.0, -1.0], "best_epoch": 0, "bad_epochs": 0, "done": False, "fingerprint": fingerprint}
     metrics_path = out / "metrics.jsonl"
     if (ckpt / "state.json").is_file():
         saved = json.loads((ckpt / "state.json").read_text())
@@ -243,7 +244,7 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
     if state["epoch"] == 0:
         dev0 = evaluate(predict(model, dv), dv)
         log({"epoch": 0, "dev": dev0, "train_loss": None})
-        state["best"], state["best_epoch"] = dev0["agreement"], 0
+        state["best"], state["best_epoch"] = [dev0["agreement"], dev0["mrr"]], 0
         save_best(0, dev0)
     bar = tqdm(range(state["epoch"] + 1, config.epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -266,9 +267,10 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
             for name, v in {"total": float(loss.detach()), **terms}.items():
                 totals[name] = totals.get(name, 0.0) + v
         dev = evaluate(predict(model, dv), dv)
-        improved = dev["agreement"] > state["best"] + 1e-9
+        # top-1 first, MRR breaks ties: on a small dev split top-1 alone rarely moves
+        improved = (round(dev["agreement"], 9), round(dev["mrr"], 9)) > tuple(round(b, 9) for b in state["best"])
         if improved:
-            state.update(best=dev["agreement"], best_epoch=epoch, bad_epochs=0)
+            state.update(best=[dev["agreement"], dev["mrr"]], best_epoch=epoch, bad_epochs=0)
             save_best(epoch, dev)
         else:
             state["bad_epochs"] += 1
@@ -280,7 +282,7 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
         _save_optimizer(opt, ckpt / "optimizer.safetensors")
         with atomic_write(ckpt / "state.json") as handle:
             json.dump(state, handle)
-        bar.set_postfix(dev=f"{dev['agreement']:.3f}", best=f"{state['best']:.3f}@{state['best_epoch']}")
+        bar.set_postfix(dev=f"{dev['agreement']:.3f}", best=f"{state['best'][0]:.3f}@{state['best_epoch']}")
         if state["done"]:
             break
     bar.close()

@@ -79,3 +79,15 @@ def kb_names() -> dict[str, str]:
             row = json.loads(line)
             names[row["id"]] = row["name"]
     return names
+
+
+def name_match_runs(folder: Path, kb_names: dict[str, str], ks: dict[str, int], pipeline: str = "retrieve") -> list[Path]:
+    """Real runs of the name-matching ranker on the WikiMEL picture questions, one per named top-k."""
+    from eval.datasets import load_dataset
+    from eval.harness import run_eval
+
+    examples = load_dataset(WIKIMEL / "with_images.jsonl")
+    for name, k in ks.items():
+        run_eval(examples, NameMatchPredictor(kb_names, k=k), folder / name, pipeline=pipeline,
+                 dataset=str(WIKIMEL / "with_images.jsonl"), entity_names=kb_names, progress=False)
+    return [folder / name for name in ks]

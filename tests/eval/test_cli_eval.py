@@ -9,9 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from eval.datasets import load_dataset
-from eval.harness import run_eval
-from tests.eval.conftest import FORMATS, WIKIMEL, NameMatchPredictor
+from tests.eval.conftest import FORMATS, WIKIMEL, NameMatchPredictor, name_match_runs
 from vplink import cli_eval
 from vplink.cli_eval import eval_app
 
@@ -46,12 +44,7 @@ def builder(monkeypatch, kb_names):
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, kb_names):
-    examples = load_dataset(DATASET)
-    base = tmp_path_factory.mktemp("runs")
-    for name, k in (("k20", 20), ("k1", 1)):
-        run_eval(examples, NameMatchPredictor(kb_names, k=k), base / name, pipeline="retrieve",
-                 dataset=str(DATASET), versions={}, progress=False)
-    return base / "k20", base / "k1"
+    return tuple(name_match_runs(tmp_path_factory.mktemp("runs"), kb_names, {"k20": 20, "k1": 1}))
 
 
 def test_compare_two_runs(app, two_runs):

@@ -12,7 +12,7 @@ from eval.compare import Comparison, compare, load_run
 from eval.datasets import load_dataset
 from eval.display import comparison_html, parse_report_errors, run_html
 from eval.harness import run_eval
-from tests.eval.conftest import WIKIMEL, NameMatchPredictor
+from tests.eval.conftest import WIKIMEL, NameMatchPredictor, name_match_runs
 from vplink import load_run as exported_load_run
 
 DATASET = WIKIMEL / "with_images.jsonl"
@@ -44,12 +44,8 @@ class Page(HTMLParser):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, kb_names):
     """Two real runs of the name-matching ranker on the WikiMEL picture questions: top 20 and top 3."""
-    examples = load_dataset(DATASET)
-    folder = tmp_path_factory.mktemp("runs")
-    for name, k in (("top20", 20), ("top3", 3)):
-        run_eval(examples, NameMatchPredictor(kb_names, k=k), folder / name, pipeline="name-match",
-                 dataset=str(DATASET), entity_names=kb_names, progress=False)
-    return folder / "top20", folder / "top3"
+    return tuple(name_match_runs(tmp_path_factory.mktemp("runs"), kb_names, {"top20": 20, "top3": 3},
+                                 pipeline="name-match"))
 
 
 def test_run_html_has_the_metrics_and_the_inlined_plot(runs) -> None:
