@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.evidence.faces import ordinal
-from retrieval.lexical import LexicalIndex, find_names
+from vplink.agent.evidence.faces import ordinal
+from vplink.retrieval.lexical import LexicalIndex, find_names
 
 
 def caption_names(index: LexicalIndex, caption: str | None) -> list[tuple[str, list[str]]]:

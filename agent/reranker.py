@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from agent.query import LinkQuery
-from agent.state import Description
-from retrieval.search import Candidate
+from vplink.agent.query import LinkQuery
+from vplink.agent.state import Description
+from vplink.retrieval.search import Candidate
 
 
 @runtime_checkable

@@ -7,8 +7,8 @@ from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.query import LinkQuery
-from retrieval.search import Candidate
+from vplink.agent.query import LinkQuery
+from vplink.retrieval.search import Candidate
 
 
 class Description(BaseModel):
@@ -85,7 +85,7 @@ class LinkResult(BaseModel):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        from agent.display import link_result_html  # lazy: PIL and drawing only when a notebook asks
+        from vplink.agent.display import link_result_html  # lazy: PIL and drawing only when a notebook asks
 
         return link_result_html(self)
 

@@ -2,7 +2,7 @@
 
 Boxes are ``[x0, y0, x1, y1]`` in pixels of the picture as stored (EXIF rotation applied), x to the
 right and y downwards, (x0, y0) the top-left corner. ``None`` means the whole picture. When the
-picture was shrunk on load (:func:`retrieval.images.load_image`), every function here maps the box
+picture was shrunk on load (:func:`vplink.retrieval.images.load_image`), every function here maps the box
 onto the loaded pixels itself, so callers always pass boxes in the dataset's own coordinates.
 
 Overhang rule: a box that crosses the picture's edge by at most ``max(2 px, 1 % of that side)`` is
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from retrieval.errors import VplinkError
-from retrieval.images import loaded_scale, original_size
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.images import loaded_scale, original_size
 
 Box = tuple[float, float, float, float]
 

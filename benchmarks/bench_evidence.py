@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.evidence import ALL_TOOLS, EvidenceTools, collect_evidence  # noqa: E402
-from retrieval.images import load_image  # noqa: E402
-from retrieval.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
+from vplink.agent.evidence import ALL_TOOLS, EvidenceTools, collect_evidence  # noqa: E402
+from vplink.retrieval.images import load_image  # noqa: E402
+from vplink.retrieval.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
 
 
 def _versions(tools: EvidenceTools) -> dict[str, str]:

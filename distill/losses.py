@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.student import UNITS
+from vplink.distill.student import UNITS
 
 
 def info_nce(scores: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from agent.query import LinkQuery
-from agent.state import Description
-from distill.data import candidate_texts
-from distill.features import N_NUMERIC, retrieval_features, store_matches, store_vectors
-from distill.student import StudentConfig, StudentScorer
-from retrieval.errors import ModelLoadError, VplinkError
-from retrieval.search import Candidate
+from vplink.agent.query import LinkQuery
+from vplink.agent.state import Description
+from vplink.distill.data import candidate_texts
+from vplink.distill.features import N_NUMERIC, retrieval_features, store_matches, store_vectors
+from vplink.distill.student import StudentConfig, StudentScorer
+from vplink.retrieval.errors import ModelLoadError, VplinkError
+from vplink.retrieval.search import Candidate
 
 FORMAT = "vplink-distilled-scorer/2"  # 2: the fused score enters relative to the list's best
 
@@ -114,7 +114,7 @@ class DistilledScorer:
 
 
 def load_scorer(path: str | Path, store=None, text_encoder=None) -> DistilledScorer:
-    """Load a scorer folder written by ``distill.train.train`` (weights via safetensors, never unpickled).
+    """Load a scorer folder written by ``vplink.distill.train.train`` (weights via safetensors, never unpickled).
 
     ``store`` (a KBStore or its folder) is used to look up candidates that arrive without their entity.
     """
@@ -143,7 +143,7 @@ def load_scorer(path: str | Path, store=None, text_encoder=None) -> DistilledSco
         raise ScorerLoadError(f"cannot load the scorer weights at {weights} ({exc}). Fix: retrain the scorer") \
             from None
     if text_encoder is None:
-        from retrieval.text_encoder import TextEncoder
+        from vplink.retrieval.text_encoder import TextEncoder
 
         spec = config.get("text_encoder_spec")
         try:
@@ -154,7 +154,7 @@ def load_scorer(path: str | Path, store=None, text_encoder=None) -> DistilledSco
         raise ScorerLoadError(f"the scorer was trained on features of {config.get('text_encoder')!r} but the "
                               f"encoder at hand is {text_encoder.name!r}. Fix: set VPLINK_TEXT_MODEL to that model")
     if isinstance(store, (str, Path)):
-        from retrieval.factory import open_store
+        from vplink.retrieval.factory import open_store
 
         store = open_store(store)
     return DistilledScorer(model, config, text_encoder, store)

@@ -1,6 +1,6 @@
 """The student: a compact scorer over frozen text features, with MIMIC-style separate interaction units.
 
-Inputs are frozen sentence-embedding vectors (see :mod:`distill.features`): for the query the mention,
+Inputs are frozen sentence-embedding vectors (see :mod:`vplink.distill.features`): for the query the mention,
 the caption, and an optional *visual evidence* vector (the embedding of what a vision model said the
 marked region shows, with a presence mask); for each candidate its name view and description view, plus
 numbers describing how retrieval found it (per-channel found / 1/rank / score, fused score, position).
@@ -21,7 +21,7 @@ with ... Interaction Units" — here over frozen features, so the whole model is
 The fused score is a learned weighted sum of the unit scores plus a *retrieval prior* (learned weights on
 the fused score relative to the list's best, and on 1/position). Retrieval alone is a strong ranker (WikiMEL top-1 ≈ 0.6-0.9 of the
 time), and a few hundred teacher labels cannot relearn it: the units start quiet (weight 0.1) so the
-untrained student ranks like retrieval and training learns *corrections* to it. Training (see :mod:`distill.losses`) puts
+untrained student ranks like retrieval and training learns *corrections* to it. Training (see :mod:`vplink.distill.losses`) puts
 an InfoNCE loss on every unit as well as on the fused score (the unit-consistent objective), so each unit
 ranks on its own and none free-rides on the others; the query representation of the global unit is
 also pulled toward the embedding of the teacher's rationale.
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from distill.features import N_NUMERIC
+from vplink.distill.features import N_NUMERIC
 
 # where the relative fused score and 1/(position+1) sit in the numeric features
 PRIOR_FUSED, PRIOR_POSITION = N_NUMERIC - 3, N_NUMERIC - 2

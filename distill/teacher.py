@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from retrieval.progress import tqdm
+from vplink.retrieval.progress import tqdm
 
-from agent.llm_client import LLMClient, LLMError, LLMUnavailableError
-from agent.query import LabeledQuery, LinkQuery
-from distill.records import NIL, CandidateView, RationaleRecord, TeacherAnswer
-from prompts.loader import PromptTemplate, load_prompt
-from retrieval.errors import VplinkError
-from retrieval.jsonl import append_jsonl, read_completed_ids
-from retrieval.search import Candidate, MultiViewRetriever, QueryViews
+from vplink.agent.llm_client import LLMClient, LLMError, LLMUnavailableError
+from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.distill.records import NIL, CandidateView, RationaleRecord, TeacherAnswer
+from vplink.prompts.loader import PromptTemplate, load_prompt
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.jsonl import append_jsonl, read_completed_ids
+from vplink.retrieval.search import Candidate, MultiViewRetriever, QueryViews
 
 DESCRIPTION_CHARS = 120
 RETRIEVAL_BATCH = 64

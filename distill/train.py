@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
-from retrieval.progress import tqdm
+from vplink.retrieval.progress import tqdm
 
-from distill.data import Tensors, build_tensors
-from distill.features import FeatureCache, store_matches
-from distill.losses import DistillLoss, LossConfig
-from distill.records import RationaleRecord
-from distill.student import StudentConfig, StudentScorer, count_parameters
-from retrieval.errors import VplinkError
-from retrieval.jsonl import atomic_write, iter_jsonl, write_json
-from retrieval.records import Entity
-from retrieval.store import CATALOGUE_VIEW, KBStore
+from vplink.distill.data import Tensors, build_tensors
+from vplink.distill.features import FeatureCache, store_matches
+from vplink.distill.losses import DistillLoss, LossConfig
+from vplink.distill.records import RationaleRecord
+from vplink.distill.student import StudentConfig, StudentScorer, count_parameters
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.jsonl import atomic_write, iter_jsonl, write_json
+from vplink.retrieval.records import Entity
+from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
 
 FORMAT = "vplink-distilled-scorer/2"
 
@@ -185,12 +185,12 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
     if gold is not None:
         records = [r for r in records if r.id in gold]
     if text_encoder is None:
-        from retrieval.text_encoder import TextEncoder
+        from vplink.retrieval.text_encoder import TextEncoder
 
         text_encoder = TextEncoder(None if isinstance(store, Mapping) else store.encoder_spec(CATALOGUE_VIEW))
     cache = FeatureCache(text_encoder, cache_dir if cache_dir is not None else out.parent / ".features")
     wanted = sorted({c for r in records for c in r.candidates})
-    # a KBStore, or a plain {id: Entity} mapping (a KB read with retrieval.records.load_kb)
+    # a KBStore, or a plain {id: Entity} mapping (a KB read with vplink.retrieval.records.load_kb)
     entities = {i: store[i] for i in wanted if i in store} if isinstance(store, Mapping) else store.get_entities(wanted)
     dev_recs = [r for r in records if is_dev(r.id, config.dev_fraction, config.seed)]
     train_recs = [r for r in records if not is_dev(r.id, config.dev_fraction, config.seed)]

@@ -1,6 +1,6 @@
 """Retrieval benchmark: recall@k per channel and fused, weight tuning on dev, query latency.
 
-    python -m eval.bench_retrieval --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
+    python -m vplink.eval.bench_retrieval --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
         --out eval/results/retrieval_dev.json [--tune] [--server]
 
 Prints a table with each row's ratio to the baseline measured in the same run (dense MiniLM over
@@ -23,11 +23,11 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
-from retrieval.progress import tqdm
+from vplink.retrieval.progress import tqdm
 
-from retrieval.factory import open_retriever
-from retrieval.jsonl import read_jsonl, write_json
-from retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, ZERO_FLOOR, FusionConfig, MultiViewRetriever,
+from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.jsonl import read_jsonl, write_json
+from vplink.retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, ZERO_FLOOR, FusionConfig, MultiViewRetriever,
                               QueryViews)
 
 KS = (1, 10, 20, 50, 100)

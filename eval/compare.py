@@ -11,9 +11,9 @@ from typing import Any
 
 from rich.table import Table
 
-from eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
-from eval.metrics import KS, Prediction
-from retrieval.errors import InputFileError
+from vplink.eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
+from vplink.eval.metrics import KS, Prediction
+from vplink.retrieval.errors import InputFileError
 
 
 @dataclass
@@ -37,7 +37,7 @@ class EvalRun:
         return f"{self.name} ({pipeline})" if pipeline and pipeline != self.name else self.name
 
     def _repr_html_(self) -> str:
-        from eval.display import run_html  # lazy: matplotlib only when a notebook asks
+        from vplink.eval.display import run_html  # lazy: matplotlib only when a notebook asks
 
         return run_html(self)
 
@@ -82,7 +82,7 @@ class Comparison:
         return self.markdown()
 
     def _repr_html_(self) -> str:
-        from eval.display import comparison_html
+        from vplink.eval.display import comparison_html
 
         return comparison_html(self.runs)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.query import LabeledQuery
-from retrieval.errors import InputFileError
-from retrieval.jsonl import iter_jsonl
+from vplink.agent.query import LabeledQuery
+from vplink.retrieval.errors import InputFileError
+from vplink.retrieval.jsonl import iter_jsonl
 
 #: Format names accepted by ``load_dataset(fmt=...)``; "auto" sniffs one of these.
 FORMATS = ("vplink", "melbench-wikimel", "melbench-richpedia", "wikidiverse", "vpwiki")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eval.compare import EvalRun
+    from vplink.eval.compare import EvalRun
 
 #: How many of the worst errors a run's view lists (report.md holds up to 20).
 WORST_SHOWN = 10
@@ -108,7 +108,7 @@ def _cells(line: str) -> list[str]:
 
 
 def parse_report_errors(text: str) -> ReportErrors:
-    """Read the error sections that ``eval.harness.render_report`` writes back into data."""
+    """Read the error sections that ``vplink.eval.harness.render_report`` writes back into data."""
     out = ReportErrors()
     section = ""
     current: WorstError | None = None
@@ -145,7 +145,7 @@ def _inline(text: str) -> str:
 
 def run_html(run: EvalRun, *, worst: int = WORST_SHOWN) -> str:
     """A self-contained HTML view of one finished run: metrics, the Hits@k plot, the worst errors."""
-    from eval.compare import comparison_rows
+    from vplink.eval.compare import comparison_rows
 
     metrics = run.metrics
     title = f"{run.name}: {metrics.get('pipeline', '?')} on {Path(str(metrics.get('dataset', '?'))).name}"
@@ -256,7 +256,7 @@ def _versions(metrics: dict[str, Any]) -> str:
 
 def comparison_html(runs: Sequence[EvalRun]) -> str:
     """Runs side by side: the metrics with each later run's delta against the first, and their Hits@k curves."""
-    from eval.compare import _caption, comparison_rows
+    from vplink.eval.compare import _caption, comparison_rows
 
     if not runs:
         return note("No runs to compare.")

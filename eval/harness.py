@@ -12,11 +12,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from agent.query import LabeledQuery, LinkQuery
-from eval.datasets import file_sha1
-from eval.metrics import KS, Metrics, Prediction, compute_metrics, gold_rank
-from retrieval.errors import VplinkError
-from retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
+from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.eval.datasets import file_sha1
+from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics, gold_rank
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -126,7 +126,7 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
 def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, concurrency: int, batch_size: int,
                  initial: int, total: int, progress: bool) -> int:
     """Run the batches on a bounded thread pool, appending each prediction as its batch finishes."""
-    from retrieval.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
+    from vplink.retrieval.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     written = 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.query import LabeledQuery
+from vplink.agent.query import LabeledQuery
 
 #: The cut-offs of Hits@k that every run reports.
 KS: tuple[int, ...] = (1, 3, 5, 10, 20)

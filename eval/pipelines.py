@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.query import LinkQuery
-from agent.state import LinkResult
-from eval.metrics import Prediction, RankedEntity
-from retrieval.errors import VplinkError
-from retrieval.factory import open_retriever
-from retrieval.search import MultiViewRetriever, QueryViews
+from vplink.agent.query import LinkQuery
+from vplink.agent.state import LinkResult
+from vplink.eval.metrics import Prediction, RankedEntity
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
 PIPELINES = ("retrieve", "rerank", "agent")
 
@@ -97,10 +97,10 @@ def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, ll
     """A predictor for ``pipeline`` over the store.
 
     ``replay_from`` (with ``checkpoint``) re-runs saved queries from that step on, reusing the model's
-    earlier answers. Other options are :class:`agent.nodes.LinkerConfig` fields (``-O max_reflections=0``,
+    earlier answers. Other options are :class:`vplink.agent.nodes.LinkerConfig` fields (``-O max_reflections=0``,
     ``-O nil_threshold=0.3``...); an unknown one is an error that lists the known ones.
     """
-    from agent.nodes import LinkerConfig
+    from vplink.agent.nodes import LinkerConfig
 
     unknown = sorted(set(options) - set(LinkerConfig.model_fields))
     if unknown:
@@ -113,8 +113,8 @@ def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, ll
     if pipeline == "rerank" and reranker is None:
         raise VplinkError("the rerank pipeline needs a distilled scorer. Fix: pass --scorer DIR "
                           "(train one with `vplink distill train`)")
-    from agent.linker import Linker
-    from agent.llm_client import LLMConfig
+    from vplink.agent.linker import Linker
+    from vplink.agent.llm_client import LLMConfig
 
     config = LinkerConfig.model_validate({"k": k, **{key: v for key, v in options.items() if v not in (None, "")}})
     llm_config = None

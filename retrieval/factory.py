@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.errors import StoreError
-from retrieval.search import FusionConfig, MultiViewRetriever
-from retrieval.store import CATALOGUE_VIEW, IMAGE_VIEW, KBStore
-from retrieval.text_encoder import TextEncoder
+from vplink.retrieval.errors import StoreError
+from vplink.retrieval.search import FusionConfig, MultiViewRetriever
+from vplink.retrieval.store import CATALOGUE_VIEW, IMAGE_VIEW, KBStore
+from vplink.retrieval.text_encoder import TextEncoder
 
 
 def open_store(location: str | Path, *, prefix: str = "vplink", must_exist: bool = True) -> KBStore:
@@ -30,7 +30,7 @@ def open_retriever(location: str | Path, *, text_model: str | Path | None = None
     image = None
     spec = image_encoder or store.encoder_spec(IMAGE_VIEW)
     if spec and spec != "none":
-        from retrieval.image_encoders import load_image_encoder
+        from vplink.retrieval.image_encoders import load_image_encoder
 
         image = load_image_encoder(spec)
     return MultiViewRetriever(store, text_encoder, image_encoder=image, config=config)

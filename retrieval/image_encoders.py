@@ -17,8 +17,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from retrieval.errors import ModelLoadError, VplinkError
-from retrieval.imagenet_labels import IMAGENET_1K_LABELS
+from vplink.retrieval.errors import ModelLoadError, VplinkError
+from vplink.retrieval.imagenet_labels import IMAGENET_1K_LABELS
 
 # ImageNet statistics: the normalisation the efficientnet-lite-pytorch port was trained and demonstrated with.
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

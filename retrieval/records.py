@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from retrieval.errors import KBError
-from retrieval.jsonl import iter_jsonl
+from vplink.retrieval.errors import KBError
+from vplink.retrieval.jsonl import iter_jsonl
 
 
 class Entity(BaseModel):

@@ -9,10 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval.dates import date_consistency, lifespan, text_years
-from retrieval.lexical import LexicalIndex
-from retrieval.records import Entity
-from retrieval.store import IMAGE_VIEW, KBStore
+from vplink.retrieval.dates import date_consistency, lifespan, text_years
+from vplink.retrieval.lexical import LexicalIndex
+from vplink.retrieval.records import Entity
+from vplink.retrieval.store import IMAGE_VIEW, KBStore
 
 
 class QueryViews(BaseModel):
@@ -65,7 +65,7 @@ class FusionConfig(BaseModel):
     guess_decay: float = 0.5
 
 
-# Score-fusion weights tuned on WikiMEL dev only (`python -m eval.bench_retrieval --tune`; the grid's best
+# Score-fusion weights tuned on WikiMEL dev only (`python -m vplink.eval.bench_retrieval --tune`; the grid's best
 # was mention>lexical = context>description = context>name = 2, context>dates = 0.5, mention>name = 0,
 # scaled here so lexical = 1). The agent's channels (name guesses, description, image) follow the
 # mention's and context's weights; channel = "<query view>><entity view>".
@@ -151,7 +151,7 @@ class MultiViewRetriever:
     def add_date_channel(self, queries: Sequence[QueryViews], rankings: list[dict[str, list[tuple[str, float]]]]
                          ) -> None:
         """Add the temporal-consistency channel: every candidate found so far, scored by its life span
-        against the years of the query's context (see :mod:`retrieval.dates`)."""
+        against the years of the query's context (see :mod:`vplink.retrieval.dates`)."""
         for query, per_query in zip(queries, rankings):
             years = text_years(query.context)
             if not years:

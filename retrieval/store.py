@@ -11,10 +11,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from retrieval.progress import tqdm
+from vplink.retrieval.progress import tqdm
 
-from retrieval.errors import EncoderMismatchError, StoreError
-from retrieval.records import Entity
+from vplink.retrieval.errors import EncoderMismatchError, StoreError
+from vplink.retrieval.records import Entity
 
 TEXT_VIEWS = ("name", "description")
 IMAGE_VIEW = "image"
@@ -188,7 +188,7 @@ class KBStore:
     @staticmethod
     def _embed_images(ids: list[str], wanted, encoder, report: IndexReport) -> tuple[list[str], np.ndarray]:
         """Mean image embedding per entity; an unreadable image is reported, not fatal."""
-        from retrieval.images import load_image
+        from vplink.retrieval.images import load_image
 
         kept, vectors = [], []
         for eid in ids:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import ModelLoadError
+from vplink.retrieval.errors import ModelLoadError
 
 DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
 

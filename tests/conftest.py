@@ -29,7 +29,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def text_encoder():
     """The default text encoder (all-MiniLM-L6-v2 from its package), loaded once per run."""
-    from retrieval.text_encoder import TextEncoder
+    from vplink.retrieval.text_encoder import TextEncoder
 
     encoder = TextEncoder()
     encoder.encode(["warm up"])
@@ -39,7 +39,7 @@ def text_encoder():
 @pytest.fixture(scope="session")
 def small_kb(shared_data: Path, tmp_path_factory) -> Path:
     """A real 400-entity slice of the WikiMEL KB that holds the gold entities of the first dev mentions."""
-    from retrieval.jsonl import read_jsonl, write_jsonl
+    from vplink.retrieval.jsonl import read_jsonl, write_jsonl
 
     kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
     dev = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]
@@ -53,8 +53,8 @@ def small_kb(shared_data: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_store(small_kb: Path, text_encoder, tmp_path_factory):
     """An embedded Chroma store of the small KB (text views), built once per run."""
-    from retrieval.records import load_kb
-    from retrieval.store import KBStore
+    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.store import KBStore
 
     store = KBStore(tmp_path_factory.mktemp("store") / "chroma")
     store.index(load_kb(small_kb).entities, text_encoder, progress=False)
@@ -64,6 +64,6 @@ def small_store(small_kb: Path, text_encoder, tmp_path_factory):
 @pytest.fixture(scope="session")
 def dev_slice(shared_data: Path) -> list[dict]:
     """The first 60 WikiMEL dev mentions (their gold entities are in ``small_kb``)."""
-    from retrieval.jsonl import read_jsonl
+    from vplink.retrieval.jsonl import read_jsonl
 
     return read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]

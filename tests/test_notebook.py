@@ -48,6 +48,6 @@ def test_notebook_shows_rich_results(executed) -> None:
     assert graph and graph[0].data["text/markdown"].startswith("```mermaid")
     run = [out for out in outputs(executed, "run = load_run(RUN)") if out.output_type == "execute_result"]
     assert run and "data:image/png;base64," in run[0].data["text/html"] and "Hits@1" in run[0].data["text/html"]
-    comparison = [out for out in outputs(executed, "from eval.compare import compare")
+    comparison = [out for out in outputs(executed, "from vplink.eval.compare import compare")
                   if out.output_type == "execute_result"]
     assert comparison and "deltas against the first" in comparison[0].data["text/html"]

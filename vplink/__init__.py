@@ -9,14 +9,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Linker": ("agent.linker", "Linker"),
-    "LinkResult": ("agent.state", "LinkResult"),
-    "load_run": ("eval.compare", "load_run"),
-    "compare": ("eval.compare", "compare"),
-    "load_kb": ("retrieval.records", "load_kb"),
-    "open_retriever": ("retrieval.factory", "open_retriever"),
-    "KBStore": ("retrieval.store", "KBStore"),
-    "VplinkError": ("retrieval.errors", "VplinkError"),
+    "Linker": ("vplink.agent.linker", "Linker"),
+    "LinkResult": ("vplink.agent.state", "LinkResult"),
+    "load_run": ("vplink.eval.compare", "load_run"),
+    "compare": ("vplink.eval.compare", "compare"),
+    "load_kb": ("vplink.retrieval.records", "load_kb"),
+    "open_retriever": ("vplink.retrieval.factory", "open_retriever"),
+    "KBStore": ("vplink.retrieval.store", "KBStore"),
+    "VplinkError": ("vplink.retrieval.errors", "VplinkError"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from retrieval.errors import VplinkError
+from vplink.retrieval.errors import VplinkError
 from vplink.cli_distill import distill_app
 from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app

@@ -28,12 +28,12 @@ def annotate_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Write the run's report JSON here."),
 ) -> None:
     """Annotate DATASET's examples with the teacher's choice, rationale and scores (gold answers are stripped)."""
-    from agent.llm_client import LLMClient, LLMConfig
-    from agent.query import LinkQuery
-    from distill.teacher import annotate
-    from eval.datasets import load_dataset, sample_examples
-    from retrieval.factory import open_retriever
-    from retrieval.jsonl import write_json
+    from vplink.agent.llm_client import LLMClient, LLMConfig
+    from vplink.agent.query import LinkQuery
+    from vplink.distill.teacher import annotate
+    from vplink.eval.datasets import load_dataset, sample_examples
+    from vplink.retrieval.factory import open_retriever
+    from vplink.retrieval.jsonl import write_json
 
     examples = sample_examples(load_dataset(dataset, allow_missing_images=True), limit, sample_seed)
     # the teacher must never see the gold answer: hand it plain queries
@@ -62,12 +62,12 @@ def train_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default: OUT/../.features)."),
 ) -> None:
     """Train the student scorer on the teacher's rationales (or, with --gold, on gold answers)."""
-    from distill.train import TrainConfig, train
-    from retrieval.factory import open_store
+    from vplink.distill.train import TrainConfig, train
+    from vplink.retrieval.factory import open_store
 
     gold_map = None
     if gold is not None:
-        from eval.datasets import load_dataset
+        from vplink.eval.datasets import load_dataset
 
         gold_map = {e.id: e.answer for e in load_dataset(gold, allow_missing_images=True)}
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed, dev_fraction=dev_fraction, patience=patience,
@@ -86,11 +86,11 @@ def bench_teacher_cmd(
     runs: list[Path] = typer.Option([], "--run", help="Eval run folders to measure agreement with the teacher."),
 ) -> None:
     """Score the teacher as a linker (its choice first, then its scores) and its agreement with other runs."""
-    from distill.records import RationaleRecord
-    from eval.datasets import load_dataset, sample_examples
-    from eval.harness import read_predictions
-    from eval.metrics import Prediction, RankedEntity, compute_metrics
-    from retrieval.jsonl import iter_jsonl, write_json, write_jsonl
+    from vplink.distill.records import RationaleRecord
+    from vplink.eval.datasets import load_dataset, sample_examples
+    from vplink.eval.harness import read_predictions
+    from vplink.eval.metrics import Prediction, RankedEntity, compute_metrics
+    from vplink.retrieval.jsonl import iter_jsonl, write_json, write_jsonl
 
     examples = sample_examples(load_dataset(gold, allow_missing_images=True), limit, sample_seed)
     answers = {e.id: e.answer for e in examples}

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from eval.compare import compare_markdown, compare_runs, load_run
-from eval.datasets import FORMATS, read_dataset, sample_examples
-from eval.harness import METRICS, PLOT, REPORT, run_eval
-from retrieval.errors import VplinkError
-from retrieval.jsonl import iter_jsonl
+from vplink.eval.compare import compare_markdown, compare_runs, load_run
+from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
+from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.jsonl import iter_jsonl
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -53,11 +53,11 @@ class Pipeline(str, Enum):
 
 
 def resolve_builder() -> Callable[..., Any]:
-    """The predictor factory ``eval.pipelines.build_predictor(pipeline, store, **options)``."""
+    """The predictor factory ``vplink.eval.pipelines.build_predictor(pipeline, store, **options)``."""
     try:
-        module = importlib.import_module("eval.pipelines")
+        module = importlib.import_module("vplink.eval.pipelines")
     except ModuleNotFoundError as exc:
-        if exc.name != "eval.pipelines":
+        if exc.name != "vplink.eval.pipelines":
             raise
         raise VplinkError("no pipelines are installed (eval/pipelines.py is missing). "
                           "Fix: install vplink with its eval pipelines") from None

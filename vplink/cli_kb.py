@@ -28,9 +28,9 @@ def index(
     prefix: Annotated[str, typer.Option(help="Collection name prefix: several KBs can share one server")] = "vplink",
 ) -> None:
     """Embed every entity into one Chroma collection per view; re-running updates only what changed."""
-    from retrieval.records import load_kb
-    from retrieval.store import KBStore
-    from retrieval.text_encoder import TextEncoder
+    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.store import KBStore
+    from vplink.retrieval.text_encoder import TextEncoder
 
     location = _location(store, chroma_url)
     loaded = load_kb(kb, skip_invalid=skip_invalid)
@@ -38,7 +38,7 @@ def index(
         console.print(f"[yellow]skipped[/] {skipped.reason}")
     images = None
     if image_encoder != "none" and any(e.image for e in loaded.entities):
-        from retrieval.image_encoders import load_image_encoder
+        from vplink.retrieval.image_encoders import load_image_encoder
 
         images = load_image_encoder(image_encoder)
     started = time.perf_counter()
@@ -62,8 +62,8 @@ def search(
     prefix: Annotated[str, typer.Option()] = "vplink",
 ) -> None:
     """Print the top-k fused candidates for a query with their per-view ranks."""
-    from retrieval.factory import open_retriever
-    from retrieval.search import QueryViews
+    from vplink.retrieval.factory import open_retriever
+    from vplink.retrieval.search import QueryViews
 
     retriever = open_retriever(store, prefix=prefix)
     started = time.perf_counter()

@@ -25,8 +25,8 @@ def link(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON")] = False,
 ) -> None:
     """Link the region of IMAGE marked by --box to an entity of the KB in --store."""
-    from agent.linker import Linker
-    from agent.nodes import LinkerConfig
+    from vplink.agent.linker import Linker
+    from vplink.agent.nodes import LinkerConfig
     from vplink.wiring import load_reranker
 
     linker = Linker.open(store, llm_url=llm_url, llm_model=llm_model, vision=vision,

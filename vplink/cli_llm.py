@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.llm_client import LLMClient, LLMConfig
-from agent.llm_server import LLMServer, ServerConfig
-from agent.model_prep import DEFAULT_MODEL_NAME, prepare_default_model
-from retrieval.errors import VplinkError
+from vplink.agent.llm_client import LLMClient, LLMConfig
+from vplink.agent.llm_server import LLMServer, ServerConfig
+from vplink.agent.model_prep import DEFAULT_MODEL_NAME, prepare_default_model
+from vplink.retrieval.errors import VplinkError
 
 llm_app = typer.Typer(help="Serve, prepare and benchmark the language model behind the agent.", no_args_is_help=True)
 console = Console()

@@ -9,6 +9,6 @@ def load_reranker(scorer: Path | None, store: str | None = None):
     """The distilled scorer at ``scorer`` as a reranker, or None for retrieval's own scores."""
     if scorer is None:
         return None
-    from distill.scorer import load_scorer
+    from vplink.distill.scorer import load_scorer
 
     return load_scorer(scorer, store=store)

@@ -11,12 +11,12 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel
 
-from agent.evidence.faces import FaceDetector, FaceEvidence, analyse_faces
-from agent.evidence.geometry import GeometryEvidence, describe_geometry
-from agent.evidence.labels import LabelEvidence, label_region
-from agent.evidence.ocr import OcrEvidence, TextReader
-from agent.visual_prompt import box_on_image, crop_region, parse_box
-from retrieval.errors import VplinkError
+from vplink.agent.evidence.faces import FaceDetector, FaceEvidence, analyse_faces
+from vplink.agent.evidence.geometry import GeometryEvidence, describe_geometry
+from vplink.agent.evidence.labels import LabelEvidence, label_region
+from vplink.agent.evidence.ocr import OcrEvidence, TextReader
+from vplink.agent.visual_prompt import box_on_image, crop_region, parse_box
+from vplink.retrieval.errors import VplinkError
 
 #: Every tool, cheapest first.
 ALL_TOOLS: tuple[str, ...] = ("geometry", "faces", "labels", "ocr")
@@ -97,7 +97,7 @@ class EvidenceTools:
         """The EfficientNet-Lite0 ImageNet classifier."""
         with self._lock:
             if self._classifier is None:
-                from retrieval.image_encoders import EfficientNetLite0Encoder
+                from vplink.retrieval.image_encoders import EfficientNetLite0Encoder
 
                 self._classifier = EfficientNetLite0Encoder(threads=self.threads)
             return self._classifier
@@ -114,7 +114,7 @@ def collect_evidence(image: Image.Image, box: str | Sequence[object] | None, too
                      ocr_margin: float = 0.05) -> VisualEvidence:
     """Run the named tools on the picture and box (box in the file's pixels; None = whole picture).
 
-    A bad box raises :class:`agent.visual_prompt.BoxError`; a tool that fails is recorded in ``runs``.
+    A bad box raises :class:`vplink.agent.visual_prompt.BoxError`; a tool that fails is recorded in ``runs``.
     """
     unknown = [tool for tool in tools if tool not in ALL_TOOLS]
     if unknown:

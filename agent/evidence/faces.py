@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, computed_field
 
-from agent.visual_prompt import Box
-from retrieval.errors import ModelLoadError
+from vplink.agent.visual_prompt import Box
+from vplink.retrieval.errors import ModelLoadError
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from PIL import Image
 from pydantic import BaseModel
 
-from retrieval.image_encoders import EfficientNetLite0Encoder
+from vplink.retrieval.image_encoders import EfficientNetLite0Encoder
 
 
 class Label(BaseModel):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agent.display import PICTURE_WIDTH, MermaidText, link_result_html
-from agent.linker import Linker
-from agent.nodes import LinkerConfig
-from agent.state import Description, Judgement, LinkResult
+from vplink.agent.display import PICTURE_WIDTH, MermaidText, link_result_html
+from vplink.agent.linker import Linker
+from vplink.agent.nodes import LinkerConfig
+from vplink.agent.state import Description, Judgement, LinkResult
 
 BOX = [256, 0, 512, 301]
 CAPTION = "Barack Obama <script>alert('x')</script> & Joe Biden"

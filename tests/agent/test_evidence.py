@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from agent.evidence import ALL_TOOLS, EvidenceToolError, EvidenceTools, VisualEvidence, collect_evidence
-from agent.evidence.faces import Face, locate_faces, ordinal
-from agent.evidence.geometry import describe_geometry
-from agent.visual_prompt import BoxError
-from retrieval.images import load_image
+from vplink.agent.evidence import ALL_TOOLS, EvidenceToolError, EvidenceTools, VisualEvidence, collect_evidence
+from vplink.agent.evidence.faces import Face, locate_faces, ordinal
+from vplink.agent.evidence.geometry import describe_geometry
+from vplink.agent.visual_prompt import BoxError
+from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.linker import Linker
-from agent.nodes import LinkerConfig
-from agent.state import Description, LinkResult
-from agent.visual_prompt import BoxError
-from retrieval.jsonl import read_jsonl, write_jsonl
-from retrieval.records import load_kb
-from retrieval.store import KBStore
+from vplink.agent.linker import Linker
+from vplink.agent.nodes import LinkerConfig
+from vplink.agent.state import Description, LinkResult
+from vplink.agent.visual_prompt import BoxError
+from vplink.retrieval.jsonl import read_jsonl, write_jsonl
+from vplink.retrieval.records import load_kb
+from vplink.retrieval.store import KBStore
 
 PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
 
@@ -146,8 +146,8 @@ def test_cli_link_prints_json(people_store: str, shared_data: Path) -> None:
 
 
 def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_path: Path) -> None:
-    from agent.query import LinkQuery
-    from retrieval.search import FusionConfig
+    from vplink.agent.query import LinkQuery
+    from vplink.retrieval.search import FusionConfig
 
     checkpoint = tmp_path / "checkpoints.sqlite"
     query = LinkQuery(id="q2", text="Joe Biden in Delaware", mention="Joe Biden")

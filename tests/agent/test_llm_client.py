@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from pydantic import BaseModel
 
-from agent.llm_client import (LLMClient, LLMConfig, LLMHTTPError, LLMRequestError, LLMResponseError, LLMTimeoutError,
+from vplink.agent.llm_client import (LLMClient, LLMConfig, LLMHTTPError, LLMRequestError, LLMResponseError, LLMTimeoutError,
                               LLMUnavailableError, extract_json, parse_structured)
-from agent.llm_server import free_port
-from retrieval.errors import VplinkError
+from vplink.agent.llm_server import free_port
+from vplink.retrieval.errors import VplinkError
 
 
 class Verdict(BaseModel):

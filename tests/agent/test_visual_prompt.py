@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.visual_prompt import (BoxError, box_on_image, crop_region, line_width, parse_box, render_marked,
+from vplink.agent.visual_prompt import (BoxError, box_on_image, crop_region, line_width, parse_box, render_marked,
                                  validate_box)
-from retrieval.errors import VplinkError
-from retrieval.images import load_image
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")

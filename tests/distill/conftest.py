@@ -43,9 +43,9 @@ def train_gold(shared_data: Path, candidates_path: Path) -> dict[str, str | None
 @pytest.fixture(scope="session")
 def fixture_entities(shared_data: Path, rationales_path: Path, candidates_path: Path) -> dict:
     """The real KB entities every recorded candidate refers to, keyed by id."""
-    from distill.train import load_rationales
-    from retrieval.jsonl import iter_jsonl
-    from retrieval.records import Entity
+    from vplink.distill.train import load_rationales
+    from vplink.retrieval.jsonl import iter_jsonl
+    from vplink.retrieval.records import Entity
 
     wanted = {c for p in (rationales_path, candidates_path) for r in load_rationales(p) for c in r.candidates}
     return {str(o["id"]): Entity.model_validate(o) for _, o in iter_jsonl(shared_data / "wikimel" / "kb.jsonl")
@@ -64,8 +64,8 @@ def gold_config():
     The retrieval prior is off: the untrained student then ranks at random, so the improvement over epoch 0
     measures what training taught it (with the prior, epoch 0 already ranks like retrieval).
     """
-    from distill.student import StudentConfig
-    from distill.train import TrainConfig
+    from vplink.distill.student import StudentConfig
+    from vplink.distill.train import TrainConfig
 
     return TrainConfig(epochs=8, patience=8, dev_fraction=0.25, batch_size=32,
                        student=StudentConfig(retrieval_prior=False))
@@ -74,7 +74,7 @@ def gold_config():
 @pytest.fixture(scope="session")
 def gold_student(candidates_path, train_gold, fixture_entities, feature_dir, text_encoder, tmp_path_factory):
     """A student trained on gold answers over real candidates (a few epochs), with its summary."""
-    from distill.train import train
+    from vplink.distill.train import train
 
     out = tmp_path_factory.mktemp("gold-student")
     summary = train(candidates_path, fixture_entities, out, gold=train_gold, config=gold_config(),
@@ -85,7 +85,7 @@ def gold_student(candidates_path, train_gold, fixture_entities, feature_dir, tex
 @pytest.fixture(scope="session")
 def teacher_student(rationales_path, fixture_entities, feature_dir, text_encoder, tmp_path_factory):
     """A student trained on the real teacher's records (default model, a few epochs), with its summary."""
-    from distill.train import TrainConfig, train
+    from vplink.distill.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("teacher-student")
     summary = train(rationales_path, fixture_entities, out, config=TrainConfig(epochs=3, dev_fraction=0.3),

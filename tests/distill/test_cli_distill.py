@@ -18,7 +18,7 @@ def test_train_command_writes_a_loadable_scorer(rationales_path, small_store, fe
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["epochs_run"] == 2 and summary["targets"] == "teacher"
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
-    from distill.scorer import load_scorer
+    from vplink.distill.scorer import load_scorer
 
     assert load_scorer(out, store=small_store).nil_threshold is not None
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from distill.losses import DistillLoss, LossConfig, info_nce, rationale_loss, teacher_kl
+from vplink.distill.losses import DistillLoss, LossConfig, info_nce, rationale_loss, teacher_kl
 
 
 def test_info_nce_matches_hand_value():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from distill.features import N_NUMERIC
-from distill.student import UNITS, StudentConfig, StudentScorer, count_parameters
+from vplink.distill.features import N_NUMERIC
+from vplink.distill.student import UNITS, StudentConfig, StudentScorer, count_parameters
 
 
 def _batch(b=3, k=5, d=384, visual=False):

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from agent.llm_client import LLMClient
-from agent.query import LabeledQuery, LinkQuery
-from distill.records import NIL, RationaleRecord, TeacherAnswer
-from distill.teacher import annotate, candidate_listing, normalise_answer
-from prompts.loader import load_prompt
-from retrieval.search import MultiViewRetriever
+from vplink.agent.llm_client import LLMClient
+from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.distill.records import NIL, RationaleRecord, TeacherAnswer
+from vplink.distill.teacher import annotate, candidate_listing, normalise_answer
+from vplink.prompts.loader import load_prompt
+from vplink.retrieval.search import MultiViewRetriever
 
 SENTINEL = "Q_GOLD_SENTINEL_424242"
 
@@ -85,7 +85,7 @@ def test_normalise_answer_fills_and_repairs():
 
 
 def test_candidate_listing_trims_descriptions(small_store):
-    from retrieval.search import Candidate
+    from vplink.retrieval.search import Candidate
 
     entities = small_store.get_entities([e.id for e, _ in zip(small_store.iter_entities(), range(2))])
     cands = [Candidate(id=e.id, name=e.name, score=0.1, entity=e.model_copy(update={"description": "x" * 500}))

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agent.query import LinkQuery
-from agent.reranker import Reranker
-from distill.features import FeatureCache
-from distill.scorer import ScorerLoadError, load_scorer
-from distill.train import load_rationales, train
+from vplink.agent.query import LinkQuery
+from vplink.agent.reranker import Reranker
+from vplink.distill.features import FeatureCache
+from vplink.distill.scorer import ScorerLoadError, load_scorer
+from vplink.distill.train import load_rationales, train
 from tests.distill.conftest import gold_config
 
 
@@ -56,7 +56,7 @@ def test_rerun_resumes_instead_of_retraining(gold_student, candidates_path, trai
 
 
 def test_save_load_roundtrip_scores_like_training(teacher_student, rationales_path, fixture_entities, text_encoder):
-    from retrieval.search import Candidate, ViewHit
+    from vplink.retrieval.search import Candidate, ViewHit
 
     out, _ = teacher_student
     scorer = load_scorer(out, text_encoder=text_encoder)
@@ -68,7 +68,7 @@ def test_save_load_roundtrip_scores_like_training(teacher_student, rationales_pa
     scores = scorer.score(query, None, "", cands)
     assert len(scores) == len(cands) and all(isinstance(s, float) for s in scores)
     # the same query through the training path gives the same scores
-    from distill.data import MODEL_KEYS, build_tensors
+    from vplink.distill.data import MODEL_KEYS, build_tensors
 
     t = build_tensors([rec], fixture_entities, FeatureCache(text_encoder), k=len(cands))
     with torch.no_grad():

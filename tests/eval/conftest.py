@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.query import LinkQuery
-from eval.metrics import Prediction, RankedEntity
+from vplink.agent.query import LinkQuery
+from vplink.eval.metrics import Prediction, RankedEntity
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FORMATS = DATA / "formats"
@@ -83,8 +83,8 @@ def kb_names() -> dict[str, str]:
 
 def name_match_runs(folder: Path, kb_names: dict[str, str], ks: dict[str, int], pipeline: str = "retrieve") -> list[Path]:
     """Real runs of the name-matching ranker on the WikiMEL picture questions, one per named top-k."""
-    from eval.datasets import load_dataset
-    from eval.harness import run_eval
+    from vplink.eval.datasets import load_dataset
+    from vplink.eval.harness import run_eval
 
     examples = load_dataset(WIKIMEL / "with_images.jsonl")
     for name, k in ks.items():

@@ -31,7 +31,7 @@ def app():
 
 @pytest.fixture
 def builder(monkeypatch, kb_names):
-    """Stand in for eval.pipelines.build_predictor with the name-matching predictor over the real KB."""
+    """Stand in for vplink.eval.pipelines.build_predictor with the name-matching predictor over the real KB."""
     calls = []
 
     def build(pipeline, store, **options):
@@ -118,7 +118,7 @@ def test_bad_dataset_is_a_clear_error(app, builder, tmp_path):
 
 
 def test_missing_pipelines_module_is_named(app, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "eval.pipelines", None)  # as if eval/pipelines.py were absent
+    monkeypatch.setitem(sys.modules, "vplink.eval.pipelines", None)  # as if eval/pipelines.py were absent
     result = runner.invoke(app, ["eval", str(DATASET), "--store", "s", "--pipeline", "retrieve", "--out",
                                  str(tmp_path)], terminal_width=200)
     assert result.exit_code == 2 and "eval/pipelines.py" in result.output

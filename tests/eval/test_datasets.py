@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets import (DatasetError, MissingImagesError, load_dataset, read_dataset, resolve_vpwiki_answer,
+from vplink.eval.datasets import (DatasetError, MissingImagesError, load_dataset, read_dataset, resolve_vpwiki_answer,
                            sample_examples, sniff_format)
-from retrieval.errors import VplinkError
+from vplink.retrieval.errors import VplinkError
 from tests.eval.conftest import FORMATS, WIKIMEL
 
 

@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from eval.compare import Comparison, compare, load_run
-from eval.datasets import load_dataset
-from eval.display import comparison_html, parse_report_errors, run_html
-from eval.harness import run_eval
+from vplink.eval.compare import Comparison, compare, load_run
+from vplink.eval.datasets import load_dataset
+from vplink.eval.display import comparison_html, parse_report_errors, run_html
+from vplink.eval.harness import run_eval
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor, name_match_runs
 from vplink import load_run as exported_load_run
 

@@ -7,10 +7,10 @@ import json
 import pytest
 from PIL import Image
 
-from agent.query import LabeledQuery, LinkQuery
-from eval.datasets import load_dataset
-from eval.harness import RunDirError, classify_error, read_predictions, run_eval
-from eval.metrics import Prediction, RankedEntity
+from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.eval.datasets import load_dataset
+from vplink.eval.harness import RunDirError, classify_error, read_predictions, run_eval
+from vplink.eval.metrics import Prediction, RankedEntity
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor
 
 DATASET = WIKIMEL / "with_images.jsonl"
@@ -40,7 +40,7 @@ def test_end_to_end_writes_metrics_report_plot(tmp_path, examples, kb_names):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == KEYS and metrics == json.loads(json.dumps(result))
     assert set(metrics["hits"]) == {"1", "3", "5", "10", "20"} and metrics["n"] == 69
-    # Hits@1 recomputed here from the predictions file, independently of eval.metrics
+    # Hits@1 recomputed here from the predictions file, independently of vplink.eval.metrics
     rows = {row["id"]: row for row in lines(tmp_path / "predictions.jsonl")}
     top1 = sum(1 for e in examples if rows[e.id]["ranking"] and rows[e.id]["ranking"][0]["id"] == e.answer)
     assert metrics["hits"]["1"] == pytest.approx(top1 / 69)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.query import LabeledQuery
-from eval.metrics import Prediction, RankedEntity, compute_metrics, latency_stats, percentile
+from vplink.agent.query import LabeledQuery
+from vplink.eval.metrics import Prediction, RankedEntity, compute_metrics, latency_stats, percentile
 
 
 def ranking(*ids: str) -> list[RankedEntity]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prompts.loader import PromptError, load_prompt, parse_template, prompt_versions
+from vplink.prompts.loader import PromptError, load_prompt, parse_template, prompt_versions
 
 
 @pytest.mark.parametrize("name, values", [

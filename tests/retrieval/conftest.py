@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def efficientnet():
     """The real EfficientNet-Lite0 encoder from the installed weights package."""
-    from retrieval.image_encoders import EfficientNetLite0Encoder
+    from vplink.retrieval.image_encoders import EfficientNetLite0Encoder
 
     return EfficientNetLite0Encoder(threads=1)  # one thread: far faster on a busy 2-core machine
 
@@ -23,7 +23,7 @@ def tiny_clip_dir(tmp_path_factory):
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from retrieval.image_encoders import _clip_image_processor
+    from vplink.retrieval.image_encoders import _clip_image_processor
 
     folder = tmp_path_factory.mktemp("tiny-clip")
     chars = list(bytes_to_unicode().values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.dates import date_consistency, lifespan, text_years
+from vplink.retrieval.dates import date_consistency, lifespan, text_years
 
 
 def test_years_in_captions() -> None:

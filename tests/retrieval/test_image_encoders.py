@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.errors import ModelLoadError, VplinkError
-from retrieval.image_encoders import (ClipImageEncoder, EfficientNetLite0Encoder, ImageEncoder, ImageEncoderSpecError,
+from vplink.retrieval.errors import ModelLoadError, VplinkError
+from vplink.retrieval.image_encoders import (ClipImageEncoder, EfficientNetLite0Encoder, ImageEncoder, ImageEncoderSpecError,
                                       load_image_encoder)
-from retrieval.images import load_image
+from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
@@ -117,7 +117,7 @@ def test_default_spec_builds_efficientnet():
 def test_torch_threads_is_scoped():
     import torch
 
-    from retrieval.image_encoders import torch_threads
+    from vplink.retrieval.image_encoders import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.errors import VplinkError
-from retrieval.images import ImageLoadError, load_image, loaded_scale, original_size
+from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.images import ImageLoadError, load_image, loaded_scale, original_size
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import KBError
-from retrieval.records import Entity, load_kb
+from vplink.retrieval.errors import KBError
+from vplink.retrieval.records import Entity, load_kb
 
 
 def write(path: Path, lines: list[str]) -> Path:

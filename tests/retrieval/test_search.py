@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.search import FusionConfig, MultiViewRetriever, QueryViews, reciprocal_rank_fusion
+from vplink.retrieval.search import FusionConfig, MultiViewRetriever, QueryViews, reciprocal_rank_fusion
 
 
 def test_rrf_matches_hand_computation() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import EncoderMismatchError, StoreError
-from retrieval.factory import open_retriever, open_store
-from retrieval.records import Entity, load_kb
-from retrieval.search import QueryViews
-from retrieval.store import KBStore
+from vplink.retrieval.errors import EncoderMismatchError, StoreError
+from vplink.retrieval.factory import open_retriever, open_store
+from vplink.retrieval.records import Entity, load_kb
+from vplink.retrieval.search import QueryViews
+from vplink.retrieval.store import KBStore
 
 
 def entities(n: int, small_kb: Path) -> list[Entity]:

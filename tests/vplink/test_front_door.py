@@ -46,3 +46,18 @@ def test_kb_index_reports_skipped_lines(tmp_path) -> None:
     import json
 
     assert json.loads(search.stdout)[0]["id"] == "Q1"
+
+
+def test_packages_install_under_the_vplink_namespace_only(tmp_path):
+    """From another directory, `vplink.agent` imports and no top-level `agent`/`eval`/... does."""
+    import subprocess
+    import sys
+
+    script = ("import importlib, importlib.util as u, sys\n"
+              "names = ['agent', 'prompts', 'retrieval', 'distill', 'eval']\n"
+              "print(sorted(n for n in names if u.find_spec(n) is not None))\n"
+              "print(sorted(n for n in names if importlib.import_module('vplink.' + n)))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
+    top_level, namespaced = out.stdout.splitlines()
+    assert top_level == "[]"
+    assert namespaced == str(sorted(['agent', 'prompts', 'retrieval', 'distill', 'eval']))
