@@ -323,12 +323,11 @@ def _evidence_rows(evidence: dict[str, Any]) -> list[list[str]]:
                         for item in labels.get("labels") or [])
         rows.append(["object labels", (chips or "none")
                      + ' <span class="vp-muted">(ImageNet classes: there is no “person”)</span>'])
-    names = evidence.get("caption_names")
-    if names:
-        listed = ", ".join(f"{i}. {esc(n)}" for i, n in enumerate(names, 1))
-        guess = evidence.get("position_guess")
-        extra = f"; by the marked face's place: <b>{esc(guess)}</b>" if guess else ""
-        rows.append(["KB names in the text", listed + extra])
+    alignment = evidence.get("alignment") or {}
+    if alignment.get("spans"):
+        listed = ", ".join(f"{i}. {esc(n)} <span class='vp-muted'>({p:.0%})</span>" for i, (n, p) in
+                           enumerate(zip(alignment["spans"], alignment.get("probabilities") or []), 1))
+        rows.append(["people in the text", listed + f'<br><span class="vp-muted">{esc(alignment.get("reason"))}</span>'])
     runs = evidence.get("runs") or []
     if runs:
         cells = []

@@ -128,6 +128,7 @@ def to_result(state: LinkState) -> LinkResult:
     """The user-facing result of a finished workflow state."""
     return LinkResult(query=state["query"], ranking=state.get("ranking") or [], nil=bool(state.get("nil")),
                       description=state.get("description"), judgement=state.get("judgement"),
+                      choice=state.get("choice"),
                       evidence=state.get("evidence"), evidence_text=state.get("evidence_text", ""),
                       used_model=state.get("used_model"), notes=list(state.get("notes") or []),
                       timings_ms=dict(state.get("timings_ms") or {}))

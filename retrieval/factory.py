@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vplink.retrieval.errors import StoreError
 from vplink.retrieval.search import FusionConfig, MultiViewRetriever
-from vplink.retrieval.store import CATALOGUE_VIEW, IMAGE_VIEW, KBStore
+from vplink.retrieval.store import CATALOGUE_VIEW, FACE_VIEW, IMAGE_VIEW, KBStore
 from vplink.retrieval.text_encoder import TextEncoder
 
 
@@ -22,7 +22,8 @@ def open_store(location: str | Path, *, prefix: str = "vplink", must_exist: bool
 
 
 def open_retriever(location: str | Path, *, text_model: str | Path | None = None, image_encoder: str | None = None,
-                   config: FusionConfig | None = None, prefix: str = "vplink") -> MultiViewRetriever:
+                   config: FusionConfig | None = None, prefix: str = "vplink",
+                   face_models: str | Path | None = None) -> MultiViewRetriever:
     """A retriever over an existing store, with the text and image encoders recorded in it by default."""
     store = open_store(location, prefix=prefix)
     text_encoder = TextEncoder(text_model or store.encoder_spec(CATALOGUE_VIEW))
@@ -33,4 +34,10 @@ def open_retriever(location: str | Path, *, text_model: str | Path | None = None
         from vplink.retrieval.image_encoders import load_image_encoder
 
         image = load_image_encoder(spec)
-    return MultiViewRetriever(store, text_encoder, image_encoder=image, config=config)
+    faces = None
+    if FACE_VIEW in store.views():
+        from vplink.retrieval.faces import FaceModels
+
+        faces = FaceModels(face_models)
+        store.check_encoder(FACE_VIEW, faces.name)
+    return MultiViewRetriever(store, text_encoder, image_encoder=image, face_models=faces, config=config)

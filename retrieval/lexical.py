@@ -98,3 +98,46 @@ def find_names(index: LexicalIndex, text: str, *, min_tokens: int = 2, max_token
         else:
             i += 1
     return found
+
+
+class PersonNameIndex:
+    """The KB's people by full name (and alias), by surname and by first name, all normalised.
+
+    A caption's lone "Hiddleston" or "Scott" reaches every person of that surname or first name;
+    the caption's context then chooses among them in retrieval.
+    """
+
+    def __init__(self, entities: Iterable[Entity]) -> None:
+        self._full: dict[str, list[str]] = defaultdict(list)
+        self._last: dict[str, list[str]] = defaultdict(list)
+        self._first: dict[str, list[str]] = defaultdict(list)
+        for entity in entities:
+            if not entity.is_person():
+                continue
+            for label in dict.fromkeys([entity.name, *entity.aliases]):
+                toks = [t for t in tokens(label) if t not in _NAME_SUFFIXES]
+                if not toks:
+                    continue
+                self._full[" ".join(toks)].append(entity.id)
+                if len(toks) >= 2:
+                    self._last[toks[-1]].append(entity.id)
+                    self._first[toks[0]].append(entity.id)
+
+    def full_name(self, words: str) -> list[str]:
+        """People whose normalised name or alias is exactly ``words`` (two words or more)."""
+        return _unique(self._full.get(words, [])) if " " in words else []
+
+    def surname(self, word: str) -> list[str]:
+        """People whose name ends with ``word``, or whose one-word name it is."""
+        return _unique(self._last.get(word, []) + self._full.get(word, []))
+
+    def first_name(self, word: str) -> list[str]:
+        """People whose name starts with ``word``."""
+        return _unique(self._first.get(word, []))
+
+
+_NAME_SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}
+
+
+def _unique(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vplink.retrieval.errors import KBError
 from vplink.retrieval.jsonl import iter_jsonl
+
+
+#: ``type`` values that mean a person (Wikidata's "human", and the plain words).
+PERSON_TYPES = {"human", "person", "people", "q5"}
+# Typed-less KBs (WikiMEL) describe people by attributes: "Sex: male. Birth: 1900, ...".
+_PERSON_DESCRIPTION = re.compile(r"\b(Sex: (male|female)|Birth: \d|born \d|\(born )", re.I)
 
 
 class Entity(BaseModel):
@@ -38,6 +45,12 @@ class Entity(BaseModel):
         if value is None:
             return []
         return [value] if isinstance(value, str) else value
+
+    def is_person(self) -> bool:
+        """Whether the entity is a person: its ``type`` says so, or its description gives a sex or a birth."""
+        if self.type:
+            return self.type.strip().lower() in PERSON_TYPES
+        return bool(_PERSON_DESCRIPTION.search(self.description))
 
     def name_view(self) -> str:
         """The text of the name view: the name followed by its aliases."""

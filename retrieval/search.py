@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from vplink.retrieval.dates import date_consistency, lifespan, text_years
-from vplink.retrieval.lexical import LexicalIndex
+from vplink.retrieval.lexical import LexicalIndex, PersonNameIndex
 from vplink.retrieval.records import Entity
-from vplink.retrieval.store import IMAGE_VIEW, KBStore
+from vplink.retrieval.store import FACE_VIEW, IMAGE_VIEW, KBStore
 
 
 class QueryViews(BaseModel):
@@ -23,12 +24,17 @@ class QueryViews(BaseModel):
     mention: str | None = None
     context: str | None = None
     names: list[str] = Field(default_factory=list)
+    #: Weighted pseudo-mentions: the caption's people, each with the probability that the box marks it.
+    people: list[tuple[str, float]] = Field(default_factory=list)
     description: str | None = None
     image: object | None = Field(default=None, exclude=True)  # a PIL image of the marked region
+    #: The marked face's identity descriptor (dlib, 128-d), for the store's face view.
+    face: list[float] | None = Field(default=None, exclude=True)
 
     def is_empty(self) -> bool:
         """Whether no view carries anything to search with."""
-        return not (self.mention or self.context or self.names or self.description or self.image is not None)
+        return not (self.mention or self.context or self.names or self.people or self.description
+                    or self.image is not None or self.face is not None)
 
 
 class ViewHit(BaseModel):
@@ -77,13 +83,15 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "context>dates": 0.25,
     "names>name": 0.5,
     "names>lexical": 1.0,
+    # The marked face against the KB's portraits (dlib descriptors; see retrieval/faces.py).
+    "face>face": 2.0,
     "description>description": 0.5,
     "image>image": 0.25,
 }
 LEXICAL_SUFFIX = ">lexical"
 DATES_CHANNEL = "context>dates"
 # Channels whose absence means "no evidence" (score 0), not "below the last hit".
-ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL)
+ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL, "face>face")
 
 
 def _channel_weight(weights: dict[str, float], channel: str) -> float:
@@ -124,19 +132,42 @@ def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
     return {eid: (score, hits[eid]) for eid, score in fused.items()}
 
 
+def mix_fused(parts: Sequence[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]
+              ) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+    """Mix several fused rankings by weight: score(e) = Σ weight_i × score_i(e), where a ranking that
+    lacks e gives it its own lowest score. Hits come from the heaviest ranking that holds e."""
+    total = sum(weight for weight, _ in parts) or 1.0
+    floors = [min((score for score, _ in fused.values()), default=0.0) for _, fused in parts]
+    mixed: dict[str, tuple[float, dict[str, ViewHit]]] = {}
+    for eid in {eid for _, fused in parts for eid in fused}:
+        score = sum(weight * (fused[eid][0] if eid in fused else floor)
+                    for (weight, fused), floor in zip(parts, floors)) / total
+        heaviest = max((part for part in parts if eid in part[1]), key=lambda part: part[0])
+        mixed[eid] = (score, heaviest[1][eid][1])
+    return mixed
+
+
 class MultiViewRetriever:
     """Searches a :class:`KBStore` with every available query view and fuses the rankings."""
 
-    def __init__(self, store: KBStore, text_encoder, *, image_encoder=None, config: FusionConfig | None = None) -> None:
+    def __init__(self, store: KBStore, text_encoder, *, image_encoder=None, face_models=None,
+                 config: FusionConfig | None = None) -> None:
         self.store = store
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
+        #: dlib's face models when the store has a face view (:class:`vplink.retrieval.faces.FaceModels`).
+        self.face_models = face_models
         self.config = config or FusionConfig()
 
     @cached_property
     def lexical(self) -> LexicalIndex:
         """The name/alias index, built once from the store's catalogue."""
         return LexicalIndex(self._catalogue)
+
+    @cached_property
+    def person_names(self) -> PersonNameIndex:
+        """The KB's people by full name, surname and first name, built once from the catalogue."""
+        return PersonNameIndex(self._catalogue)
 
     @cached_property
     def lifespans(self) -> dict[str, tuple[int | None, int | None]]:
@@ -165,12 +196,25 @@ class MultiViewRetriever:
         return self.search_batch([query], k)[0]
 
     def search_batch(self, queries: Sequence[QueryViews], k: int = 20) -> list[list[Candidate]]:
-        """The top-k fused candidates of each query; encoders and Chroma are called once per view."""
-        rankings = self.channel_rankings(queries)
+        """The top-k fused candidates of each query; encoders and Chroma are called once per view.
+
+        A query without a mention but with weighted ``people`` is searched once per person (that
+        person as the mention) and the fused scores are mixed by the people's probabilities.
+        """
+        expanded: list[tuple[int, float, QueryViews]] = []
+        for i, query in enumerate(queries):
+            people = [(text, p) for text, p in query.people if p > 0] if not query.mention else []
+            if people:
+                expanded += [(i, p, query.model_copy(update={"mention": text, "people": []})) for text, p in people]
+            else:
+                expanded.append((i, 1.0, query))
+        rankings = self.channel_rankings([views for _, _, views in expanded])
+        parts: list[list[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]] = [[] for _ in queries]
+        for (i, weight, views), per_query in zip(expanded, rankings):
+            parts[i].append((weight, self.fuse(per_query, self._query_weights(per_query))))
         results = []
-        for per_query in rankings:
-            weights = self._weights_with_decay(per_query)
-            fused = self.fuse(per_query, weights)
+        for mixture in parts:
+            fused = mixture[0][1] if len(mixture) == 1 else mix_fused(mixture)
             top = sorted(fused.items(), key=lambda item: (-item[1][0], item[0]))[:k]
             results.append([Candidate(id=eid, score=round(score, 6), hits=hits) for eid, (score, hits) in top])
         self._attach_entities(results)
@@ -184,7 +228,8 @@ class MultiViewRetriever:
             return reciprocal_rank_fusion(rankings, weights, self.config.rrf_k)
         return weighted_score_fusion(rankings, weights)
 
-    def _weights_with_decay(self, per_query: dict[str, list]) -> dict[str, float]:
+    def _query_weights(self, per_query: dict[str, list]) -> dict[str, float]:
+        """Per-channel weights of one query: name guess i decays by ``guess_decay ** i``."""
         weights = dict(self.config.weights)
         for channel in per_query:
             base, _, index = channel.partition("#")
@@ -226,6 +271,12 @@ class MultiViewRetriever:
             if "names>lexical" in active:
                 for g, guess in enumerate(q.names[:5]):
                     out[i][f"names>lexical#{g}"] = self.lexical.search(guess, depth)
+        # The face channel: the marked face against the KB's portraits.
+        with_faces = [i for i, q in enumerate(queries) if q.face is not None]
+        if with_faces and self.face_models is not None and "face>face" in active and FACE_VIEW in self.store.views():
+            vectors = np.asarray([queries[i].face for i in with_faces], dtype=np.float32)
+            for i, ranking in zip(with_faces, self.store.query(FACE_VIEW, vectors, depth, self.face_models.name)):
+                out[i]["face>face"] = ranking
         # The image channel: the crop against entity images, when both sides have images.
         with_images = [i for i, q in enumerate(queries) if q.image is not None]
         if with_images and self.image_encoder is not None and "image>image" in active \

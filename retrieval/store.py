@@ -18,7 +18,11 @@ from vplink.retrieval.records import Entity
 
 TEXT_VIEWS = ("name", "description")
 IMAGE_VIEW = "image"
-VIEWS = (*TEXT_VIEWS, IMAGE_VIEW)
+#: dlib face descriptors of the entities' portraits, compared by Euclidean distance.
+FACE_VIEW = "face"
+VIEWS = (*TEXT_VIEWS, IMAGE_VIEW, FACE_VIEW)
+# The views whose vectors are compared by L2 distance rather than cosine.
+_L2_VIEWS = (FACE_VIEW,)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
 
@@ -95,7 +99,8 @@ class KBStore:
                 return None
             # embedding_function=None: Chroma's default would download a model; we embed ourselves.
             col = self.client.create_collection(name, embedding_function=None,
-                                                configuration={"hnsw": {"space": "cosine"}},
+                                                configuration={"hnsw": {"space": "l2" if view in _L2_VIEWS
+                                                                        else "cosine"}},
                                                 metadata={"encoder": create_for, "view": view,
                                                           "spec": spec or ""})
         self._collections[view] = col
@@ -132,8 +137,8 @@ class KBStore:
 
     # ----------------------------------------------------------------- indexing
 
-    def index(self, entities: Sequence[Entity], text_encoder, image_encoder=None, *, batch_size: int = 256,
-              rebuild: bool = False, progress: bool = True) -> IndexReport:
+    def index(self, entities: Sequence[Entity], text_encoder, image_encoder=None, *, face_encoder=None,
+              batch_size: int = 256, rebuild: bool = False, progress: bool = True) -> IndexReport:
         """Embed and upsert entities into every view, skipping unchanged ones and deleting removed ones.
 
         Each batch is written as soon as it is embedded, so an interrupted run resumes where it
@@ -149,6 +154,8 @@ class KBStore:
         if image_encoder is not None:
             with_images = {e.id: (_image_key(e), e) for e in entities if e.image}
             plans.append((IMAGE_VIEW, image_encoder, with_images))
+        if face_encoder is not None:
+            plans.append((FACE_VIEW, face_encoder, {e.id: (_image_key(e), e) for e in entities if e.image}))
         for view, encoder, wanted in plans:
             self._sync_view(view, encoder, wanted, batch_size, progress, report)
         return report
@@ -176,6 +183,8 @@ class KBStore:
             ids = todo[start:start + batch_size]
             if view == IMAGE_VIEW:
                 ids, vectors = self._embed_images(ids, wanted, encoder, report)
+            elif view == FACE_VIEW:
+                ids, vectors = self._embed_faces(ids, wanted, encoder, report)
             else:
                 vectors = encoder.encode([wanted[eid][0] for eid in ids])
             if ids:
@@ -205,6 +214,29 @@ class KBStore:
         return kept, np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
 
     @staticmethod
+    def _embed_faces(ids: list[str], wanted, encoder, report: IndexReport) -> tuple[list[str], np.ndarray]:
+        """Mean face descriptor of each entity's portraits; a portrait without a face is reported."""
+        from vplink.retrieval.images import load_image
+
+        kept, vectors = [], []
+        for eid in ids:
+            found = []
+            for path in wanted[eid][1].image:
+                try:
+                    descriptor = encoder.encode([load_image(path)])[0]
+                except Exception as exc:  # a bad picture must not stop a long indexing run
+                    report.image_errors.append(f"{eid}: {exc}")
+                    continue
+                if descriptor is None:
+                    report.image_errors.append(f"{eid}: no face found in {path}")
+                else:
+                    found.append(descriptor)
+            if found:
+                vectors.append(np.mean(found, axis=0))
+                kept.append(eid)
+        return kept, np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
+
+    @staticmethod
     def _stored_hashes(col) -> dict[str, str]:
         return {eid: meta.get("hash", "") for eid, meta in _iter_metadata(col)}
 
@@ -228,7 +260,7 @@ class KBStore:
             return [[] for _ in range(len(vectors))]
         result = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=k,
                            include=["distances"])
-        return [[(eid, 1.0 - float(dist)) for eid, dist in zip(ids, dists)]
+        return [[(eid, _similarity(view, float(dist))) for eid, dist in zip(ids, dists)]
                 for ids, dists in zip(result["ids"], result["distances"])]
 
     def get_entities(self, ids: Sequence[str]) -> dict[str, Entity]:
@@ -246,6 +278,15 @@ class KBStore:
             return
         for eid, meta in _iter_metadata(col):
             yield _entity_from(eid, meta)
+
+
+def _similarity(view: str, distance: float) -> float:
+    """Chroma's distance as a similarity: 1 - cosine distance, or the face score of an L2 distance."""
+    if view in _L2_VIEWS:
+        from vplink.retrieval.faces import face_similarity
+
+        return face_similarity(float(np.sqrt(max(distance, 0.0))))  # Chroma's "l2" is the squared distance
+    return 1.0 - distance
 
 
 def _text_of(entity: Entity, view: str) -> str:

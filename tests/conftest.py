@@ -67,3 +67,9 @@ def dev_slice(shared_data: Path) -> list[dict]:
     from vplink.retrieval.jsonl import read_jsonl
 
     return read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]
+
+
+@pytest.fixture(scope="session")
+def repo_fixtures() -> Path:
+    """The repository's own small fixtures (tests/fixtures)."""
+    return REPO / "tests" / "fixtures"

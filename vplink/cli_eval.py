@@ -127,6 +127,25 @@ def run_command(
     _out.print(f"{result['errors']} failed queries. Wrote {run_dir / METRICS}, {run_dir / REPORT}, {run_dir / PLOT}")
 
 
+@eval_app.command("box-report")
+def box_report_command(
+    run_dir: Path = typer.Argument(..., help="A run folder made with --no-mention on a dataset with boxes."),
+    dataset: Path = typer.Argument(..., help="The same dataset, whose mentions say whom each box marks."),
+    fmt: str = typer.Option("auto", "--format", help=f"Dataset format: auto, {', '.join(FORMATS)}."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the dataset's images."),
+) -> None:
+    """VP-MEL measures of a run: span recall, box-to-span accuracy, H@k, whether boxes change answers."""
+    from vplink.eval.box_report import BOX_REPORT, write_box_report
+
+    try:
+        loaded = read_dataset(dataset, fmt, images, allow_missing_images=True)
+        report = write_box_report(run_dir, loaded.examples)
+    except VplinkError as exc:
+        _fail(exc)
+    _out.print_json(data=report)
+    _out.print(f"Wrote {run_dir / BOX_REPORT}")
+
+
 @eval_app.command("compare")
 def compare_command(
     runs: list[Path] = typer.Argument(..., help="Run folders (each holding metrics.json); the first is the baseline."),

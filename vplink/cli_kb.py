@@ -22,6 +22,9 @@ def index(
     chroma_url: Annotated[Optional[str], typer.Option(help="A Chroma server instead, e.g. http://127.0.0.1:8000")] = None,
     text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder")] = None,
     image_encoder: Annotated[str, typer.Option(help="efficientnet-lite0, clip:/path/to/clip, or none")] = "efficientnet-lite0",
+    faces: Annotated[bool, typer.Option(help="Add a face view (dlib descriptors of the entities' portraits)")] = True,
+    face_models: Annotated[Optional[Path], typer.Option(help="Folder of dlib's face model files "
+                                                        "(default: the face-recognition-models package)")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Index the valid lines and report the others")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the store's views and re-embed everything")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
@@ -41,9 +44,15 @@ def index(
         from vplink.retrieval.image_encoders import load_image_encoder
 
         images = load_image_encoder(image_encoder)
+    face_encoder = None
+    if faces and any(e.image for e in loaded.entities):
+        from vplink.retrieval.faces import FaceEncoder, FaceModels
+
+        face_encoder = FaceEncoder(FaceModels(face_models))
     started = time.perf_counter()
     report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model), images,
-                                                      batch_size=batch_size, rebuild=rebuild)
+                                                      face_encoder=face_encoder, batch_size=batch_size,
+                                                      rebuild=rebuild)
     console.print(report.summary())
     for problem in report.image_errors:
         console.print(f"[yellow]image skipped[/] {problem}")

@@ -78,7 +78,7 @@ class EvidenceTools:
 
     @property
     def face_detector(self) -> FaceDetector:
-        """The Haar-cascade face detector."""
+        """The dlib face detector and descriptor."""
         with self._lock:
             if self._face_detector is None:
                 self._face_detector = FaceDetector()

@@ -52,9 +52,9 @@ def test_real_photo_box_and_caption_order(linker: Linker, shared_data: Path) -> 
     caption = "Barack Obama and Joe Biden at the White House"
     right = linker.link(photo, box=[256, 0, 512, 301], text=caption)
     left = linker.link(photo, box="0,0,250,301", text=caption)
-    # Two faces, two KB names in the caption: the marked face's order picks the name.
-    assert right.evidence["position_guess"] == "joe biden"
-    assert left.evidence["position_guess"] == "barack obama"
+    # Two faces, two people in the caption: the marked face's place picks the person.
+    assert right.evidence["alignment"]["spans"] == left.evidence["alignment"]["spans"] == ["Barack Obama", "Joe Biden"]
+    assert right.evidence["alignment"]["probabilities"][1] > 0.6 and left.evidence["alignment"]["probabilities"][0] > 0.6
     assert right.top.id == "Q6279" and left.top.id == "Q76"
     assert "2nd" in right.evidence_text and "Joe Biden" in right.evidence_text
 
