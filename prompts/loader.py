@@ -56,7 +56,7 @@ def load_prompt(name: str, folder: str | None = None) -> PromptTemplate:
         text = path.read_text(encoding="utf-8")
     else:
         try:
-            text = resources.files("prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
+            text = resources.files("vplink.prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
         except FileNotFoundError:
             raise PromptError(f"no built-in prompt named '{name}' (have: describe, judge, reflect)") from None
     return parse_template(name, text)
@@ -64,5 +64,5 @@ def load_prompt(name: str, folder: str | None = None) -> PromptTemplate:
 
 def prompt_versions() -> dict[str, str]:
     """The version hash of every built-in prompt, for run reports."""
-    names = sorted(p.name[:-3] for p in resources.files("prompts").iterdir() if p.name.endswith(".md"))
+    names = sorted(p.name[:-3] for p in resources.files("vplink.prompts").iterdir() if p.name.endswith(".md"))
     return {name: load_prompt(name).version for name in names}
