@@ -41,8 +41,12 @@ const isObject = (value) => value !== null && typeof value === "object" && !Arra
 function scale() { return state.image ? $("canvas").width / state.image.naturalWidth : 1; }
 
 function fitCanvas() {
+  // The picture fills the column (small pictures are enlarged so a box is easy to draw), at most 70% of the
+  // window high; the box is always kept in the picture's own pixels.
   const canvas = $("canvas");
-  const width = Math.min(state.image.naturalWidth, $("stage").clientWidth || 560);
+  const fit = Math.min(($("stage").clientWidth || 560) / state.image.naturalWidth,
+                       (window.innerHeight * 0.7) / state.image.naturalHeight);
+  const width = state.image.naturalWidth * Math.max(fit, 0.05);
   canvas.width = Math.max(1, Math.round(width));
   canvas.height = Math.max(1, Math.round(state.image.naturalHeight * canvas.width / state.image.naturalWidth));
 }
@@ -377,16 +381,20 @@ function facesView(faces) {
   if (found.length && Number.isInteger(marked)) summary += `; the box marks face ${marked + 1}` + (faces.position ? `, the ${faces.position}` : "");
   else if (found.length && !faces.whole_image) summary += "; none lies inside the box";
   wrap.append(el("span", { class: "face-key" }), summary);
-  if (found.length) {
-    const keys = [...new Set(found.flatMap((f) => (isObject(f) ? Object.keys(f) : [])))];
-    wrap.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "#"), keys.map((k) => el("th", {}, k)))),
-      el("tbody", {}, found.map((face, i) => el("tr", { class: i === marked ? "marked" : "" },
-        el("td", {}, String(i + 1) + (i === marked ? " ◀ marked" : "")),
-        keys.map((k) => el("td", {}, valueView(isObject(face) ? face[k] : undefined))))))));
-  }
+  if (found.length) wrap.append(tableView(found, 0, marked));
   const rest = Object.fromEntries(Object.entries(faces).filter(([k]) => !["faces", "marked", "position", "whole_image"].includes(k)));
   if (Object.keys(rest).length) wrap.append(valueView(rest));
   return wrap;
+}
+
+/** A list of records as a numbered table, one column per key any of them has; ``marked`` is highlighted. */
+function tableView(records, depth, marked = null) {
+  const keys = [...new Set(records.flatMap((record) => Object.keys(record)))];
+  return el("table", { class: "records" },
+    el("thead", {}, el("tr", {}, el("th", {}, "#"), keys.map((k) => el("th", {}, k.replace(/_/g, " "))))),
+    el("tbody", {}, records.map((record, i) => el("tr", { class: i === marked ? "marked" : "" },
+      el("td", {}, String(i + 1) + (i === marked ? " ◀ marked" : "")),
+      keys.map((k) => el("td", {}, valueView(record[k], depth + 1)))))));
 }
 
 /** Any JSON value as readable elements: numbers rounded, lists joined or tabled, objects as definition lists. */
@@ -400,6 +408,7 @@ function valueView(value, depth = 0) {
     if (value.every((v) => v === null || typeof v !== "object")) {
       return document.createTextNode(value.map((v) => (typeof v === "number" && !Number.isInteger(v) ? fmt(v) : String(v))).join(", "));
     }
+    if (value.every(isObject)) return tableView(value, depth);
     return el("div", {}, value.map((item) => el("div", { class: "chip" }, valueView(item, depth + 1))));
   }
   const entries = Object.entries(value).filter(([, v]) => v !== null && v !== undefined);
@@ -425,7 +434,7 @@ function showNotes(result) {
   for (const note of result.notes || []) box.append(el("div", { class: "note" }, note));
   const timings = Object.entries(result.timings_ms || {});
   if (timings.length) {
-    box.append(el("table", {}, el("tbody", {}, timings.map(([step, ms]) =>
+    box.append(el("table", { class: "records" }, el("tbody", {}, timings.map(([step, ms]) =>
       el("tr", {}, el("td", {}, step), el("td", { class: "num" }, `${ms.toFixed(1)} ms`))))));
   }
 }
@@ -439,7 +448,7 @@ async function start() {
     const server = health.model_server || {};
     $("health").textContent = [
       store.ok ? `store: ${store.entities} entities` : `store: unavailable (${store.error || "?"})`,
-      `text encoder: ${String((health.encoders || {}).text || "?").split("/").pop()}`,
+      `text encoder: ${(health.encoders || {}).text || "?"}`,
       server.configured ? `model server: ${server.reachable ? "reachable" : "NOT reachable"} (${server.model || "?"})`
         : "model server: none (evidence and text only)",
     ].join(" · ");

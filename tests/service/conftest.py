@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,50 @@ def service_settings(people_store: str, people_dir: Path) -> ServiceSettings:
 @pytest.fixture(scope="session")
 def app(service_settings: ServiceSettings, service_linker: Linker):
     return create_app(service_settings, linker=service_linker)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(people_store: str, people_dir: Path, tmp_path_factory) -> Iterator[str]:
+    """The real `vplink serve` command on a free loopback port; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    command = Path(sys.executable).with_name("vplink")
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(command), "serve", "--store", people_store, "--port", str(port),
+                                    "--image-root", str(people_dir / "images")], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240  # loading torch and the encoders on a busy 2-core machine
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vplink serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vplink serve did not answer within 240 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
