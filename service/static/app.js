@@ -127,8 +127,11 @@ window.addEventListener("mouseup", (event) => {
 });
 $("box").addEventListener("change", () => {
   const parts = $("box").value.split(/[\s,]+/).filter(Boolean).map(Number);
-  state.box = parts.length === 4 && parts.every(Number.isFinite) ? parts : null;
-  draw();  // a malformed box stays in the field; the server's answer says what is wrong with it
+  const drawable = parts.length === 4 && parts.every(Number.isFinite) && parts[0] < parts[2] && parts[1] < parts[3];
+  // A malformed or inverted box is not drawn (it would look valid); it stays in the field as typed, and
+  // the server's answer says what is wrong with it.
+  state.box = drawable ? parts : null;
+  draw();
 });
 $("clear").addEventListener("click", () => setBox(null));
 
@@ -177,6 +180,7 @@ $("form").addEventListener("submit", async (event) => {
     const response = await fetch("link/stream", { method: "POST", body: form });
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
+      clear($("steps"));  // refused before any step ran
       throw new Error(errorText(body, response.status));
     }
     await readEvents(response, onEvent);
@@ -221,6 +225,8 @@ async function readEvents(response, callback) {
 
 function startRun() {
   $("go").disabled = true;
+  state.faces = null;  // the last answer's faces belong to the last question
+  draw();
   $("error").hidden = true;
   $("result").hidden = true;
   $("status").textContent = "linking…";

@@ -16,7 +16,8 @@ pytestmark = [
 selenium = pytest.importorskip("selenium", reason="needs selenium (pip install -e '.[dev]')")
 
 CAPTION = "Barack Obama and Joe Biden"
-RIGHT = (256, 0, 512, 301)  # Biden on two_people.jpg (../shared/data/people/photos.jsonl)
+LEFT, RIGHT = (0, 0, 250, 301), (256, 0, 512, 301)  # Obama, Biden on two_people.jpg (people/photos.jsonl)
+PICTURE_WIDTH = 512
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,37 @@ def browser():
     driver.quit()
 
 
-def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: Path) -> None:
+def drag_box(browser, box: tuple[int, int, int, int]) -> None:
+    """Drag with the mouse from the box's top-left corner to its bottom-right, and check the box the page read."""
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = browser.find_element(By.ID, "canvas")
+    shown = canvas.rect
+    k = shown["width"] / PICTURE_WIDTH
+    x0, y0, x1, y1 = (round(v * k) for v in box)
+    # Stay a pixel or two inside the canvas: an event on its very edge lands outside it.
+    x0, y0 = max(x0, 2), max(y0, 2)
+    x1, y1 = min(x1, round(shown["width"]) - 2), min(y1, round(shown["height"]) - 2)
+    cx, cy = shown["width"] / 2, shown["height"] / 2  # Selenium's offsets count from the element's centre
+    (ActionChains(browser).move_to_element_with_offset(canvas, x0 - cx, y0 - cy).click_and_hold()
+     .move_by_offset((x1 - x0) // 2, (y1 - y0) // 2).move_by_offset((x1 - x0) - (x1 - x0) // 2, (y1 - y0) - (y1 - y0) // 2)
+     .release().perform())
+    drawn = [float(v) for v in browser.find_element(By.ID, "box").get_attribute("value").split(",")]
+    assert all(abs(a - b) <= 6 for a, b in zip(drawn, box)), drawn  # the box is in the picture's own pixels
+
+
+def link_and_wait(browser) -> None:
+    """Press Link and wait for the answer or an error."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "result").is_displayed()
+                                      or d.find_element(By.ID, "error").is_displayed())
+
+
+def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -46,24 +76,9 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
     browser.find_element(By.ID, "file").send_keys(str(people_dir / "images" / "two_people.jpg"))
     wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
 
-    # Drag from the box's top-left corner to its bottom-right, in the canvas's shown pixels.
-    canvas = browser.find_element(By.ID, "canvas")
-    shown = canvas.rect
-    k = shown["width"] / 512
-    x0, y0, x1, y1 = (round(v * k) for v in RIGHT)
-    y1 = min(y1, round(shown["height"]) - 1)
-    # Selenium's offsets count from the element's centre.
-    cx, cy = shown["width"] / 2, shown["height"] / 2
-    (ActionChains(browser).move_to_element_with_offset(canvas, x0 + 2 - cx, y0 + 2 - cy).click_and_hold()
-     .move_by_offset((x1 - x0) // 2, (y1 - y0) // 2).move_by_offset((x1 - x0) // 2 - 4, (y1 - y0) // 2 - 4)
-     .release().perform())
-    drawn = [float(v) for v in browser.find_element(By.ID, "box").get_attribute("value").split(",")]
-    assert all(abs(a - b) <= 6 for a, b in zip(drawn, RIGHT)), drawn  # the box is in the picture's pixels
-
+    drag_box(browser, RIGHT)
     browser.find_element(By.ID, "text").send_keys(CAPTION)
-    browser.find_element(By.ID, "go").click()
-    WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "result").is_displayed()
-                                      or d.find_element(By.ID, "error").is_displayed())
+    link_and_wait(browser)
     assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
     rows = browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
     assert "Q6279" in [row.get_attribute("data-id") for row in rows[:5]]
@@ -86,3 +101,30 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
     shot.write_bytes(base64.b64decode(png))
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_pick_a_picture_link_the_other_box_then_a_bad_box(browser, served: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(served + "/")
+    wait.until(lambda d: d.find_element(By.ID, "picker-label").is_displayed())
+    Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
+    wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
+    drag_box(browser, LEFT)
+    browser.find_element(By.ID, "text").send_keys(CAPTION)
+    link_and_wait(browser)
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    rows = browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
+    assert "Q76" in [row.get_attribute("data-id") for row in rows[:5]]
+
+    field = browser.find_element(By.ID, "box")
+    field.clear()
+    field.send_keys("300,10,200,100", Keys.TAB)
+    link_and_wait(browser)
+    error = browser.find_element(By.ID, "error")
+    assert error.is_displayed() and "inverted corners" in error.text and "Fix:" in error.text
+    assert not browser.find_element(By.ID, "result").is_displayed()
+    browser.save_screenshot(str(tmp_path / "error.png"))
