@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vplink.retrieval.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
+from vplink.service.server import vplink_command  # noqa: E402
 
 CAPTION = "Barack Obama and Joe Biden"
 BOXES = [("0,0,250,301", "Q76"), ("256,0,512,301", "Q6279")]  # ../shared/data/people/photos.jsonl
@@ -62,9 +63,8 @@ def start_server(store: str, log: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = Path(sys.executable).with_name("vplink")
     with log.open("wb") as out:
-        process = subprocess.Popen([str(command), "serve", "--store", store, "--port", str(port)],
+        process = subprocess.Popen([*vplink_command(), "serve", "--store", store, "--port", str(port)],
                                    stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

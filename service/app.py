@@ -141,7 +141,9 @@ class Service:
                                   "reachable": None, "model": llm.model if llm else None}
         if llm is not None:
             try:
-                answer = httpx.get(f"{llm.base_url}/models", timeout=HEALTH_TIMEOUT_S)
+                key = llm.config.api_key
+                answer = httpx.get(f"{llm.base_url}/models", timeout=HEALTH_TIMEOUT_S,
+                                   headers={"Authorization": f"Bearer {key}"} if key else None)
                 server["reachable"] = answer.status_code == 200
             except httpx.HTTPError as error:
                 server.update(reachable=False, error=f"{type(error).__name__}: {error}")

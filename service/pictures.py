@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,8 +66,10 @@ class PictureRoot:
 def temporary_picture(data: bytes, filename: str | None) -> Iterator[Path]:
     """The uploaded bytes in a temporary file of their own (so concurrent uploads never share one), removed after."""
     suffix = Path(filename or "").suffix.lower()
-    handle, name = tempfile.mkstemp(prefix="vplink-upload-", suffix=suffix if re.fullmatch(r"\.\w{1,5}", suffix)
-                                    else "")
+    # A name never used before: the linker caches decoded pictures by path, so a recycled name must not
+    # bring back an earlier upload's picture.
+    handle, name = tempfile.mkstemp(prefix=f"vplink-upload-{uuid.uuid4().hex}-",
+                                    suffix=suffix if re.fullmatch(r"\.\w{1,5}", suffix) else "")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)

@@ -10,6 +10,7 @@ import pytest
 from vplink.agent.linker import Linker
 from vplink.agent.nodes import LinkerConfig
 from vplink.service import ServiceSettings, create_app
+from vplink.service.server import vplink_command
 
 #: Requests over this size are refused in the tests: small enough to exceed with a few hundred kB.
 TEST_LIMIT = 2 * 1024 * 1024
@@ -55,10 +56,9 @@ def served(people_store: str, people_dir: Path, tmp_path_factory) -> Iterator[st
     import httpx
 
     port = free_port()
-    command = Path(sys.executable).with_name("vplink")
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([str(command), "serve", "--store", people_store, "--port", str(port),
+        process = subprocess.Popen([*vplink_command(), "serve", "--store", people_store, "--port", str(port),
                                     "--image-root", str(people_dir / "images")], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

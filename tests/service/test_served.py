@@ -18,3 +18,15 @@ def test_vplink_serve_links_each_box(served: str, people_dir: Path, box: str, pe
     assert answer.status_code == 200, answer.text
     assert person in [entity["id"] for entity in answer.json()["ranking"][:5]]
     assert answer.json()["query"]["box"] == [float(v) for v in box.split(",")]
+
+
+def test_vplink_serve_without_a_store_says_the_fix(tmp_path: Path) -> None:
+    import subprocess
+
+    from vplink.service.server import vplink_command
+
+    done = subprocess.run([*vplink_command(), "serve", "--store", str(tmp_path / "absent"), "--port", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "no store at" in done.stderr and "Fix: build one with `vplink kb index" in done.stderr
+    assert "Traceback" not in done.stderr
