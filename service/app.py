@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, Form, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -20,8 +20,9 @@ from starlette.requests import Request
 from vplink.agent.linker import RESULT, Linker
 from vplink.agent.query import LinkQuery
 from vplink.agent.visual_prompt import parse_box
-from vplink.retrieval.errors import StoreError, VplinkError
+from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.records import Entity
+from vplink.service.errors import ApiError, RequestError
 from vplink.service.limits import BodySizeLimit
 from vplink.service.pictures import PictureRoot, temporary_picture
 from vplink.service.schemas import ErrorBody, Health, LinkResponse, PictureList
@@ -30,31 +31,6 @@ from vplink.service.settings import ServiceSettings
 STATIC = Path(__file__).parent / "static"
 #: How long /health waits for the model server before calling it unreachable.
 HEALTH_TIMEOUT_S = 2.0
-
-
-def status_of(error: VplinkError) -> int:
-    """The HTTP status of an error: the user's input is 4xx; a store or model server that fails is 5xx."""
-    from vplink.agent.llm_client import LLMError
-
-    if isinstance(getattr(error, "status", None), int):
-        return error.status  # type: ignore[attr-defined]
-    if isinstance(error, LLMError):
-        return 502
-    if isinstance(error, StoreError):
-        return 503
-    return 422
-
-
-class ApiError(Exception):
-    """A VplinkError on its way to the client, its message cleaned of server-side temporary paths."""
-
-    def __init__(self, error: VplinkError, relabel: dict[str, str] | None = None) -> None:
-        detail = str(error)
-        for secret, shown in (relabel or {}).items():
-            detail = detail.replace(secret, shown)
-        self.status = status_of(error)
-        self.body = ErrorBody(detail=detail, error=type(error).__name__)
-        super().__init__(detail)
 
 
 @dataclass
@@ -79,12 +55,13 @@ async def link_form(
 ) -> LinkForm:
     """Read and check the form; a bad box gets the CLI's message."""
     if image is not None and path:
-        raise HTTPException(422, "give the picture once: upload `image` or name `path`, not both")
+        raise ApiError(RequestError("both `image` and `path` name a picture", "upload `image` or name `path`, not both"))
     data = await image.read() if image is not None else None
     if data is not None and not data:
-        raise HTTPException(422, f"the uploaded picture {image.filename!r} is empty. Fix: upload the file again")
+        raise ApiError(RequestError(f"the uploaded picture {image.filename!r} is empty", "upload the file again"))
     if data is None and not path and not (text or "").strip():
-        raise HTTPException(422, "nothing to link: upload `image`, name `path` under the image root, or give `text`")
+        raise ApiError(RequestError("nothing to link", "upload `image`, name `path` under the image root, or give "
+                                                       "`text`"))
     try:
         parsed = parse_box(box)
     except VplinkError as error:
@@ -204,8 +181,8 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
         """One KB entity by id."""
         found = await run_in_threadpool(linker.retriever.store.get_entities, [entity_id])
         if entity_id not in found:
-            raise HTTPException(404, f"no entity {entity_id!r} in the store at {settings.store}. "
-                                     "Fix: use an id from a /link ranking")
+            raise RequestError(f"no entity {entity_id!r} in the store at {settings.store}",
+                               "use an id from a /link ranking", status=404)
         return found[entity_id]
 
     @app.get("/pictures", response_model=PictureList)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vplink.retrieval.errors import VplinkError
+from vplink.service.errors import RequestError
 
 #: File endings the picker lists under the image root.
 PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -18,12 +18,11 @@ PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".
 MAX_LISTED = 1000
 
 
-class PicturePathError(VplinkError):
+class PicturePathError(RequestError):
     """A picture named by path is outside the image root, absent, or no image root is configured."""
 
-    def __init__(self, name: str, message: str, fix: str, *, status: int = 400) -> None:
-        self.status = status
-        super().__init__(f"picture path {name!r}: {message}. Fix: {fix}")
+    def __init__(self, name: str, message: str, fix: str, *, status: int = 422) -> None:
+        super().__init__(f"picture path {name!r}: {message}", fix, status=status)
 
 
 class PictureRoot:

@@ -116,6 +116,7 @@ def test_missing_input_and_double_input_are_refused(client: TestClient, people_d
     with photo.open("rb") as handle:
         both = client.post("/link", files={"image": (photo.name, handle)}, data={"path": "obama.jpg"})
     assert both.status_code == 422 and "not both" in both.json()["detail"]
+    assert both.json()["error"] == "RequestError" and "Fix:" in both.json()["detail"]
 
 
 def test_request_over_the_limit_is_413(client: TestClient) -> None:
