@@ -55,7 +55,8 @@ async def link_form(
 ) -> LinkForm:
     """Read and check the form; a bad box gets the CLI's message."""
     if image is not None and path:
-        raise ApiError(RequestError("both `image` and `path` name a picture", "upload `image` or name `path`, not both"))
+        raise ApiError(RequestError("both `image` and `path` name a picture",
+                                    "upload `image` or name `path`, not both"))
     data = await image.read() if image is not None else None
     if data is not None and not data:
         raise ApiError(RequestError(f"the uploaded picture {image.filename!r} is empty", "upload the file again"))
@@ -138,9 +139,11 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
     """The app over ``linker`` (opened from ``settings`` when not given); the linker stays warm for every request."""
     if linker is None:
         from vplink.agent.nodes import LinkerConfig
+        from vplink.wiring import load_reranker
 
         linker = Linker.open(settings.store, prefix=settings.prefix, llm_url=settings.llm_url,
-                             llm_model=settings.llm_model, vision=settings.vision, config=LinkerConfig(k=settings.k))
+                             llm_model=settings.llm_model, vision=settings.vision, config=LinkerConfig(k=settings.k),
+                             reranker=load_reranker(settings.scorer, settings.store))
     service = Service(settings, linker)
 
     @asynccontextmanager

@@ -20,6 +20,7 @@ class ServiceSettings(BaseModel):
     llm_url: str | None = Field(default=None, description="vLLM server; None links on evidence and text alone")
     llm_model: str | None = Field(default=None, description="served model name (default: the server's first)")
     vision: bool = Field(default=False, description="send the marked picture and the crop to the model")
+    scorer: Path | None = Field(default=None, description="a distilled scorer folder to rerank with")
     image_root: Path | None = Field(default=None, description="folder whose pictures requests may name by path")
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, gt=0)
     k: int = Field(default=10, ge=1, description="candidates kept")

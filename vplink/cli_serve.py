@@ -14,6 +14,7 @@ def serve(
     llm_url: Annotated[Optional[str], typer.Option(help="vLLM server, e.g. http://127.0.0.1:8801/v1")] = None,
     llm_model: Annotated[Optional[str], typer.Option(help="Served model name (default: the server's first)")] = None,
     vision: Annotated[bool, typer.Option(help="The model sees images: send the marked picture and the crop")] = False,
+    scorer: Annotated[Optional[Path], typer.Option(help="A distilled scorer folder to rerank with")] = None,
     image_root: Annotated[Optional[Path], typer.Option(help="Folder whose pictures requests may name by path",
                                                        exists=True, file_okay=False)] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default)")] = "127.0.0.1",
@@ -26,5 +27,6 @@ def serve(
     from vplink.service.settings import ServiceSettings
 
     settings = ServiceSettings(store=store, prefix=prefix, llm_url=llm_url, llm_model=llm_model, vision=vision,
-                               image_root=image_root, max_request_bytes=int(max_request_mb * 1024 * 1024), k=k)
+                               scorer=scorer, image_root=image_root, k=k,
+                               max_request_bytes=int(max_request_mb * 1024 * 1024))
     run(settings, host=host, port=port)

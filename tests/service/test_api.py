@@ -217,5 +217,6 @@ def test_page_is_self_contained_and_inserts_data_as_text(client: TestClient) -> 
 def test_cli_serve_help() -> None:
     out = CliRunner().invoke(cli_app, ["serve", "--help"])
     assert out.exit_code == 0
-    for option in ("--store", "--prefix", "--llm-url", "--host", "--port", "--image-root", "--max-request-mb"):
+    for option in ("--store", "--prefix", "--llm-url", "--host", "--port", "--image-root", "--max-request-mb",
+                   "--scorer"):
         assert option in out.stdout

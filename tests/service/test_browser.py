@@ -49,9 +49,9 @@ def drag_box(browser, box: tuple[int, int, int, int]) -> None:
     x0, y0 = max(x0, 2), max(y0, 2)
     x1, y1 = min(x1, round(shown["width"]) - 2), min(y1, round(shown["height"]) - 2)
     cx, cy = shown["width"] / 2, shown["height"] / 2  # Selenium's offsets count from the element's centre
+    half_x, half_y = (x1 - x0) // 2, (y1 - y0) // 2
     (ActionChains(browser).move_to_element_with_offset(canvas, x0 - cx, y0 - cy).click_and_hold()
-     .move_by_offset((x1 - x0) // 2, (y1 - y0) // 2).move_by_offset((x1 - x0) - (x1 - x0) // 2, (y1 - y0) - (y1 - y0) // 2)
-     .release().perform())
+     .move_by_offset(half_x, half_y).move_by_offset(x1 - x0 - half_x, y1 - y0 - half_y).release().perform())
     drawn = [float(v) for v in browser.find_element(By.ID, "box").get_attribute("value").split(",")]
     assert all(abs(a - b) <= 6 for a, b in zip(drawn, box)), drawn  # the box is in the picture's own pixels
 
@@ -89,8 +89,9 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
     assert "faces" in evidence and "marked" in evidence
     # The picture the page shows now has the faces drawn over it: some pixels are the face colour.
     faced = browser.execute_script(
-        "const c = document.getElementById('canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 30 && d[i+1] > 160 && d[i+2] > 200) n++; return n;")
+        "const c = document.getElementById('canvas');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        "for (let i = 0; i < d.length; i += 4) if (d[i] < 30 && d[i+1] > 160 && d[i+2] > 200) n++; return n;")
     assert faced > 50
 
     # The whole page, beyond the window, so every section can be looked at.
