@@ -138,6 +138,7 @@ $("clear").addEventListener("click", () => setBox(null));
 function showPicture(url, source) {
   const image = new Image();
   image.onload = () => {
+    if (state.image && state.image.src.startsWith("blob:")) URL.revokeObjectURL(state.image.src);
     state.image = image;
     Object.assign(state, source, { faces: null, imageSize: null });
     $("placeholder").hidden = true;
