@@ -19,6 +19,10 @@ from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever
 
 
+#: The name :meth:`Linker.stream_query` gives its last item, the finished :class:`LinkResult`.
+RESULT = "result"
+
+
 class Linker:
     """Links a box on a picture (and optional caption and mention) to ranked KB entities."""
 
@@ -37,11 +41,12 @@ class Linker:
     def open(cls, store: str | Path, *, llm_url: str | None = None, llm_model: str | None = None,
              vision: bool = False, reranker: Reranker | None = None, config: LinkerConfig | None = None,
              checkpoint: str | Path | None = None, text_model: str | Path | None = None,
-             image_encoder: str | None = None, llm_config: LLMConfig | None = None) -> Linker:
+             image_encoder: str | None = None, llm_config: LLMConfig | None = None,
+             prefix: str = "vplink") -> Linker:
         """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given."""
         config = config or LinkerConfig()
         image = image_encoder if config.image_retrieval else "none"
-        retriever = open_retriever(store, text_model=text_model, image_encoder=image)
+        retriever = open_retriever(store, text_model=text_model, image_encoder=image, prefix=prefix)
         llm = None
         if llm_config is not None or llm_url:
             llm = LLMClient(llm_config or LLMConfig(url=llm_url, model=llm_model, vision=vision))
@@ -89,9 +94,20 @@ class Linker:
     def stream(self, image: str | Path | None = None, *, box: Sequence[float] | str | None = None,
                text: str | None = None, mention: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(node, update)`` as each step finishes."""
-        query = _query(image, box, text, mention, None)
-        for chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}}, stream_mode="updates"):
-            yield from chunk.items()
+        for node, update in self.stream_query(_query(image, box, text, mention, None)):
+            if node != RESULT:
+                yield node, update
+
+    def stream_query(self, query: LinkQuery) -> Iterator[tuple[str, Any]]:
+        """Yield ``(node, update)`` as each step finishes, then ``(RESULT, LinkResult)`` of the whole run."""
+        state = None
+        for mode, chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}},
+                                             stream_mode=["updates", "values"]):
+            if mode == "values":
+                state = chunk  # the merged state after each step: the reducers' own result, not ours
+            else:
+                yield from chunk.items()
+        yield RESULT, to_result(state)
 
     def mermaid(self) -> MermaidText:
         """The workflow as Mermaid text (drawn locally, no web service); a notebook draws it as a diagram."""

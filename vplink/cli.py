@@ -12,6 +12,7 @@ from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app
 from vplink.cli_link import link
 from vplink.cli_llm import llm_app
+from vplink.cli_serve import serve
 
 app = typer.Typer(help="Link a marked region of a picture to a knowledge-base entity.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -20,6 +21,7 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(eval_app, name="eval")
 app.add_typer(distill_app, name="distill")
 app.command("link")(link)
+app.command("serve")(serve)
 
 
 def main() -> None:

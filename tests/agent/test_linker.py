@@ -11,24 +11,7 @@ from vplink.agent.linker import Linker
 from vplink.agent.nodes import LinkerConfig
 from vplink.agent.state import Description, LinkResult
 from vplink.agent.visual_prompt import BoxError
-from vplink.retrieval.jsonl import read_jsonl, write_jsonl
-from vplink.retrieval.records import load_kb
-from vplink.retrieval.store import KBStore
-
-PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
-
-
-@pytest.fixture(scope="module")
-def people_store(shared_data: Path, text_encoder, tmp_path_factory) -> str:
-    """A real KB slice: the people of the photos, the first dev golds, and 250 other WikiMEL entities."""
-    kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
-    dev = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:20]
-    wanted = set(PEOPLE) | {row["answer"] for row in dev}
-    rows = [e for e in kb if e["id"] in wanted] + [e for e in kb if e["id"] not in wanted][:250]
-    folder = tmp_path_factory.mktemp("people")
-    write_jsonl(folder / "kb.jsonl", rows)
-    KBStore(folder / "store").index(load_kb(folder / "kb.jsonl").entities, text_encoder, progress=False)
-    return str(folder / "store")
+from vplink.retrieval.jsonl import read_jsonl
 
 
 @pytest.fixture(scope="module")
