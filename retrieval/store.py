@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,8 @@ IMAGE_VIEW = "image"
 VIEWS = (*TEXT_VIEWS, IMAGE_VIEW)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
+#: The file that makes a folder a Chroma store.
+CHROMA_FILE = "chroma.sqlite3"
 
 
 @dataclass
@@ -41,12 +46,21 @@ class IndexReport:
             f"{self.unchanged.get(v, 0)} unchanged, {self.deleted.get(v, 0)} deleted" for v in views)
 
 
-def _connect(location: str | Path):
-    """A Chroma client: embedded for a folder, HTTP for an ``http(s)://host:port`` URL."""
+def is_url(location: str | Path) -> bool:
+    """Whether a store location names a Chroma server rather than a folder."""
+    return str(location).startswith(("http://", "https://"))
+
+
+def _connect(location: str | Path, *, read_only: bool = False):
+    """A Chroma client: embedded for a folder, HTTP for an ``http(s)://host:port`` URL.
+
+    Returns ``(client, snapshot)``: with ``read_only`` a folder is opened through a temporary copy
+    (``snapshot``, removed with the store), because Chroma writes to its files on every open.
+    """
     import chromadb
 
     text = str(location)
-    if text.startswith(("http://", "https://")):
+    if is_url(text):
         url = urlparse(text)
         try:
             client = chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
@@ -55,33 +69,57 @@ def _connect(location: str | Path):
         except Exception as exc:
             raise StoreError(f"no Chroma server answers at {text} ({exc}). Fix: start one with "
                              f"`chroma run --path DIR --host {url.hostname} --port {url.port}` or pass a folder") from None
-        return client
-    Path(text).mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=text)
+        return client, None
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(f"{folder} is a file, not a store folder. Fix: pass a folder for the store "
+                         "(it is created if missing), or move that file away")
+    if not read_only:
+        folder.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=text), None
+    if not (folder / CHROMA_FILE).is_file():
+        raise StoreError(f"{folder} is not a vplink store (it has no {CHROMA_FILE}). Fix: build one with "
+                         f"`vplink kb index KB.jsonl --store {folder}`, or pass the folder you built")
+    # Chroma takes a write lock in its sqlite file and re-saves its HNSW files on every open; a
+    # reader must leave the store as it found it, so it reads a private copy.
+    snapshot = Path(tempfile.mkdtemp(prefix="vplink-store-"))
+    shutil.copytree(folder, snapshot, dirs_exist_ok=True)
+    return chromadb.PersistentClient(path=str(snapshot)), snapshot
 
 
 class KBStore:
     """A KB indexed in Chroma: collections ``<prefix>-name``, ``-description`` and ``-image``."""
 
-    def __init__(self, location: str | Path, *, prefix: str = "vplink") -> None:
+    def __init__(self, location: str | Path, *, prefix: str = "vplink", read_only: bool = False) -> None:
         self.location = str(location)
         self.prefix = prefix
-        self.client = _connect(location)
+        self.read_only = read_only
+        self.client, snapshot = _connect(location, read_only=read_only)
+        if snapshot is not None:
+            weakref.finalize(self, shutil.rmtree, snapshot, ignore_errors=True)
         self._collections: dict[str, Any] = {}
 
     @property
     def is_remote(self) -> bool:
         """Whether the store lives on a Chroma server."""
-        return self.location.startswith(("http://", "https://"))
+        return is_url(self.location)
+
+    def kb_prefixes(self) -> list[str]:
+        """The prefixes of the KBs this store (folder or server) holds, one per catalogue collection."""
+        suffix = f"-{CATALOGUE_VIEW}"
+        names = [getattr(c, "name", c) for c in self.client.list_collections()]
+        return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
 
     def collection_name(self, view: str) -> str:
         """The Chroma collection that holds one view."""
         return f"{self.prefix}-{view}"
 
-    def _collection(self, view: str, *, create_for: str | None = None, spec: str | None = None):
+    def _collection(self, view: str, *, create_for: str | None = None, spec: str | None = None,
+                    weights: str | None = None):
         """The collection of a view; ``create_for`` (an encoder fingerprint) creates it if missing.
 
-        ``spec`` is how to load that encoder again (a model folder or an image-encoder spec).
+        ``spec`` is how to load that encoder again (a model folder or an image-encoder spec);
+        ``weights`` is the hash of its weight files.
         """
         if view in self._collections:
             return self._collections[view]
@@ -97,7 +135,8 @@ class KBStore:
             col = self.client.create_collection(name, embedding_function=None,
                                                 configuration={"hnsw": {"space": "cosine"}},
                                                 metadata={"encoder": create_for, "view": view,
-                                                          "spec": spec or ""})
+                                                          "spec": spec or "",
+                                                          **({"weights": weights} if weights else {})})
         self._collections[view] = col
         return col
 
@@ -115,8 +154,8 @@ class KBStore:
         col = self._collection(view)
         return None if col is None else (col.metadata or {}).get("spec") or None
 
-    def check_encoder(self, view: str, encoder_name: str) -> None:
-        """Refuse vectors from another encoder than the one that built the view."""
+    def check_encoder(self, view: str, encoder_name: str, weights: str | None = None) -> None:
+        """Refuse vectors from another encoder (or the same one with other weights) than built the view."""
         built_by = self.encoder_of(view)
         if built_by is None:
             raise StoreError(f"the store at {self.location} has no '{view}' view. Fix: run `vplink kb index` first")
@@ -124,6 +163,49 @@ class KBStore:
             raise EncoderMismatchError(
                 f"the '{view}' view of {self.location} was built with {built_by}, not {encoder_name}. "
                 "Fix: query with the same model, or re-index with `vplink kb index --rebuild`")
+        built_weights = self._meta(view).get("weights")
+        if weights and built_weights and built_weights != weights:
+            raise EncoderMismatchError(
+                f"the '{view}' view of {self.location} was built with {built_by} weights {built_weights}, but the "
+                f"model at hand has weights {weights} (same name, other weight files). Fix: pass the model the "
+                "store was built with (--text-model), or re-index with `vplink kb index --rebuild`")
+
+    def _meta(self, view: str) -> dict[str, Any]:
+        col = self._collection(view)
+        return dict((col.metadata or {}) if col is not None else {})
+
+    def _set_meta(self, view: str, **values: Any) -> None:
+        col = self._collection(view)
+        col.modify(metadata={**(col.metadata or {}), **values})
+
+    def problems(self) -> list[str]:
+        """Why this store may not hold every entity in every view (an empty list when it is complete)."""
+        if self._collection(CATALOGUE_VIEW) is None:
+            return []
+        meta = self._meta(CATALOGUE_VIEW)
+        counts = {view: self.count(view) for view in self.views()}
+        out = []
+        if meta.get("complete") is False:
+            out.append("its last indexing run did not finish")
+        if counts.get("description", 0) != counts[CATALOGUE_VIEW]:
+            out.append(f"its views hold different numbers of entities ({_counts_text(counts)})")
+        if meta.get("complete") and meta.get("entities") not in (None, counts[CATALOGUE_VIEW]):
+            out.append(f"it holds {counts[CATALOGUE_VIEW]} entities but indexing recorded {meta.get('entities')}")
+        if meta.get("complete") and meta.get("image_entities") not in (None, counts.get(IMAGE_VIEW, 0)):
+            out.append(f"its image view holds {counts.get(IMAGE_VIEW, 0)} entities but indexing recorded "
+                       f"{meta.get('image_entities')}")
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this store's content: location, prefix, collections, encoders, weights and counts."""
+        location = self.location if self.is_remote else str(Path(self.location).resolve())
+        views = {}
+        for view in self.views():
+            meta = self._meta(view)
+            views[view] = {"collection": str(self._collection(view).id), "encoder": meta.get("encoder"),
+                           "weights": meta.get("weights"), "count": self.count(view)}
+        return {"location": location, "prefix": self.prefix, "content": self._meta(CATALOGUE_VIEW).get("content"),
+                "views": views}
 
     def count(self, view: str = CATALOGUE_VIEW) -> int:
         """How many entities a view holds."""
@@ -139,6 +221,9 @@ class KBStore:
         Each batch is written as soon as it is embedded, so an interrupted run resumes where it
         stopped: the next run finds those entities unchanged.
         """
+        if self.read_only:
+            raise StoreError(f"the store at {self.location} was opened for reading. Fix: open it with "
+                             "KBStore(location) to index")
         report = IndexReport()
         if rebuild:
             self.drop()
@@ -149,9 +234,27 @@ class KBStore:
         if image_encoder is not None:
             with_images = {e.id: (_image_key(e), e) for e in entities if e.image}
             plans.append((IMAGE_VIEW, image_encoder, with_images))
+        self._prepare_views(plans)
+        # Complete only once every view holds every entity: an interrupted run leaves this False.
+        self._set_meta(CATALOGUE_VIEW, complete=False)
         for view, encoder, wanted in plans:
             self._sync_view(view, encoder, wanted, batch_size, progress, report)
+        content = hashlib.sha1("\n".join(sorted(f"{e.id}\t{e.content_hash()}" for e in entities)).encode())
+        self._set_meta(CATALOGUE_VIEW, complete=True, entities=len(entities), content=content.hexdigest()[:16],
+                       image_entities=self.count(IMAGE_VIEW))
         return report
+
+    def _prepare_views(self, plans: list[tuple[str, Any, dict]]) -> None:
+        """Check every view's encoder and weights before anything is written, then create missing views."""
+        for view, encoder, _ in plans:
+            weights = getattr(encoder, "weights", None)
+            if self._collection(view) is not None:
+                self.check_encoder(view, encoder.name, weights)
+        for view, encoder, _ in plans:
+            weights = getattr(encoder, "weights", None)
+            self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None), weights=weights)
+            if weights and not self._meta(view).get("weights"):
+                self._set_meta(view, weights=weights)  # a store from before weight fingerprints adopts them
 
     def _sync_view(self, view: str, encoder, wanted: dict[str, tuple[str, Entity]], batch_size: int,
                    progress: bool, report: IndexReport) -> None:
@@ -246,6 +349,10 @@ class KBStore:
             return
         for eid, meta in _iter_metadata(col):
             yield _entity_from(eid, meta)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{view} {n}" for view, n in counts.items())
 
 
 def _text_of(entity: Entity, view: str) -> str:

@@ -77,8 +77,11 @@ def test_open_store_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="vplink kb index"):
         open_store(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StoreError, match="holds no entities"):
+    with pytest.raises(StoreError, match="not a vplink store"):
         open_store(tmp_path / "empty")
+    KBStore(tmp_path / "no-kb")  # a Chroma folder without any KB in it
+    with pytest.raises(StoreError, match="holds no entities"):
+        open_store(tmp_path / "no-kb")
     with pytest.raises(StoreError, match="no Chroma server answers"):
         KBStore(f"http://127.0.0.1:{_free_port()}")
 
