@@ -37,11 +37,12 @@ class Linker:
     def open(cls, store: str | Path, *, llm_url: str | None = None, llm_model: str | None = None,
              vision: bool = False, reranker: Reranker | None = None, config: LinkerConfig | None = None,
              checkpoint: str | Path | None = None, text_model: str | Path | None = None,
-             image_encoder: str | None = None, llm_config: LLMConfig | None = None) -> Linker:
+             image_encoder: str | None = None, llm_config: LLMConfig | None = None,
+             prefix: str | None = None) -> Linker:
         """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given."""
         config = config or LinkerConfig()
         image = image_encoder if config.image_retrieval else "none"
-        retriever = open_retriever(store, text_model=text_model, image_encoder=image)
+        retriever = open_retriever(store, text_model=text_model, image_encoder=image, prefix=prefix)
         llm = None
         if llm_config is not None or llm_url:
             llm = LLMClient(llm_config or LLMConfig(url=llm_url, model=llm_model, vision=vision))

@@ -171,8 +171,10 @@ class MultiViewRetriever:
         for per_query in rankings:
             weights = self._weights_with_decay(per_query)
             fused = self.fuse(per_query, weights)
-            top = sorted(fused.items(), key=lambda item: (-item[1][0], item[0]))[:k]
-            results.append([Candidate(id=eid, score=round(score, 6), hits=hits) for eid, (score, hits) in top])
+            # Rounded before sorting, ties by id: float noise below 1e-6 cannot reorder two runs.
+            top = sorted(((eid, round(score, 6), hits) for eid, (score, hits) in fused.items()),
+                         key=lambda item: (-item[1], item[0]))[:k]
+            results.append([Candidate(id=eid, score=score, hits=hits) for eid, score, hits in top])
         self._attach_entities(results)
         return results
 

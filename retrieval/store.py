@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ IMAGE_VIEW = "image"
 VIEWS = (*TEXT_VIEWS, IMAGE_VIEW)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
+#: Views up to this many entities are searched exactly in memory (150 MB of 384-d vectors); larger ones by HNSW.
+EXACT_LIMIT = 100_000
 #: The file that makes a folder a Chroma store.
 CHROMA_FILE = "chroma.sqlite3"
 
@@ -98,6 +101,8 @@ class KBStore:
         if snapshot is not None:
             weakref.finalize(self, shutil.rmtree, snapshot, ignore_errors=True)
         self._collections: dict[str, Any] = {}
+        self._matrices: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     @property
     def is_remote(self) -> bool:
@@ -235,6 +240,7 @@ class KBStore:
             with_images = {e.id: (_image_key(e), e) for e in entities if e.image}
             plans.append((IMAGE_VIEW, image_encoder, with_images))
         self._prepare_views(plans)
+        self._matrices.clear()  # vectors read for searching are about to change
         # Complete only once every view holds every entity: an interrupted run leaves this False.
         self._set_meta(CATALOGUE_VIEW, complete=False)
         for view, encoder, wanted in plans:
@@ -317,11 +323,17 @@ class KBStore:
             if self._collection(view) is not None:
                 self.client.delete_collection(self.collection_name(view))
         self._collections.clear()
+        self._matrices.clear()
 
     # ----------------------------------------------------------------- reading
 
     def query(self, view: str, vectors: np.ndarray, k: int, encoder_name: str) -> list[list[tuple[str, float]]]:
-        """Nearest entities of each query vector in one view, as ``(id, cosine similarity)``."""
+        """Nearest entities of each query vector in one view, as ``(id, cosine similarity)``.
+
+        Exact and deterministic up to :data:`EXACT_LIMIT` entities: Chroma's HNSW graph is rebuilt
+        from its log on every open, differently each time, so its approximate answers differed
+        between two identical runs. Similarities are rounded to 6 decimals and ties go to the smaller id.
+        """
         self.check_encoder(view, encoder_name)
         col = self._collection(view)
         if len(vectors) == 0:
@@ -329,10 +341,45 @@ class KBStore:
         k = min(k, col.count())
         if k == 0:
             return [[] for _ in range(len(vectors))]
-        result = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=k,
-                           include=["distances"])
-        return [[(eid, 1.0 - float(dist)) for eid, dist in zip(ids, dists)]
+        if col.count() > EXACT_LIMIT:
+            return self._query_hnsw(col, vectors, k)
+        ids, matrix = self._matrix(view)
+        out = []
+        for vector in np.asarray(vectors, dtype=np.float32):
+            # One matrix-vector product per query: its result does not depend on the other queries.
+            scores = np.round((matrix @ vector).astype(np.float64), 6)
+            top = np.lexsort((np.arange(len(ids)), -scores))[:k]  # rows are in id order: ties by id
+            out.append([(ids[i], float(scores[i])) for i in top])
+        return out
+
+    @staticmethod
+    def _query_hnsw(col, vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Approximate search through Chroma's index, for views too large to hold in memory."""
+        n = min(col.count(), 2 * k)  # a wider pool, cut by exact score, makes the top k far more stable
+        result = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=n, include=["distances"])
+        return [sorted(((eid, round(1.0 - float(dist), 6)) for eid, dist in zip(ids, dists)),
+                       key=lambda item: (-item[1], item[0]))[:k]
                 for ids, dists in zip(result["ids"], result["distances"])]
+
+    def _matrix(self, view: str) -> tuple[list[str], np.ndarray]:
+        """Every vector of a view, rows in id order, read from Chroma once per store object."""
+        with self._lock:
+            if view not in self._matrices:
+                col = self._collection(view)
+                ids: list[str] = []
+                rows: list[np.ndarray] = []
+                offset = 0
+                while True:
+                    got = col.get(include=["embeddings"], limit=5000, offset=offset)
+                    if not len(got["ids"]):
+                        break
+                    ids += got["ids"]
+                    rows.append(np.asarray(got["embeddings"], dtype=np.float32))
+                    offset += len(got["ids"])
+                order = sorted(range(len(ids)), key=ids.__getitem__)
+                matrix = np.concatenate(rows)[order] if rows else np.zeros((0, 0), dtype=np.float32)
+                self._matrices[view] = ([ids[i] for i in order], np.ascontiguousarray(matrix))
+            return self._matrices[view]
 
     def get_entities(self, ids: Sequence[str]) -> dict[str, Entity]:
         """Entities by id, rebuilt from the catalogue view's metadata."""
