@@ -36,6 +36,7 @@ def test_two_runs_in_two_processes_rank_identically(small_store, dev_slice) -> N
 
 def test_ties_are_broken_by_id(small_store, text_encoder) -> None:
     vector = text_encoder.encode(["an American politician"])
-    ranking = small_store.query("name", vector, 400, text_encoder.name)
+    ranking = small_store.query("name", vector, 400, text_encoder.name)[0]
+    assert len(ranking) == 400
     keys = [(-score, eid) for eid, score in ranking]
     assert keys == sorted(keys)
