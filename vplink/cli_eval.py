@@ -131,7 +131,9 @@ def run_command(
                     "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
         # Everything besides the predictor's own versions (store, encoders, fusion, prompts) that shapes a
         # prediction: a resumed run must have been made with the same.
-        identity = {"store": store, "prefix": prefix, "k": k, "scorer": _scorer_identity(scorer),
+        from vplink.retrieval.store import is_url
+
+        identity = {"store": store if is_url(store) else str(Path(store).resolve()), "prefix": prefix, "k": k, "scorer": _scorer_identity(scorer),
                     "llm_url": llm_url, "llm_model": llm_model, "vision": vision, "no_mention": no_mention,
                     "text_model": str(text_model.resolve()) if text_model else None, "format": loaded.format,
                     "images": str(images.resolve()) if images else None, "options": options}

@@ -58,7 +58,8 @@ def test_resuming_with_another_store_or_k_is_refused(app, builder, tmp_path):
     assert again.exit_code == 0 and builder[-1].seen == []  # same settings: every query resumed, none redone
     other_store = _eval(app, out, "--store", "stores/b", "-k", "20")
     assert other_store.exit_code == 2
-    assert "settings.store: 'stores/a' -> 'stores/b'" in other_store.output and "--restart" in other_store.output
+    assert "settings.store:" in other_store.output and "stores/a' -> '" in other_store.output
+    assert "stores/b'" in other_store.output and "--restart" in other_store.output
     other_k = _eval(app, out, "--store", "stores/a", "-k", "5")
     assert other_k.exit_code == 2 and "settings.k: 20 -> 5" in other_k.output
     restarted = _eval(app, out, "--store", "stores/b", "-k", "5", "--restart")

@@ -40,3 +40,17 @@ def test_ties_are_broken_by_id(small_store, text_encoder) -> None:
     assert len(ranking) == 400
     keys = [(-score, eid) for eid, score in ranking]
     assert keys == sorted(keys)
+
+
+def test_views_too_large_for_memory_go_through_chroma(small_store, text_encoder, monkeypatch) -> None:
+    from vplink.retrieval import store as store_module
+
+    vectors = text_encoder.encode(["an American politician", "a footballer"])
+    exact = small_store.query("name", vectors, 5, text_encoder.name)
+    monkeypatch.setattr(store_module, "EXACT_LIMIT", 0)
+    approximate = small_store.query("name", vectors, 5, text_encoder.name)
+    for ranking in approximate:
+        assert len(ranking) == 5 and [(-s, e) for e, s in ranking] == sorted((-s, e) for e, s in ranking)
+    # On 400 entities HNSW finds the true nearest neighbour; its score agrees with the exact one.
+    assert [r[0][0] for r in approximate] == [r[0][0] for r in exact]
+    assert all(abs(a[0][1] - e[0][1]) < 1e-5 for a, e in zip(approximate, exact))
