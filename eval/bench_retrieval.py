@@ -146,6 +146,7 @@ def main(
     cache: Annotated[Optional[Path], typer.Option(help="Keep the per-channel rankings here (gzip JSON) "
                                                        "and reuse them on the next run")] = None,
     prefix: Annotated[Optional[str], typer.Option(help="The KB's prefix (when the store holds several)")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(help="Text model folder (default: the store's)")] = None,
 ) -> None:
     """Measure recall per channel and fused, optionally tune weights, and time queries."""
     console = Console()
@@ -153,7 +154,8 @@ def main(
     gold = [r["answer"] for r in rows]
     queries = [QueryViews(mention=r.get("mention"), context=r.get("text")) for r in rows]
     all_weights = {**DEFAULT_WEIGHTS, **{c: 1.0 for c in TEXT_CHANNELS}}
-    retriever = open_retriever(store, config=FusionConfig(weights=all_weights), prefix=prefix)
+    retriever = open_retriever(store, config=FusionConfig(weights=all_weights), prefix=prefix,
+                               text_model=text_model)
     started = time.perf_counter()
     from_cache = bool(cache and cache.exists())
     if from_cache:
@@ -187,7 +189,7 @@ def main(
             fused_gold_ranks(settings[setting], gold_rows, as_vector(weights), ranks))
 
     timing = {"batched_search_s": search_s, "batched_qps": len(queries) / search_s, "rankings_from_cache": from_cache,
-              "embedded": latency(open_retriever(store, prefix=prefix), queries, latency_n)}
+              "embedded": latency(open_retriever(store, prefix=prefix, text_model=text_model), queries, latency_n)}
     if server:
         proc, url = serve_store(store)
         try:

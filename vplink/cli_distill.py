@@ -17,6 +17,8 @@ def annotate_cmd(
     dataset: Path = typer.Argument(..., help="Dataset file (any format `vplink eval` reads)."),
     store: Path = typer.Option(..., "--store", help="KB store folder (built by `vplink kb index`)."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model",
+                                              help="Text model folder (default: the one the store was built with)."),
     llm_url: str = typer.Option(..., "--llm-url", help="OpenAI-compatible (vLLM) server URL."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
     out: Path = typer.Option(..., "--out", help="Rationales JSONL (appended to; a rerun resumes)."),
@@ -41,7 +43,7 @@ def annotate_cmd(
     queries = [LinkQuery(**e.model_dump(include=set(LinkQuery.model_fields))) for e in examples]
     llm = LLMClient(LLMConfig(url=llm_url, model=llm_model, max_concurrency=concurrency, timeout_s=timeout_s,
                               max_retries=1))
-    result = annotate(queries, open_retriever(store, prefix=prefix), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
+    result = annotate(queries, open_retriever(store, prefix=prefix, text_model=text_model), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
     doc = result.model_dump()
     if report:
         write_json(report, doc)
