@@ -25,8 +25,8 @@ IMAGE_VIEW = "image"
 VIEWS = (*TEXT_VIEWS, IMAGE_VIEW)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
-#: Views up to this many entities are searched exactly in memory (150 MB of 384-d vectors); larger ones by HNSW.
-EXACT_LIMIT = 100_000
+#: Views up to this many entities are searched exactly in memory (150 MB of 384-d float64 vectors); larger by HNSW.
+EXACT_LIMIT = 50_000
 #: The file that makes a folder a Chroma store.
 CHROMA_FILE = "chroma.sqlite3"
 
@@ -344,11 +344,15 @@ class KBStore:
         if col.count() > EXACT_LIMIT:
             return self._query_hnsw(col, vectors, k)
         ids, matrix = self._matrix(view)
+        # Float64 products: the rounding to 6 decimals then cannot flip with how queries are batched.
+        all_scores = np.round(matrix @ np.asarray(vectors, dtype=np.float64).T, 6)
         out = []
-        for vector in np.asarray(vectors, dtype=np.float32):
-            # One matrix-vector product per query: its result does not depend on the other queries.
-            scores = np.round((matrix @ vector).astype(np.float64), 6)
-            top = np.lexsort((np.arange(len(ids)), -scores))[:k]  # rows are in id order: ties by id
+        for scores in all_scores.T:
+            # Every row scoring at least the k-th best (ties at the cut included), then sorted by
+            # score and row; rows are in id order, so ties go to the smaller id.
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            pool = np.flatnonzero(scores >= kth)
+            top = pool[np.lexsort((pool, -scores[pool]))][:k]
             out.append([(ids[i], float(scores[i])) for i in top])
         return out
 
@@ -377,7 +381,7 @@ class KBStore:
                     rows.append(np.asarray(got["embeddings"], dtype=np.float32))
                     offset += len(got["ids"])
                 order = sorted(range(len(ids)), key=ids.__getitem__)
-                matrix = np.concatenate(rows)[order] if rows else np.zeros((0, 0), dtype=np.float32)
+                matrix = np.concatenate(rows)[order].astype(np.float64) if rows else np.zeros((0, 0))
                 self._matrices[view] = ([ids[i] for i in order], np.ascontiguousarray(matrix))
             return self._matrices[view]
 

@@ -54,3 +54,10 @@ def test_views_too_large_for_memory_go_through_chroma(small_store, text_encoder,
     # On 400 entities HNSW finds the true nearest neighbour; its score agrees with the exact one.
     assert [r[0][0] for r in approximate] == [r[0][0] for r in exact]
     assert all(abs(a[0][1] - e[0][1]) < 1e-5 for a, e in zip(approximate, exact))
+
+
+def test_a_query_ranks_the_same_alone_or_in_a_batch(small_store, text_encoder) -> None:
+    vectors = text_encoder.encode(["an American politician", "a footballer", "a painter from Spain"])
+    batch = small_store.query("description", vectors, 50, text_encoder.name)
+    alone = [small_store.query("description", vectors[i:i + 1], 50, text_encoder.name)[0] for i in range(3)]
+    assert batch == alone
