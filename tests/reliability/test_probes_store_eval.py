@@ -85,6 +85,13 @@ def test_probe_2_a_store_with_several_kbs_needs_a_prefix(data, tmp_path):
     ok = vplink("eval", data["dev"], "--store", tmp_path / "s", "--prefix", "people", "--pipeline", "retrieve",
                 "--limit", "3", "--out", tmp_path / "run")
     assert ok.returncode == 0, ok.stderr
+    image = WIKIMEL / "images" / "735.jpg"
+    refused = vplink("link", image, "--store", tmp_path / "s", "--text", "a politician")
+    assert refused.returncode == 2 and "others, people" in refused.stderr
+    linked = vplink("link", image, "--store", tmp_path / "s", "--prefix", "others", "--text", "a politician", "--json")
+    assert linked.returncode == 0, linked.stderr
+    others = {json.loads(line)["id"] for line in (tmp_path / "others.jsonl").read_text().splitlines()}
+    assert {r["id"] for r in json.loads(linked.stdout)["ranking"]} <= others
 
 
 def test_probe_3_a_changed_model_under_the_same_name_is_refused(data, tmp_path):
