@@ -42,7 +42,7 @@ class Linker:
              vision: bool = False, reranker: Reranker | None = None, config: LinkerConfig | None = None,
              checkpoint: str | Path | None = None, text_model: str | Path | None = None,
              image_encoder: str | None = None, llm_config: LLMConfig | None = None,
-             prefix: str = "vplink") -> Linker:
+             prefix: str | None = None) -> Linker:
         """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given."""
         config = config or LinkerConfig()
         image = image_encoder if config.image_retrieval else "none"

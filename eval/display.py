@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vplink.eval import markdown as md
+
 if TYPE_CHECKING:
     from vplink.eval.compare import EvalRun
 
@@ -97,7 +99,7 @@ class ReportErrors:
     worst: list[WorstError] = field(default_factory=list)
 
 
-_HEADING = re.compile(r"^### (\d+)\. `(.*)`: (.*)$")
+_HEADING = re.compile(r"^### (\d+)\. (.*): ([^:]*)$")
 _FACT = re.compile(r"^- (\w+): (.*)$")
 
 
@@ -125,7 +127,7 @@ def parse_report_errors(text: str) -> ReportErrors:
         elif section.startswith("The ") and section.endswith("worst errors"):
             match = _HEADING.match(line)
             if match:
-                current = WorstError(int(match[1]), match[2], match[3])
+                current = WorstError(int(match[1]), md.plain(match[2]), match[3])
                 out.worst.append(current)
             elif current is not None and (fact := _FACT.match(line)):
                 current.facts[fact[1]] = fact[2]
@@ -135,9 +137,8 @@ def parse_report_errors(text: str) -> ReportErrors:
 
 
 def _inline(text: str) -> str:
-    """Escape report text, showing its `code` spans as code."""
-    parts = re.split(r"`([^`]*)`", text)
-    return "".join(f"<code>{esc(p)}</code>" if i % 2 else esc(p) for i, p in enumerate(parts))
+    """Report markdown as HTML: its `code` spans as code, the rest unescaped from markdown and escaped for HTML."""
+    return "".join(f"<code>{esc(part)}</code>" if is_code else esc(part) for is_code, part in md.split_code(text))
 
 
 # --------------------------------------------------------------------------------------- one run
@@ -228,7 +229,7 @@ def _ranked(row: list[str]) -> str:
     """One row of a worst error's ranking: rank, entity (gold marked), name, score."""
     rank, entity, name, score = (row + ["", "", "", ""])[:4]
     gold = "(gold)" in entity
-    text = f"{esc(rank)}. {esc(name)} {_inline(entity.replace(' (gold)', ''))} · {esc(score)}"
+    text = f"{esc(rank)}. {_inline(name)} {_inline(entity.replace(' (gold)', ''))} · {esc(score)}"
     return f'<span class="vp-gold">{text} ✓ gold</span>' if gold else text
 
 

@@ -43,3 +43,11 @@ class EncoderMismatchError(StoreError):
 
 class ModelLoadError(VplinkError):
     """A model's weights cannot be found or loaded from a local path."""
+
+
+class VplinkWarning(UserWarning):
+    """Something the user should know and can fix, that does not stop the command."""
+
+
+class IncompleteStoreWarning(VplinkWarning):
+    """A store opened for searching does not hold every entity in every view."""

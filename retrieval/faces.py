@@ -145,6 +145,7 @@ class FaceEncoder:
         return [self.models.portrait_descriptor(image) for image in images]
 
 
-def face_similarity(distance: float) -> float:
-    """Map a descriptor distance to a score: 1 at 0, 0.5 at the same-person threshold, 0 at twice it."""
-    return max(0.0, 1.0 - distance / (2 * SAME_PERSON_DISTANCE))
+def face_similarity(distance):
+    """Map descriptor distances (a number or an array) to scores: 1 at 0, 0.5 at the same-person
+    threshold, 0 at twice it."""
+    return np.maximum(0.0, 1.0 - np.asarray(distance, dtype=np.float64) / (2 * SAME_PERSON_DISTANCE))

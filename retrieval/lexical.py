@@ -62,15 +62,17 @@ class LexicalIndex:
 
     def search(self, query: str, k: int = 100) -> list[tuple[str, float]]:
         """Entities whose names share tokens with the query, best first, as ``(id, score in [0, 1])``."""
-        q_toks = set(tokens(query))
+        # Sorted token lists, not sets: a float sum in set order changes with PYTHONHASHSEED, and with it
+        # the order of near-equal scores between two runs.
+        q_toks = sorted(set(tokens(query)))
         if not q_toks:
             return []
         q_weight = sum(self.idf(t) for t in q_toks)
         best: dict[str, float] = {}
         for slot in {s for t in q_toks for s in self._postings.get(t, ())}:
             eid, n_toks = self._names[slot]
-            shared = sum(self.idf(t) for t in q_toks.intersection(n_toks))
-            score = 2 * shared / (q_weight + sum(self.idf(t) for t in set(n_toks)))
+            shared = sum(self.idf(t) for t in q_toks if t in n_toks)
+            score = round(2 * shared / (q_weight + sum(self.idf(t) for t in sorted(set(n_toks)))), 9)
             if score > best.get(eid, 0.0):
                 best[eid] = score
         for slot in self._exact.get(" ".join(tokens(query)), ()):

@@ -88,13 +88,18 @@ class LoadedKB:
         return {e.id: e for e in self.entities}
 
 
-def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool = True) -> LoadedKB:
+def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool = True,
+            image_root: str | Path | None = None) -> LoadedKB:
     """Load and validate a KB JSON Lines file; image paths come back absolute.
+
+    Image paths are resolved against the KB file's folder and must stay under ``image_root``
+    (default: that folder): a KB cannot make vplink read ``../../etc/passwd``.
 
     Raises :class:`KBError` naming the file, line and field of the first problem,
     unless ``skip_invalid`` is set, in which case bad lines are collected in ``skipped``.
     """
     path = Path(path)
+    root = Path(image_root).resolve() if image_root is not None else path.resolve().parent
     entities: list[Entity] = []
     skipped: list[SkippedLine] = []
     seen: dict[str, int] = {}
@@ -111,7 +116,7 @@ def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool 
                 raise KBError(path, f"duplicate id '{entity.id}' (first on line {seen[entity.id]})", line=line,
                               field="id", fix="give every entity a unique id, or merge the two records")
             if check_images:
-                entity.image = [_resolve_image(path, line, image) for image in entity.image]
+                entity.image = [_resolve_image(path, line, image, root) for image in entity.image]
         except KBError as error:
             reject(error)
             continue
@@ -171,8 +176,13 @@ _FIXES = {
 }
 
 
-def _resolve_image(path: Path, line: int, image: str) -> str:
-    resolved = (path.parent / image).resolve()
+def _resolve_image(path: Path, line: int, image: str, root: Path) -> str:
+    """An image path resolved against the KB's folder, refused unless it stays under ``root``."""
+    resolved = (path.resolve().parent / image).resolve()  # symlinks followed: a link out of root is refused too
+    if not resolved.is_relative_to(root):
+        raise KBError(path, f"image path {image!r} points outside the image folder {root}", line=line, field="image",
+                      fix="give image paths relative to the KB file that stay inside its folder, "
+                          "or name the folder that holds the images with --image-root")
     if not resolved.is_file():
         raise KBError(path, f"image file not found: {resolved}", line=line, field="image",
                       fix="paths are relative to the KB file; fix the path or drop the field")

@@ -106,30 +106,67 @@ def _hits(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, V
     return hits
 
 
+#: Decimals a fused score keeps before ranking: float noise below this cannot reorder two runs.
+SCORE_DECIMALS = 6
+
+
+def rank_scores(scores: np.ndarray) -> np.ndarray:
+    """Fused scores as they are ranked: rounded to :data:`SCORE_DECIMALS` (ties then go to the smaller id)."""
+    return np.round(np.asarray(scores, dtype=np.float64), SCORE_DECIMALS)
+
+
+def channel_matrix(rankings: dict[str, list[tuple[str, float]]], channels: Sequence[str]
+                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The fusion's input for one query: candidate ids (sorted), and candidates x channels matrices of
+    similarities (a dense channel's lowest returned score where it missed a candidate, 0 for lexical and
+    dates) and of 1-based ranks (inf where it missed). Tuning (`eval/bench_retrieval.py`) uses it too."""
+    ids = sorted({eid for channel in channels for eid, _ in rankings.get(channel, [])})
+    row = {eid: i for i, eid in enumerate(ids)}
+    scores = np.zeros((len(ids), len(channels)))
+    ranks = np.full((len(ids), len(channels)), np.inf)
+    for j, channel in enumerate(channels):
+        listed = rankings.get(channel, [])
+        if not channel.split("#")[0].endswith(ZERO_FLOOR):
+            scores[:, j] = min((round(float(s), 6) for _, s in listed), default=0.0)
+        for rank, (eid, score) in enumerate(listed, start=1):
+            ranks[row[eid], j] = rank
+            scores[row[eid], j] = round(float(score), 6)
+    return ids, scores, ranks
+
+
+def fused_scores(features: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Σ_j weight_j × features[:, j], added column by column in order: the same numbers for the same
+    inputs, however many candidates there are (a BLAS product may sum in another order)."""
+    out = np.zeros(features.shape[0])
+    for j, weight in enumerate(weights):
+        if weight:
+            out = out + weight * features[:, j]
+    return out
+
+
+def _weighted_channels(rankings: dict[str, list], weights: dict[str, float]) -> list[str]:
+    # A fixed (sorted) channel order: the sum is then the same as in tuning.
+    return sorted(c for c in rankings if _channel_weight(weights, c) > 0)
+
+
 def reciprocal_rank_fusion(rankings: dict[str, list[tuple[str, float]]], weights: dict[str, float],
                            rrf_k: float) -> dict[str, tuple[float, dict[str, ViewHit]]]:
     """Fuse ranked lists: score(e) = Σ_channel weight / (rrf_k + rank); rank starts at 1."""
-    fused: dict[str, float] = defaultdict(float)
-    for channel, ranking in rankings.items():
-        weight = _channel_weight(weights, channel)
-        for rank, (eid, _) in enumerate(ranking, start=1):
-            if weight > 0:
-                fused[eid] += weight / (rrf_k + rank)
+    channels = _weighted_channels(rankings, weights)
+    ids, _, ranks = channel_matrix(rankings, channels)
+    fused = fused_scores(1.0 / (rrf_k + ranks), [_channel_weight(weights, c) for c in channels])
     hits = _hits(rankings)
-    return {eid: (fused[eid], hits[eid]) for eid in fused}
+    return {eid: (float(score), hits[eid]) for eid, score in zip(ids, fused)}
 
 
 def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
                           weights: dict[str, float]) -> dict[str, tuple[float, dict[str, ViewHit]]]:
     """Fuse by Σ_channel weight × similarity; a candidate missing from a channel gets its floor."""
+    channels = _weighted_channels(rankings, weights)
+    ids, scores, _ = channel_matrix(rankings, channels)
+    fused = fused_scores(scores, [_channel_weight(weights, c) for c in channels])
     hits = _hits(rankings)
-    channels = [(c, _channel_weight(weights, c), r) for c, r in rankings.items() if _channel_weight(weights, c) > 0]
-    floors = {c: 0.0 if c.split("#")[0].endswith(ZERO_FLOOR) else min((s for _, s in r), default=0.0)
-              for c, _, r in channels}
-    fused = {}
-    for eid in {eid for _, _, r in channels for eid, _ in r}:
-        fused[eid] = sum(w * (hits[eid][c].score if c in hits[eid] else floors[c]) for c, w, _ in channels)
-    return {eid: (score, hits[eid]) for eid, score in fused.items()}
+    return {eid: (float(score), hits[eid]) for eid, score in zip(ids, fused)}
 
 
 def mix_fused(parts: Sequence[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]
@@ -215,8 +252,12 @@ class MultiViewRetriever:
         results = []
         for mixture in parts:
             fused = mixture[0][1] if len(mixture) == 1 else mix_fused(mixture)
-            top = sorted(fused.items(), key=lambda item: (-item[1][0], item[0]))[:k]
-            results.append([Candidate(id=eid, score=round(score, 6), hits=hits) for eid, (score, hits) in top])
+            # Rounded before sorting, ties by id: float noise below 1e-6 cannot reorder two runs.
+            ids = list(fused)
+            rounded = rank_scores(np.array([fused[eid][0] for eid in ids]))
+            top = sorted(((eid, float(score), fused[eid][1]) for eid, score in zip(ids, rounded)),
+                         key=lambda item: (-item[1], item[0]))[:k]
+            results.append([Candidate(id=eid, score=score, hits=hits) for eid, score, hits in top])
         self._attach_entities(results)
         return results
 

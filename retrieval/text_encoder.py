@@ -33,7 +33,8 @@ class TextEncoder:
     """Embeds texts with a sentence-transformers model; vectors are L2-normalised float32."""
 
     def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
-        self.model_path = Path(model_path) if model_path else default_text_model_path()
+        # Resolved: the path is recorded in the store and must work from any working directory.
+        self.model_path = (Path(model_path) if model_path else default_text_model_path()).expanduser().resolve()
         if not (self.model_path / "config.json").is_file() and not (self.model_path / "modules.json").is_file():
             raise ModelLoadError(
                 f"no sentence-transformers model at {self.model_path}. Fix: pass a local folder that holds "
@@ -56,6 +57,13 @@ class TextEncoder:
     def spec(self) -> str:
         """How to load this encoder again: its model folder."""
         return str(self.model_path)
+
+    @cached_property
+    def weights(self) -> str:
+        """A hash of the model's weight files: two folders of the same name with other weights differ."""
+        from vplink.retrieval.fingerprint import weights_fingerprint
+
+        return weights_fingerprint(self.model_path)
 
     @property
     def dim(self) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
-from vplink.retrieval.errors import VplinkError
+from vplink.retrieval.errors import VplinkError, VplinkWarning
 from vplink.cli_distill import distill_app
 from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app
@@ -24,8 +25,17 @@ app.command("link")(link)
 app.command("serve")(serve)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Our own warnings as one plain line (what is wrong and the fix); others as Python prints them."""
+    if issubclass(category, VplinkWarning):
+        typer.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
     """Run the CLI; a VplinkError prints its message (what is wrong and the fix), not a traceback."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except VplinkError as error:

@@ -16,6 +16,9 @@ distill_app = typer.Typer(no_args_is_help=True, help="Distil the model's judgeme
 def annotate_cmd(
     dataset: Path = typer.Argument(..., help="Dataset file (any format `vplink eval` reads)."),
     store: Path = typer.Option(..., "--store", help="KB store folder (built by `vplink kb index`)."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model",
+                                              help="Text model folder (default: the one the store was built with)."),
     llm_url: str = typer.Option(..., "--llm-url", help="OpenAI-compatible (vLLM) server URL."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
     out: Path = typer.Option(..., "--out", help="Rationales JSONL (appended to; a rerun resumes)."),
@@ -40,7 +43,7 @@ def annotate_cmd(
     queries = [LinkQuery(**e.model_dump(include=set(LinkQuery.model_fields))) for e in examples]
     llm = LLMClient(LLMConfig(url=llm_url, model=llm_model, max_concurrency=concurrency, timeout_s=timeout_s,
                               max_retries=1))
-    result = annotate(queries, open_retriever(store), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
+    result = annotate(queries, open_retriever(store, prefix=prefix, text_model=text_model), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
     doc = result.model_dump()
     if report:
         write_json(report, doc)
@@ -51,6 +54,7 @@ def annotate_cmd(
 def train_cmd(
     rationales: Path = typer.Argument(..., help="Rationales JSONL written by `vplink distill annotate`."),
     store: Path = typer.Option(..., "--store", help="KB store folder the rationales were made with."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
     out: Path = typer.Option(..., "--out", help="Scorer folder (model.safetensors, config.json, metrics.jsonl)."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="Train on this dataset's gold answers instead."),
     epochs: int = typer.Option(30, "--epochs"),
@@ -72,7 +76,7 @@ def train_cmd(
         gold_map = {e.id: e.answer for e in load_dataset(gold, allow_missing_images=True)}
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed, dev_fraction=dev_fraction, patience=patience,
                          batch_size=batch_size)
-    summary = train(rationales, open_store(store), out, gold=gold_map, config=config, cache_dir=cache)
+    summary = train(rationales, open_store(store, prefix=prefix), out, gold=gold_map, config=config, cache_dir=cache)
     typer.echo(json.dumps(summary, indent=2))
 
 

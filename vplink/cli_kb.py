@@ -29,6 +29,8 @@ def index(
     rebuild: Annotated[bool, typer.Option(help="Drop the store's views and re-embed everything")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     prefix: Annotated[str, typer.Option(help="Collection name prefix: several KBs can share one server")] = "vplink",
+    image_root: Annotated[Optional[Path], typer.Option(
+        help="Folder the KB's image paths must stay under (default: the KB file's folder)")] = None,
 ) -> None:
     """Embed every entity into one Chroma collection per view; re-running updates only what changed."""
     from vplink.retrieval.records import load_kb
@@ -36,7 +38,7 @@ def index(
     from vplink.retrieval.text_encoder import TextEncoder
 
     location = _location(store, chroma_url)
-    loaded = load_kb(kb, skip_invalid=skip_invalid)
+    loaded = load_kb(kb, skip_invalid=skip_invalid, image_root=image_root)
     for skipped in loaded.skipped:
         console.print(f"[yellow]skipped[/] {skipped.reason}")
     images = None
@@ -68,13 +70,16 @@ def search(
     name: Annotated[Optional[list[str]], typer.Option(help="A name guess (repeatable)")] = None,
     k: Annotated[int, typer.Option("-k", min=1)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,
-    prefix: Annotated[str, typer.Option()] = "vplink",
+    prefix: Annotated[Optional[str], typer.Option(help="The KB's collection prefix (needed when the store "
+                                                         "holds several KBs)")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder (default: the "
+                                                             "one the store was built with)")] = None,
 ) -> None:
     """Print the top-k fused candidates for a query with their per-view ranks."""
     from vplink.retrieval.factory import open_retriever
     from vplink.retrieval.search import QueryViews
 
-    retriever = open_retriever(store, prefix=prefix)
+    retriever = open_retriever(store, prefix=prefix, text_model=text_model)
     started = time.perf_counter()
     candidates = retriever.search(QueryViews(mention=mention, context=query, names=name or []), k=k)
     elapsed = (time.perf_counter() - started) * 1000

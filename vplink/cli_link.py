@@ -23,6 +23,10 @@ def link(
     scorer: Annotated[Optional[Path], typer.Option(help="A distilled scorer folder to rerank with")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Candidates to keep")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON")] = False,
+    prefix: Annotated[Optional[str], typer.Option(help="The KB's collection prefix (needed when the store holds "
+                                                         "several KBs)")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(help="Text model folder (default: the one the store was "
+                                                             "built with)")] = None,
 ) -> None:
     """Link the region of IMAGE marked by --box to an entity of the KB in --store."""
     from vplink.agent.linker import Linker
@@ -30,7 +34,8 @@ def link(
     from vplink.wiring import load_reranker
 
     linker = Linker.open(store, llm_url=llm_url, llm_model=llm_model, vision=vision,
-                         reranker=load_reranker(scorer, store), config=LinkerConfig(k=k))
+                         reranker=load_reranker(scorer, store, prefix=prefix), config=LinkerConfig(k=k),
+                         prefix=prefix, text_model=text_model)
     result = linker.link(image, box=box, text=text, mention=mention)
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=1))

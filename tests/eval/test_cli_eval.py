@@ -86,7 +86,7 @@ def test_eval_dataset_runs_the_default_command(app, builder, tmp_path, prefix):
     assert metrics["n"] == 12 and metrics["pipeline"] == "retrieve"
     assert (out / "report.md").exists() and (out / "hits.png").exists()
     report = (out / "report.md").read_text()
-    assert "| sample_seed | 3 |" in report and "| k | 5 |" in report
+    assert "| sample\\_seed | 3 |" in report and "| k | 5 |" in report
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert all(len(row["ranking"]) <= 5 for row in rows)
     assert "Hits@1" in result.output

@@ -143,7 +143,7 @@ def test_missing_prediction_is_an_error(tmp_path, examples, kb_names):
 
 def test_resume_refuses_another_pipeline(tmp_path, examples, kb_names):
     run(examples[:4], NameMatchPredictor(kb_names), tmp_path)
-    with pytest.raises(RunDirError, match="--no-resume"):
+    with pytest.raises(RunDirError, match="pipeline: .name-match. -> .other.*--restart"):
         run(examples[:4], NameMatchPredictor(kb_names), tmp_path, pipeline="other")
     redo = NameMatchPredictor(kb_names)
     run(examples[:4], redo, tmp_path, pipeline="other", resume=False)
