@@ -118,7 +118,7 @@ def annotate(queries: list[LinkQuery], retriever: MultiViewRetriever, llm: LLMCl
     """Annotate ``queries`` with the teacher's judgement of their top-k candidates; resumable, appends to out_path."""
     out_path = Path(out_path)
     prompt = prompt or load_prompt("judge")
-    model = llm.model  # fails fast (LLMUnavailableError) before any retrieval work
+    model = llm.check()  # fails fast (no server, a wrong URL, an unknown model) before any retrieval work
     queries = [_as_query(q) for q in (queries[:limit] if limit is not None else queries)]
     done = read_completed_ids(out_path)
     todo = [q for q in queries if q.id not in done]

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from vplink.eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
@@ -122,9 +123,9 @@ def compare_runs(runs: Sequence[EvalRun]) -> Table:
     table = Table(title=title)
     table.add_column("metric")
     for run in runs:
-        table.add_column(run.label, justify="right")
+        table.add_column(escape(run.label), justify="right")  # a folder name is data, not markup
     for metric, cells in comparison_rows(runs):
-        table.add_row(metric, *cells)
+        table.add_row(escape(metric), *map(escape, cells))
     caption = _caption(runs)
     if caption:
         table.caption = caption

@@ -24,7 +24,7 @@ def annotate_cmd(
     k: int = typer.Option(10, "-k", help="Candidates shown to the teacher."),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight (vLLM batches them)."),
     max_tokens: int = typer.Option(160, "--max-tokens", help="Answer budget per request."),
-    timeout_s: float = typer.Option(600.0, "--timeout", help="Per-request timeout in seconds."),
+    llm_timeout: float = typer.Option(600.0, "--llm-timeout", min=0.1, help="Seconds one model request may take."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the run's report JSON here."),
 ) -> None:
     """Annotate DATASET's examples with the teacher's choice, rationale and scores (gold answers are stripped)."""
@@ -38,7 +38,7 @@ def annotate_cmd(
     examples = sample_examples(load_dataset(dataset, allow_missing_images=True), limit, sample_seed)
     # the teacher must never see the gold answer: hand it plain queries
     queries = [LinkQuery(**e.model_dump(include=set(LinkQuery.model_fields))) for e in examples]
-    llm = LLMClient(LLMConfig(url=llm_url, model=llm_model, max_concurrency=concurrency, timeout_s=timeout_s,
+    llm = LLMClient(LLMConfig(url=llm_url, model=llm_model, max_concurrency=concurrency, timeout_s=llm_timeout,
                               max_retries=1))
     result = annotate(queries, open_retriever(store), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
     doc = result.model_dump()

@@ -23,9 +23,9 @@ class RecordingClient(LLMClient):
         super().__init__(config)
         self.bodies: list[str] = []
 
-    async def _apost(self, payload):
-        self.bodies.append(json.dumps(payload))
-        return await super()._apost(payload)
+    async def _acreate(self, request):
+        self.bodies.append(json.dumps(request))
+        return await super()._acreate(request)
 
 
 @pytest.fixture(scope="module")
