@@ -21,6 +21,7 @@ import openai
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vplink.core.settings import settings
 from vplink.retrieval.errors import VplinkError
 
 T = TypeVar("T", bound=BaseModel)
@@ -76,7 +77,8 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(default="http://127.0.0.1:8801/v1", description="base URL; '/v1' is added when missing")
+    url: str = Field(default_factory=lambda: settings().llm_url,
+                     description="base URL ('/v1' is added when missing); default $VPLINK_LLM_URL or 127.0.0.1:8801")
     model: str | None = Field(default=None, description="None: the first model the server lists")
     timeout_s: float = Field(default=300.0, gt=0, description="seconds one request may take to answer")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to open a connection")

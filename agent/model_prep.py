@@ -188,8 +188,9 @@ TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<fak
 
 def tiny_cache_dir() -> Path:
     """Where tiny test models are cached: ``$VPLINK_TINY_MODELS`` or ``~/.cache/vplink/tiny-models``."""
-    env = os.environ.get("VPLINK_TINY_MODELS")
-    return Path(env).expanduser() if env else Path.home() / ".cache/vplink/tiny-models"
+    from vplink.core.settings import settings  # not at the top: the vLLM environment runs this file bare
+
+    return settings().tiny_models
 
 
 def build_tiny_model(kind: str, out_dir: str | os.PathLike[str] | None = None, python: str | None = None) -> Path:

@@ -86,6 +86,8 @@ def bench_teacher_cmd(
     runs: list[Path] = typer.Option([], "--run", help="Eval run folders to measure agreement with the teacher."),
 ) -> None:
     """Score the teacher as a linker (its choice first, then its scores) and its agreement with other runs."""
+    import numpy as np
+
     from vplink.distill.records import RationaleRecord
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.eval.harness import read_predictions
@@ -108,7 +110,7 @@ def bench_teacher_cmd(
            "teacher_models": sorted({r.model for r in records.values()}),
            "prompt_versions": sorted({r.prompt_version for r in records.values()}),
            "teacher_nil_rate": sum(r.is_nil for r in records.values()) / len(records),
-           "teacher_s_per_query_p50": sorted(r.seconds for r in records.values())[len(records) // 2],
+           "teacher_s_per_query_p50": float(np.percentile([r.seconds for r in records.values()], 50)),
            "mean_completion_tokens": sum(r.completion_tokens for r in records.values()) / len(records),
            # NIL counted as the teacher says (a miss at every k), and ignored (its ranking kept)
            "metrics": compute_metrics(preds(True), scored).model_dump(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Literal
 
 import pytest
@@ -266,8 +265,8 @@ def test_real_default_model_answers_in_schema() -> None:
         names: list[str]
         confidence: float
 
-    url = os.environ.get("VPLINK_LLM_URL", "http://127.0.0.1:8801/v1")
-    client = LLMClient(LLMConfig(url=url, max_tokens=96, timeout_s=600))
+    client = LLMClient(LLMConfig(max_tokens=96, timeout_s=600))  # the URL: $VPLINK_LLM_URL or the default
+    url = client.base_url
     if not client.health():
         pytest.fail(f"no model server at {url}; start one with `vplink llm serve` or set VPLINK_LLM_URL")
     entity, info = client.complete_structured(
