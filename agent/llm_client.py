@@ -286,19 +286,22 @@ class LLMClient:
     def _unavailable(self) -> LLMUnavailableError:
         return LLMUnavailableError(f"no model server at {self.base_url}; {SERVE_HINT}")
 
-    def _timeout(self, seconds: float) -> LLMTimeoutError:
-        return LLMTimeoutError(f"model server at {self.base_url} accepted the connection but did not answer within "
-                               f"{seconds:g} s. Fix: check that it is a running vLLM server, or raise --llm-timeout "
-                               "(LLMConfig.timeout_s) for slow answers")
+    def _timeout(self, seconds: float, *, listing: bool = False) -> LLMTimeoutError:
+        if listing:  # the health check: a live vLLM server lists its models at once
+            return LLMTimeoutError(f"model server at {self.base_url} accepted the connection but did not answer "
+                                   f"within {seconds:g} s. Fix: check that a vLLM server (`vplink llm serve`) runs "
+                                   "there and has finished starting; a lower --llm-timeout shortens this wait")
+        return LLMTimeoutError(f"model server at {self.base_url} did not answer within {seconds:g} s. Fix: raise "
+                               "--llm-timeout (LLMConfig.timeout_s) for slow answers, or lower max_tokens/concurrency")
 
     def _not_openai(self, what: str) -> LLMProtocolError:
         return LLMProtocolError(f"the server at {self.base_url} answered with {what}, not the OpenAI API. "
                                 "Fix: pass the vLLM server's base URL, e.g. --llm-url http://127.0.0.1:8801/v1")
 
-    def _translate(self, exc: Exception, seconds: float) -> LLMError:
+    def _translate(self, exc: Exception, seconds: float, *, listing: bool = False) -> LLMError:
         """Our error, with the URL and the fix, for an ``openai`` exception."""
         if isinstance(exc, openai.APITimeoutError):  # a subclass of APIConnectionError: test it first
-            return self._timeout(seconds)
+            return self._timeout(seconds, listing=listing)
         if isinstance(exc, openai.APIConnectionError):
             return self._unavailable()
         if isinstance(exc, openai.APIStatusError):
@@ -308,6 +311,8 @@ class LLMClient:
                 hint = ". Fix: the URL must be the vLLM server's OpenAI base URL, ending in /v1"
             elif status in (401, 403):
                 hint = ". Fix: pass the server's API key (LLMConfig.api_key)"
+            elif status >= 500:
+                hint = f" (after {self.config.max_retries} retries). Fix: check the server's log"
             return LLMHTTPError(f"model server at {self.base_url} answered HTTP {status}: {message}{hint}",
                                 status, message)
         return self._not_openai(f"something unexpected ({type(exc).__name__}: {_one_line(str(exc))})")
@@ -322,7 +327,7 @@ class LLMClient:
             # the raw answer: a web page served with status 200 must be told apart from a model list
             response = quick.models.with_raw_response.list().http_response
         except openai.OpenAIError as exc:
-            raise self._translate(exc, seconds) from None
+            raise self._translate(exc, seconds, listing=True) from None
         try:
             data = response.json().get("data")
         except (ValueError, AttributeError):

@@ -96,7 +96,7 @@ def test_server_that_never_answers_fails_the_health_check_with_the_url() -> None
         client = LLMClient(LLMConfig(url=url, health_timeout_s=0.5))
         error = _finishes(client.check)
         assert isinstance(error, LLMTimeoutError), error
-        assert url in str(error) and "did not answer within 0.5 s" in str(error) and "--llm-timeout" in str(error)
+        assert url in str(error) and "did not answer within 0.5 s" in str(error) and "vplink llm serve" in str(error)
         assert client.health() is False
 
 
