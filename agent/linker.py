@@ -12,9 +12,9 @@ from vplink.agent.display import MermaidText
 from vplink.agent.graph import build_graph
 from vplink.agent.llm_client import LLMClient, LLMConfig
 from vplink.agent.nodes import LinkerConfig, LinkerNodes
-from vplink.agent.query import LinkQuery
 from vplink.agent.reranker import Reranker, RetrievalScoreReranker
 from vplink.agent.state import LinkResult, LinkState
+from vplink.core.records import LinkQuery
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever
 

@@ -21,8 +21,8 @@ import openai
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vplink.core.errors import VplinkError
 from vplink.core.settings import settings
-from vplink.retrieval.errors import VplinkError
 
 T = TypeVar("T", bound=BaseModel)
 Message = dict[str, Any]

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from vplink.agent.caption_names import caption_evidence_text, caption_names, position_guess
 from vplink.agent.llm_client import LLMClient, LLMError
 from vplink.agent.reranker import Reranker
-from vplink.agent.state import Description, Judgement, LinkState, RankedEntity
+from vplink.agent.state import Description, Judgement, LinkState
+from vplink.core.records import RankedEntity
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 

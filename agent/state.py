@@ -7,8 +7,7 @@ from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vplink.agent.query import LinkQuery
-from vplink.retrieval.search import Candidate
+from vplink.core.records import Candidate, LinkQuery, RankedEntity
 
 
 class Description(BaseModel):
@@ -36,17 +35,6 @@ class Judgement(BaseModel):
     choice: str = Field(description="a candidate id, or NIL")
     rationale: str = Field(default="", max_length=800)
     scores: dict[str, float] = Field(default_factory=dict)
-
-
-class RankedEntity(BaseModel):
-    """One entity of the final ranking."""
-
-    id: str
-    name: str
-    score: float
-    description: str = ""
-    retrieval_score: float = 0.0
-    hits: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-channel rank and score")
 
 
 class LinkResult(BaseModel):

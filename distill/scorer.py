@@ -13,13 +13,12 @@ import torch
 from cachetools import LRUCache
 from safetensors.torch import load_file
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.state import Description
+from vplink.core.errors import ModelLoadError, VplinkError
+from vplink.core.records import Candidate, LinkQuery
 from vplink.distill.data import candidate_texts
 from vplink.distill.features import N_NUMERIC, retrieval_features, store_matches, store_vectors
 from vplink.distill.student import StudentConfig, StudentScorer
-from vplink.retrieval.errors import ModelLoadError, VplinkError
-from vplink.retrieval.search import Candidate
 
 FORMAT = "vplink-distilled-scorer/2"  # 2: the fused score enters relative to the list's best
 

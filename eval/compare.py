@@ -12,10 +12,10 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from vplink.core.errors import InputFileError
 from vplink.eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
 from vplink.eval.metrics import Prediction
 from vplink.eval.rows import comparison_rows, data_warning
-from vplink.retrieval.errors import InputFileError
 
 
 @dataclass

@@ -8,20 +8,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vplink.agent.query import LabeledQuery
+from vplink.core.records import LabeledQuery, RankedEntity
 
 #: The cut-offs of Hits@k that every run reports.
 KS: tuple[int, ...] = (1, 3, 5, 10, 20)
-
-
-class RankedEntity(BaseModel):
-    """One entity of a ranking: its KB id, the pipeline's score, and its name when known."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    score: float = 0.0
-    name: str | None = None
 
 
 class Prediction(BaseModel):

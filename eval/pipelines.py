@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.state import LinkResult
-from vplink.eval.metrics import Prediction, RankedEntity
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
+from vplink.core.records import LinkQuery, RankedEntity
+from vplink.eval.metrics import Prediction
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 

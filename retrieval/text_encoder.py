@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vplink.core.errors import ModelLoadError
 from vplink.core.settings import settings
-from vplink.retrieval.errors import ModelLoadError
 
 DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -86,6 +84,48 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+LAYERS = ("core", "retrieval", "prompts", "agent", "distill", "eval", "serving")
+FRONT = "front door"  # vplink's own modules: the CLI, the lazy public names, the wiring
+
+#: package -> the packages it must never import (the design's one-way imports).
+FORBIDDEN: dict[str, set[str]] = {
+    "core": set(LAYERS) - {"core"} | {FRONT},                       # the lowest layer imports none of them
+    "retrieval": {"agent", "distill", "eval", "prompts", "serving", FRONT},
+    "prompts": set(LAYERS) - {"prompts", "core"} | {FRONT},          # templates and their loader: nothing that runs
+    "agent": {"distill", "eval", "serving", FRONT},                  # the scorer and the server are handed in
+    "distill": {"serving", FRONT},
+    "eval": {"serving", FRONT},
+    "serving": set(LAYERS) - {"serving", "core"} | {FRONT},          # tooling: starts vLLM, builds models
+}
+
+
+def layer(module: str) -> str:
+    """The package a module belongs to (``vplink.agent.nodes`` -> ``agent``), or the front door."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else FRONT
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that crosses a layer the wrong way, as 'importer -> imported'."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if layer(b) in FORBIDDEN.get(layer(a), set()))
+
+
+def test_imports_flow_one_way() -> None:
+    assert violations(import_graph()) == []
+
+
+def test_every_package_has_a_contract() -> None:
+    assert set(FORBIDDEN) == set(LAYERS) and set(_package_dirs()) >= {f"vplink.{name}" for name in LAYERS} - {
+        "vplink.core"}  # core lives inside vplink/, the others have their own folder
+
+
+def test_a_wrong_way_import_is_caught() -> None:
+    graph = {"vplink.retrieval.search": {"vplink.agent.state"}, "vplink.agent.nodes": {"vplink.retrieval.search"},
+             "vplink.core.records": {"vplink.cli"}}
+    assert violations(graph) == ["vplink.core.records -> vplink.cli", "vplink.retrieval.search -> vplink.agent.state"]
 
 
 def test_the_graph_sees_lazy_imports() -> None:

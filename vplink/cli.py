@@ -6,12 +6,12 @@ import sys
 
 import typer
 
-from vplink.retrieval.errors import VplinkError
 from vplink.cli_distill import distill_app
 from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app
 from vplink.cli_link import link
 from vplink.cli_llm import llm_app
+from vplink.core.errors import VplinkError
 
 app = typer.Typer(help="Link a marked region of a picture to a knowledge-base entity.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

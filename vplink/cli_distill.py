@@ -29,7 +29,7 @@ def annotate_cmd(
 ) -> None:
     """Annotate DATASET's examples with the teacher's choice, rationale and scores (gold answers are stripped)."""
     from vplink.agent.llm_client import LLMClient, LLMConfig
-    from vplink.agent.query import LinkQuery
+    from vplink.core.records import LinkQuery
     from vplink.distill.teacher import annotate
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.retrieval.factory import open_retriever
@@ -91,7 +91,8 @@ def bench_teacher_cmd(
     from vplink.distill.records import RationaleRecord
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.eval.harness import read_predictions
-    from vplink.eval.metrics import Prediction, RankedEntity, compute_metrics
+    from vplink.core.records import RankedEntity
+    from vplink.eval.metrics import Prediction, compute_metrics
     from vplink.retrieval.jsonl import iter_jsonl, write_json, write_jsonl
 
     examples = sample_examples(load_dataset(gold, allow_missing_images=True), limit, sample_seed)

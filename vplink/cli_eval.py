@@ -14,10 +14,10 @@ from typer.core import TyperGroup
 
 from vplink.cli_link import LLM_TIMEOUT_HELP
 from vplink.console import data_console
+from vplink.core.errors import VplinkError
 from vplink.eval.compare import compare_markdown, compare_runs, load_run
 from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
 from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import iter_jsonl
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, computed_field
 
 from vplink.agent.visual_prompt import Box
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 

@@ -158,7 +158,7 @@ def test_cli_link_prints_json(people_store: str, shared_data: Path) -> None:
 
 
 def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_path: Path) -> None:
-    from vplink.agent.query import LinkQuery
+    from vplink.core.records import LinkQuery
     from vplink.retrieval.search import FusionConfig
 
     checkpoint = tmp_path / "checkpoints.sqlite"

@@ -13,8 +13,8 @@ from tests.stub_servers import chat_completion, html_server, scripted_server, si
 from vplink.agent.llm_client import (LLMClient, LLMConfig, LLMConfigError, LLMHTTPError, LLMProtocolError,
                                      LLMRequestError, LLMResponseError, LLMTimeoutError, LLMUnavailableError,
                                      extract_json, parse_structured)
-from vplink.agent.llm_server import free_port
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
+from vplink.serving.llm_server import free_port
 
 
 class Verdict(BaseModel):

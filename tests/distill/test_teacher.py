@@ -7,7 +7,7 @@ import json
 import pytest
 
 from vplink.agent.llm_client import LLMClient
-from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.distill.records import NIL, RationaleRecord, TeacherAnswer
 from vplink.distill.teacher import annotate, candidate_listing, normalise_answer
 from vplink.prompts.loader import load_prompt
@@ -99,7 +99,7 @@ def test_normalise_answer_fills_and_repairs():
 
 
 def test_candidate_listing_trims_descriptions(small_store):
-    from vplink.retrieval.search import Candidate
+    from vplink.core.records import Candidate
 
     entities = small_store.get_entities([e.id for e, _ in zip(small_store.iter_entities(), range(2))])
     cands = [Candidate(id=e.id, name=e.name, score=0.1, entity=e.model_copy(update={"description": "x" * 500}))

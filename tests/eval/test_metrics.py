@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vplink.agent.query import LabeledQuery
-from vplink.eval.metrics import Prediction, RankedEntity, compute_metrics, latency_stats
+from vplink.core.records import LabeledQuery, RankedEntity
+from vplink.eval.metrics import Prediction, compute_metrics, latency_stats
 
 
 def ranking(*ids: str) -> list[RankedEntity]:

@@ -6,11 +6,11 @@ import pytest
 
 from tests.stub_servers import silent_server
 from vplink.agent.llm_client import LLMTimeoutError
-from vplink.agent.query import LabeledQuery, LinkQuery
-from vplink.agent.state import Description, LinkResult, RankedEntity
+from vplink.agent.state import Description, LinkResult
+from vplink.core.errors import VplinkError
+from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
 from vplink.eval.metrics import compute_metrics
 from vplink.eval.pipelines import LinkerPredictor, RetrievePredictor, build_predictor, to_prediction
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
 

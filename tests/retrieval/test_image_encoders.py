@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vplink.retrieval.errors import ModelLoadError, VplinkError
-from vplink.retrieval.image_encoders import (ClipImageEncoder, EfficientNetLite0Encoder, ImageEncoder, ImageEncoderSpecError,
-                                      load_image_encoder)
+from vplink.core.errors import ModelLoadError, VplinkError
+from vplink.retrieval.image_encoders import (ClipImageEncoder, EfficientNetLite0Encoder, ImageEncoder,
+                                             ImageEncoderSpecError, load_image_encoder)
 from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -8,10 +8,10 @@ import json
 from rich.console import Console
 from typer.testing import CliRunner
 
-from vplink.agent.query import LinkQuery
-from vplink.agent.state import Description, LinkResult, RankedEntity
+from vplink.agent.state import Description, LinkResult
 from vplink.cli import app
 from vplink.cli_link import print_result
+from vplink.core.records import LinkQuery, RankedEntity
 
 EVIL = "[bold red]Evil[/bold red] [/x] :smile:"
 

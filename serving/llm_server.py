@@ -20,8 +20,8 @@ from types import TracebackType
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from vplink.core.errors import VplinkError
 from vplink.core.settings import settings
-from vplink.retrieval.errors import VplinkError
 
 SETUP_HINT = "run scripts/setup_vllm.sh (or set VPLINK_VLLM_PYTHON to a python that imports vllm)"
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 try:
-    from vplink.retrieval.errors import VplinkError
+    from vplink.core.errors import VplinkError
 except ImportError:  # run as a script in the vLLM environment, where vplink is not installed
     VplinkError = RuntimeError  # type: ignore[misc,assignment]
 
@@ -41,8 +41,8 @@ class ModelPrepError(VplinkError):
 
 
 def vllm_python() -> str:
-    """The vLLM environment's python (see :func:`vplink.agent.llm_server.find_vllm_python`)."""
-    from vplink.agent.llm_server import find_vllm_python
+    """The vLLM environment's python (see :func:`vplink.serving.llm_server.find_vllm_python`)."""
+    from vplink.serving.llm_server import find_vllm_python
     return find_vllm_python()
 
 
