@@ -312,7 +312,8 @@ class LLMClient:
             elif status in (401, 403):
                 hint = ". Fix: pass the server's API key (LLMConfig.api_key)"
             elif status >= 500:
-                hint = f" (after {self.config.max_retries} retries). Fix: check the server's log"
+                retries = 0 if listing else self.config.max_retries  # the health check does not retry
+                hint = (f" (after {retries} retries)" if retries else "") + ". Fix: check the server's log"
             return LLMHTTPError(f"model server at {self.base_url} answered HTTP {status}: {message}{hint}",
                                 status, message)
         return self._not_openai(f"something unexpected ({type(exc).__name__}: {_one_line(str(exc))})")
@@ -347,12 +348,7 @@ class LLMClient:
     @property
     def model(self) -> str:
         """The model name requests use (auto-detected once when not configured)."""
-        if self._model is None:
-            names = self.models()
-            if not names:
-                raise LLMUnavailableError(f"the server at {self.base_url} lists no model; check its log")
-            self._model = names[0]
-        return self._model
+        return self._model if self._model is not None else self.check()
 
     def check(self) -> str:
         """Ask the server for its models now (a few seconds at most); return the model requests will use."""

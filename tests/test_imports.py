@@ -141,3 +141,13 @@ def test_no_import_cycles() -> None:
 
 def test_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_each_class_is_defined_once() -> None:
+    """One place for each record: no two modules define a class of the same name (RankedEntity was twice)."""
+    where: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(name)
+    assert {cls: mods for cls, mods in where.items() if len(mods) > 1} == {}
