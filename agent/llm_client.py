@@ -291,8 +291,10 @@ class LLMClient:
             return LLMTimeoutError(f"model server at {self.base_url} accepted the connection but did not answer "
                                    f"within {seconds:g} s. Fix: check that a vLLM server (`vplink llm serve`) runs "
                                    "there and has finished starting; a lower --llm-timeout shortens this wait")
-        return LLMTimeoutError(f"model server at {self.base_url} did not answer within {seconds:g} s. Fix: raise "
-                               "--llm-timeout (LLMConfig.timeout_s) for slow answers, or lower max_tokens/concurrency")
+        tries = f" ({self.config.max_retries + 1} tries)" if self.config.max_retries else ""
+        return LLMTimeoutError(f"model server at {self.base_url} did not answer within {seconds:g} s{tries}. Fix: "
+                               "raise --llm-timeout (LLMConfig.timeout_s) for slow answers, or lower "
+                               "max_tokens/concurrency")
 
     def _not_openai(self, what: str) -> LLMProtocolError:
         return LLMProtocolError(f"the server at {self.base_url} answered with {what}, not the OpenAI API. "
