@@ -214,6 +214,31 @@ def test_tiny_timeout_gives_timeout_error(tiny_text_llm: LLMConfig) -> None:
         client.complete_structured(MSG, Note, max_tokens=64)
 
 
+def test_vllm_sampling_fields_reach_the_server(tiny_text_llm: LLMConfig) -> None:
+    # ignore_eos is vLLM's own field (sent as extra_body): the answer runs to the full budget
+    client = LLMClient(tiny_text_llm)
+    text, info = client.complete_text(MSG, max_tokens=24, ignore_eos=True)
+    assert info.completion_tokens == 24 and info.finish_reason == "length" and text
+    _, ainfo = asyncio.run(client.acomplete_text(MSG, max_tokens=12, ignore_eos=True))
+    assert ainfo.completion_tokens == 12
+
+
+def test_llm_bench_writes_throughput_rows(tiny_text_llm: LLMConfig, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vplink.cli import app
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["llm", "bench", "--url", tiny_text_llm.url, "--max-tokens", "8",
+                                      "--concurrency", "1", "--concurrency", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["model"] == "tiny-text"
+    assert [(r["concurrency"], r["completion_tokens"]) for r in report["rows"]] == [(1, 8), (2, 16)]
+
+
 def test_images_need_vision_flag(tiny_text_llm: LLMConfig) -> None:
     with pytest.raises(LLMRequestError, match="vision"):
         LLMClient(tiny_text_llm).complete_structured(MSG, Verdict, images=[Image.new("RGB", (8, 8))])
