@@ -13,7 +13,8 @@ from vplink.agent.alignment import AlignmentParams, SpanAlignment, align_box, wi
 from vplink.agent.caption_people import find_people
 from vplink.agent.llm_client import LLMClient, LLMError
 from vplink.agent.reranker import Reranker
-from vplink.agent.state import Description, Judgement, LinkState, RankedEntity, choice_model
+from vplink.agent.state import Description, Judgement, LinkState, choice_model
+from vplink.core.records import RankedEntity
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 

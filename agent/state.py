@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from vplink.agent.query import LinkQuery
-from vplink.retrieval.search import Candidate
+from vplink.core.records import Candidate, LinkQuery, RankedEntity
 
 
 class Description(BaseModel):
@@ -57,17 +56,6 @@ def choice_model(names: list[str]) -> type[Choice]:
     allowed = Literal[tuple([*names, NONE_OF_THEM])]  # type: ignore[valid-type]
     return create_model("Choice", __base__=Choice, person=(allowed, ...),
                         reason=(str, Field(default="", max_length=200)))
-
-
-class RankedEntity(BaseModel):
-    """One entity of the final ranking."""
-
-    id: str
-    name: str
-    score: float
-    description: str = ""
-    retrieval_score: float = 0.0
-    hits: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-channel rank and score")
 
 
 class LinkResult(BaseModel):

@@ -22,6 +22,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from vplink.retrieval.progress import tqdm
 
@@ -199,7 +200,7 @@ def main(
             proc.wait(timeout=30)
 
     base = results[BASELINE_NAME]
-    table = Table(title=f"retrieval recall on {dataset.name} (n={len(rows)}, KB {retriever.store.count()} entities)")
+    table = Table(title=escape(f"retrieval recall on {dataset.name} (n={len(rows)}, KB {retriever.store.count()} entities)"))
     for column in ("channel", *[f"R{k}" for k in ("@1", "@10", "@20", "@50", "@100")], "MRR", "MRR / baseline"):
         table.add_column(column, justify="right" if column != "channel" else "left")
     for name, stats in results.items():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vplink.agent.query import LabeledQuery
+from vplink.core.records import LabeledQuery
 from vplink.eval.harness import PREDICTIONS, read_predictions
 from vplink.retrieval.lexical import normalize
 

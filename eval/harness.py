@@ -12,11 +12,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.core.errors import VplinkError
+from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
 from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics, gold_rank
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 
 PREDICTIONS = "predictions.jsonl"

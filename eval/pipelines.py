@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.state import LinkResult
-from vplink.eval.metrics import Prediction, RankedEntity
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
+from vplink.core.records import LinkQuery, RankedEntity
+from vplink.eval.metrics import Prediction
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
@@ -126,10 +126,10 @@ def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, ll
     llm_config = None
     if pipeline == "agent" and llm_url:
         vision = vision if isinstance(vision, bool) else str(vision).lower() in ("1", "true", "yes")
-        llm_config = LLMConfig(url=llm_url, model=llm_model, vision=vision,
-                               **({"timeout_s": float(llm_timeout)} if llm_timeout else {}))
+        llm_config = LLMConfig(url=llm_url, model=llm_model, vision=vision)
     if replay_from and not checkpoint:
         raise VplinkError("replay_from needs the run's --checkpoint file. Fix: pass --checkpoint RUN/checkpoints.sqlite")
     linker = Linker.open(store, llm_config=llm_config, reranker=reranker, config=config, checkpoint=checkpoint,
-                         prefix=prefix, text_model=text_model)
+                         prefix=prefix, text_model=text_model,
+                         llm_timeout=float(llm_timeout) if llm_timeout else None)
     return LinkerPredictor(linker, pipeline, replay_from=replay_from)

@@ -27,10 +27,10 @@ from vplink.retrieval.jsonl import append_jsonl, read_jsonl
 from vplink.retrieval.search import QueryViews, mix_fused
 
 GRID: dict[str, list[float]] = {
-    "order_trust_assumed": [0.4, 0.6, 0.8],
-    "spread_exact": [0.25, 0.35, 0.5],
-    "spread_per_mismatch": [0.25, 0.45, 0.7],
-    "sharpness": [1.0, 2.0, 4.0, 8.0, 16.0],
+    "order_trust_assumed": [0.2, 0.4, 0.6, 0.8],
+    "spread_exact": [0.15, 0.25, 0.35, 0.5],
+    "spread_per_mismatch": [0.1, 0.25, 0.45, 0.7],
+    "sharpness": [1.0, 4.0, 8.0, 16.0, 32.0],
 }
 
 

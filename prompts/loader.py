@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 
 SYSTEM_MARK = "## system"
 USER_MARK = "## user"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
 
 #: The files dlib needs, as ``face-recognition-models`` names them.
 DETECTOR_CNN = "mmod_human_face_detector.dat"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from vplink.retrieval.errors import IncompleteStoreWarning, ModelLoadError, StoreError
+from vplink.core.errors import IncompleteStoreWarning, ModelLoadError, StoreError
 from vplink.retrieval.search import FusionConfig, MultiViewRetriever
 from vplink.retrieval.store import CATALOGUE_VIEW, FACE_VIEW, IMAGE_VIEW, KBStore, is_url
 from vplink.retrieval.text_encoder import TextEncoder

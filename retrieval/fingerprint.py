@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
 
 #: File names that hold a model's weights (the configs are fingerprinted separately by the encoders).
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.onnx", "*.msgpack", "*.h5")

@@ -8,7 +8,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 
-from vplink.retrieval.records import Entity
+from vplink.core.records import Entity
 
 _PARENTHETICAL = re.compile(r"\s*\([^)]*\)")
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)

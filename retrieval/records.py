@@ -2,69 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from vplink.retrieval.errors import KBError
+from vplink.core.errors import KBError
+from vplink.core.records import Entity
 from vplink.retrieval.jsonl import iter_jsonl
-
-
-#: ``type`` values that mean a person (Wikidata's "human", and the plain words).
-PERSON_TYPES = {"human", "person", "people", "q5"}
-# Typed-less KBs (WikiMEL) describe people by attributes: "Sex: male. Birth: 1900, ...".
-_PERSON_DESCRIPTION = re.compile(r"\b(Sex: (male|female)|Birth: \d|born \d|\(born )", re.I)
-
-
-class Entity(BaseModel):
-    """One knowledge-base entity; ``image`` paths are resolved against the KB file's folder."""
-
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
-
-    id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    aliases: list[str] = Field(default_factory=list)
-    description: str = ""
-    type: str | None = None
-    image: list[str] = Field(default_factory=list)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: object) -> object:
-        # Numeric ids are common in public KBs; keep them as text so "42" and 42 are one id.
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("image", "aliases", mode="before")
-    @classmethod
-    def _as_list(cls, value: object) -> object:
-        # Both fields take one string or a list of them; null means none.
-        if value is None:
-            return []
-        return [value] if isinstance(value, str) else value
-
-    def is_person(self) -> bool:
-        """Whether the entity is a person: its ``type`` says so, or its description gives a sex or a birth."""
-        if self.type:
-            return self.type.strip().lower() in PERSON_TYPES
-        return bool(_PERSON_DESCRIPTION.search(self.description))
-
-    def name_view(self) -> str:
-        """The text of the name view: the name followed by its aliases."""
-        return "; ".join([self.name, *[a for a in self.aliases if a and a != self.name]])
-
-    def description_view(self) -> str:
-        """The text of the description view: name, type and description together."""
-        head = self.name if not self.type else f"{self.name} ({self.type})"
-        return f"{head}. {self.description}".strip() if self.description else head
-
-    def content_hash(self) -> str:
-        """A stable hash of every field that shapes the entity's embeddings."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass

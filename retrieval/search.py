@@ -10,9 +10,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from vplink.core.records import Candidate, Entity, ViewHit
 from vplink.retrieval.dates import date_consistency, lifespan, text_years
 from vplink.retrieval.lexical import LexicalIndex, PersonNameIndex
-from vplink.retrieval.records import Entity
 from vplink.retrieval.store import FACE_VIEW, IMAGE_VIEW, KBStore
 
 
@@ -35,23 +35,6 @@ class QueryViews(BaseModel):
         """Whether no view carries anything to search with."""
         return not (self.mention or self.context or self.names or self.people or self.description
                     or self.image is not None or self.face is not None)
-
-
-class ViewHit(BaseModel):
-    """Where one channel ranked a candidate."""
-
-    rank: int
-    score: float
-
-
-class Candidate(BaseModel):
-    """A fused candidate with its per-channel ranks and scores."""
-
-    id: str
-    name: str = ""
-    score: float
-    hits: dict[str, ViewHit] = Field(default_factory=dict)
-    entity: Entity | None = None
 
 
 class FusionConfig(BaseModel):

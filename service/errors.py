@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vplink.retrieval.errors import StoreError, VplinkError
+from vplink.core.errors import StoreError, VplinkError
 from vplink.service.schemas import ErrorBody
 
 

@@ -7,13 +7,13 @@ import warnings
 
 import typer
 
-from vplink.retrieval.errors import VplinkError, VplinkWarning
 from vplink.cli_distill import distill_app
 from vplink.cli_eval import eval_app
 from vplink.cli_kb import kb_app
 from vplink.cli_link import link
 from vplink.cli_llm import llm_app
 from vplink.cli_serve import serve
+from vplink.core.errors import VplinkError, VplinkWarning
 
 app = typer.Typer(help="Link a marked region of a picture to a knowledge-base entity.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

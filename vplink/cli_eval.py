@@ -9,14 +9,15 @@ from typing import Any, Callable, Optional
 
 import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from vplink.cli_link import LLM_TIMEOUT_HELP
+from vplink.console import data_console
+from vplink.core.errors import VplinkError
 from vplink.eval.compare import compare_markdown, compare_runs, load_run
 from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
 from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import iter_jsonl
 
 
@@ -40,8 +41,8 @@ eval_app = typer.Typer(
          "or compare finished runs (`vplink eval compare RUN_A RUN_B`).",
 )
 
-_err = Console(stderr=True)
-_out = Console()
+_err = data_console(stderr=True)
+_out = data_console()
 
 
 class Pipeline(str, Enum):
@@ -88,6 +89,7 @@ def run_command(
     scorer: Optional[Path] = typer.Option(None, "--scorer", help="Distilled scorer folder (rerank pipeline)."),
     llm_url: Optional[str] = typer.Option(None, "--llm-url", help="vLLM server for the agent pipeline."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
+    llm_timeout: Optional[float] = typer.Option(None, "--llm-timeout", min=0.1, help=LLM_TIMEOUT_HELP),
     vision: bool = typer.Option(False, "--vision", help="The model sees images."),
     no_mention: bool = typer.Option(False, "--no-mention",
                                     help="Hide every mention: the VP-MEL setting, where the box is the mention."),
@@ -119,8 +121,13 @@ def run_command(
         from vplink.wiring import load_reranker
 
         wired = {"reranker": load_reranker(scorer, store, prefix=prefix), "llm_url": llm_url, "llm_model": llm_model,
-                 "vision": vision, "checkpoint": str(checkpoint) if checkpoint else None,
+                 "vision": vision, "checkpoint": str(checkpoint) if checkpoint else None, "llm_timeout": llm_timeout,
                  **({"prefix": prefix} if prefix else {}), **({"text_model": str(text_model)} if text_model else {})}
+        if llm_url and pipeline is Pipeline.agent:
+            from vplink.agent.llm_client import LLMConfig
+
+            _err.print(f"asking the model server at {escape(llm_url)} (up to {llm_timeout or LLMConfig().timeout_s:g} s per request; "
+                       "--llm-timeout changes it) ...", highlight=False)
         predictor = resolve_builder()(pipeline.value, store, k=k, **{**wired, **options})
         kb_ids = set(names) if names else set(getattr(predictor, "entity_names", None) or {}) or None
         names = names or getattr(predictor, "entity_names", None)
@@ -144,7 +151,8 @@ def run_command(
     except VplinkError as exc:
         _fail(exc)
     _out.print(compare_runs([load_run(run_dir)]))
-    _out.print(f"{result['errors']} failed queries. Wrote {run_dir / METRICS}, {run_dir / REPORT}, {run_dir / PLOT}")
+    _out.print(escape(f"{result['errors']} failed queries. Wrote {run_dir / METRICS}, {run_dir / REPORT}, "
+                      f"{run_dir / PLOT}"))
 
 
 @eval_app.command("box-report")
@@ -183,7 +191,7 @@ def compare_command(
 
 
 def _fail(exc: Exception) -> None:
-    _err.print("[red]error:[/]", escape(str(exc)), highlight=False)
+    _err.print("[red]error:[/]", escape(str(exc)))
     raise typer.Exit(2)  # the same status as `vplink` gives any VplinkError
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from vplink.console import data_console
+
 kb_app = typer.Typer(help="Index a knowledge base and search it.", no_args_is_help=True)
-console = Console()
+console = data_console()
 
 
 @kb_app.command("index")
@@ -40,7 +42,7 @@ def index(
     location = _location(store, chroma_url)
     loaded = load_kb(kb, skip_invalid=skip_invalid, image_root=image_root)
     for skipped in loaded.skipped:
-        console.print(f"[yellow]skipped[/] {skipped.reason}")
+        console.print(f"[yellow]skipped[/] {escape(skipped.reason)}")
     images = None
     if image_encoder != "none" and any(e.image for e in loaded.entities):
         from vplink.retrieval.image_encoders import load_image_encoder
@@ -55,10 +57,10 @@ def index(
     report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model), images,
                                                       face_encoder=face_encoder, batch_size=batch_size,
                                                       rebuild=rebuild)
-    console.print(report.summary())
+    console.print(escape(report.summary()))
     for problem in report.image_errors:
-        console.print(f"[yellow]image skipped[/] {problem}")
-    console.print(f"{len(loaded.entities)} entities indexed into {location} in {time.perf_counter() - started:.1f} s"
+        console.print(f"[yellow]image skipped[/] {escape(str(problem))}")
+    console.print(f"{len(loaded.entities)} entities indexed into {escape(str(location))} in {time.perf_counter() - started:.1f} s"
                   + (f"; {len(loaded.skipped)} invalid lines skipped" if loaded.skipped else ""))
 
 
@@ -87,13 +89,13 @@ def search(
         typer.echo(json.dumps([c.model_dump(mode="json", exclude={"entity"}) | {
             "description": c.entity.description if c.entity else ""} for c in candidates], ensure_ascii=False, indent=1))
         return
-    table = Table(title=f"top {len(candidates)} for {query!r}" + (f" (mention {mention!r})" if mention else ""))
+    table = Table(title=escape(f"top {len(candidates)} for {query!r}" + (f" (mention {mention!r})" if mention else "")))
     for column in ("#", "id", "name", "score", "ranks by channel", "description"):
         table.add_column(column, overflow="fold")
     for rank, cand in enumerate(candidates, start=1):
         ranks = ", ".join(f"{ch}:{hit.rank}" for ch, hit in sorted(cand.hits.items(), key=lambda kv: kv[1].rank))
         desc = cand.entity.description[:80] if cand.entity else ""
-        table.add_row(str(rank), cand.id, cand.name, f"{cand.score:.4f}", ranks, desc)
+        table.add_row(str(rank), escape(cand.id), escape(cand.name), f"{cand.score:.4f}", ranks, escape(desc))
     console.print(table)
     console.print(f"[dim]{elapsed:.0f} ms[/]")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vplink.agent.caption_people import find_people
+from vplink.core.records import Entity
 from vplink.retrieval.lexical import PersonNameIndex, normalize
-from vplink.retrieval.records import Entity
 
 
 @pytest.fixture(scope="module")

@@ -225,8 +225,16 @@ def test_an_empty_picture_yields_modest_evidence(evidence_tools):
     assert isinstance(VisualEvidence.model_validate_json(found.model_dump_json()), VisualEvidence)
 
 
-def test_all_tools_are_listed():
-    assert ALL_TOOLS == ("geometry", "faces", "labels", "ocr")
+def test_every_tool_runs_once_in_order_and_fills_its_finding(evidence_tools):
+    # Asked in reverse, the tools still run cheapest first, each once, and each leaves its record.
+    found = collect_evidence(_grace_hopper(), None, tools=tuple(reversed(ALL_TOOLS)), toolbox=evidence_tools)
+    assert [run.tool for run in found.runs] == ["geometry", "faces", "labels", "ocr"]
+    assert all(run.ok for run in found.runs), [run.error for run in found.runs]
+    assert found.geometry.whole_image and found.labels.labels[0].label == "military uniform"
+    assert found.ocr is not None and found.faces is not None
+    # Only the tools asked for run: geometry alone leaves the model-backed findings empty.
+    alone = collect_evidence(_grace_hopper(), None, tools=("geometry",), toolbox=evidence_tools)
+    assert [run.tool for run in alone.runs] == ["geometry"] and (alone.labels, alone.ocr) == (None, None)
 
 
 def test_one_face_in_the_box_is_phrased_without_an_order():

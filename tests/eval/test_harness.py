@@ -7,10 +7,10 @@ import json
 import pytest
 from PIL import Image
 
-from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
 from vplink.eval.datasets import load_dataset
 from vplink.eval.harness import RunDirError, classify_error, read_predictions, run_eval
-from vplink.eval.metrics import Prediction, RankedEntity
+from vplink.eval.metrics import Prediction
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor
 
 DATASET = WIKIMEL / "with_images.jsonl"

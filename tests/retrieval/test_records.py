@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vplink.retrieval.errors import KBError
-from vplink.retrieval.records import Entity, load_kb
+from vplink.core.errors import KBError
+from vplink.core.records import Entity
+from vplink.retrieval.records import load_kb
 
 
 def write(path: Path, lines: list[str]) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from vplink.retrieval.search import FusionConfig, MultiViewRetriever, QueryViews, reciprocal_rank_fusion
+import pytest
+
+from vplink.retrieval.search import (DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews,
+                                     reciprocal_rank_fusion, weighted_score_fusion)
 
 
 def test_rrf_matches_hand_computation() -> None:
@@ -11,6 +14,32 @@ def test_rrf_matches_hand_computation() -> None:
     assert abs(fused["x"][0] - 1 / 11) < 1e-12
     assert abs(fused["y"][0] - (1 / 12 + 2 / 11)) < 1e-12
     assert fused["y"][1]["b"].rank == 1 and fused["y"][1]["a"].rank == 2
+
+
+# Channel rankings of one query, as (entity, similarity) best first.
+RANKINGS = {
+    "mention>lexical": [("A", 3.0), ("B", 1.0)],          # weight 1; absent = 0 (no word matched)
+    "context>description": [("B", 0.8), ("C", 0.6)],      # weight 1; absent = 0.6, its lowest hit
+    "context>name": [("A", 0.5), ("C", 0.4)],             # weight 1; absent = 0.4
+    "context>dates": [("C", 1.0), ("A", -1.0)],           # weight 0.25; absent = 0 (no date evidence)
+    "names>name#1": [("B", 0.9), ("A", 0.3)],             # the 2nd name guess: "names>name" weight 0.5; absent = 0.3
+    "mention>name": [("D", 0.99)],                        # weight 0: not fused, D is no candidate
+}
+
+
+def test_default_score_fusion_by_hand(small_store, text_encoder) -> None:
+    # A: 3.0 + 0.6 (floor) + 0.5 + 0.25 * -1.0 + 0.5 * 0.3 = 4.0
+    # B: 1.0 + 0.8 + 0.4 (floor) + 0 (floor) + 0.5 * 0.9 = 2.65
+    # C: 0 (floor) + 0.6 + 0.4 + 0.25 * 1.0 + 0.5 * 0.3 (floor) = 1.4
+    expected = {"A": 4.0, "B": 2.65, "C": 1.4}
+    fused = weighted_score_fusion(RANKINGS, DEFAULT_WEIGHTS)
+    assert {eid: score for eid, (score, _) in fused.items()} == pytest.approx(expected)
+    hits = fused["A"][1]
+    assert (hits["mention>lexical"].rank, hits["context>dates"].rank, hits["names>name#1"].rank) == (1, 2, 2)
+    assert "context>description" not in hits  # a floor fills the score, not the hits
+    # the retriever's default fusion is this one, with these weights
+    default = MultiViewRetriever(small_store, text_encoder).fuse(RANKINGS)
+    assert {eid: score for eid, (score, _) in default.items()} == pytest.approx(expected)
 
 
 def test_dev_slice_recall(small_store, text_encoder, dev_slice) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vplink.retrieval.errors import EncoderMismatchError, StoreError
+from vplink.core.errors import EncoderMismatchError, StoreError
+from vplink.core.records import Entity
 from vplink.retrieval.factory import open_retriever, open_store
-from vplink.retrieval.records import Entity, load_kb
+from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vplink.retrieval.errors import EncoderMismatchError, ModelLoadError, StoreError
+from vplink.core.errors import EncoderMismatchError, ModelLoadError, StoreError
 from vplink.retrieval.factory import IncompleteStoreWarning, open_retriever, open_store
 from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews

@@ -1,8 +1,8 @@
 """The errors a user can cause, each naming what is wrong and how to fix it.
 
-Every package raises a subclass of :class:`VplinkError`; this lowest package owns
-the base class so that ``retrieval``, ``agent``, ``distill`` and ``eval`` share it
-without importing one another.
+Every package raises a subclass of :class:`VplinkError`; the lowest layer (``vplink.core``) owns
+the base class and the subclasses several packages raise, so that they share them without
+importing one another. Errors only one module raises live beside it.
 """
 
 from __future__ import annotations
