@@ -26,11 +26,11 @@ class AlignmentParams(BaseModel):
 
     #: Trust in "the caption lists people left to right" when it says so, and when it does not.
     order_trust_stated: float = Field(default=0.9, ge=0, le=1)
-    order_trust_assumed: float = Field(default=0.6, ge=0, le=1)
+    order_trust_assumed: float = Field(default=0.2, ge=0, le=1)
     #: Spread (in span positions) of the marked person's expected place when counts agree; each face
     #: missing or extra widens it.
-    spread_exact: float = Field(default=0.35, gt=0)
-    spread_per_mismatch: float = Field(default=0.45, ge=0)
+    spread_exact: float = Field(default=0.15, gt=0)
+    spread_per_mismatch: float = Field(default=0.1, ge=0)
     #: Odds multiplier for a person whose name or caption number ("Hope Solo (1)") is read in the box.
     ocr_boost: float = Field(default=25.0, ge=1)
 

@@ -32,7 +32,7 @@ class LinkerConfig(BaseModel):
     describe_max_tokens: int = Field(default=320, ge=32)
     choose_max_tokens: int = Field(default=96, ge=16)
     alignment: AlignmentParams = Field(default_factory=AlignmentParams)
-    people_sharpness: float = Field(default=1.0, gt=0, description="caption people's probabilities are raised to "
+    people_sharpness: float = Field(default=4.0, gt=0, description="caption people's probabilities are raised to "
                                     "this before mixing their searches (above 1: commit more to the likeliest)")
     choice_weight: float = Field(default=1.0, ge=0, description="the model's chosen caption person gets its odds "
                                  "multiplied by 1 + this")
@@ -183,7 +183,8 @@ class LinkerNodes:
         choice = state.get("choice")
         if choice is not None:
             alignment = with_choice(alignment, choice.person, self.config.choice_weight)
-        face = (evidence.get("faces") or {}).get("descriptor")
+        # The marked face is a query view only where the store has a face view to match it against.
+        face = (evidence.get("faces") or {}).get("descriptor") if self.retriever.face_models is not None else None
         image = None
         if query.image and self.config.image_retrieval and self.retriever.image_encoder is not None:
             from vplink.agent.visual_prompt import crop_region

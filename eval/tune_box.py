@@ -20,6 +20,7 @@ from typing import Any
 
 from vplink.agent.alignment import AlignmentParams, align_box
 from vplink.agent.caption_people import find_people
+from vplink.agent.nodes import LinkerConfig
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.retrieval.factory import open_retriever
@@ -111,10 +112,10 @@ def main(argv: list[str] | None = None) -> None:
         best = max(range(len(points)), key=lambda p: (sum(scores[p][i] for i in train), -p))
         held_out_hits += sum(scores[best][i] for i in test)
     best_all = max(range(len(points)), key=lambda p: (sum(scores[p]), -p))
-    default = AlignmentParams()
+    default, sharpness = AlignmentParams(), LinkerConfig().people_sharpness
     default_point = next(p for p, point in enumerate(points) if point == {
         "order_trust_assumed": default.order_trust_assumed, "spread_exact": default.spread_exact,
-        "spread_per_mismatch": default.spread_per_mismatch, "sharpness": 1.0})
+        "spread_per_mismatch": default.spread_per_mismatch, "sharpness": sharpness})
     result = {"dataset": str(args.dataset), "examples": len(items), "pictures": len(pictures), "grid": GRID,
               "lopo_cv_hits@1": round(held_out_hits / len(items), 4),
               "best_on_all": points[best_all], "best_on_all_hits@1": round(sum(scores[best_all]) / len(items), 4),

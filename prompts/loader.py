@@ -58,7 +58,7 @@ def load_prompt(name: str, folder: str | None = None) -> PromptTemplate:
         try:
             text = resources.files("vplink.prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise PromptError(f"no built-in prompt named '{name}' (have: describe, judge, reflect)") from None
+            raise PromptError(f"no built-in prompt named '{name}' (have: choose, describe, judge, reflect)") from None
     return parse_template(name, text)
 
 

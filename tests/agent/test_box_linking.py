@@ -66,7 +66,7 @@ def portrait_store(shared_data: Path, text_encoder, tmp_path_factory) -> Path:
             if e["id"] in PORTRAITS] + [e for e in kb if e["id"] not in PORTRAITS][:100]
     write_jsonl(folder / "kb.jsonl", rows)
     store = KBStore(folder / "store")
-    report = store.index(load_kb(folder / "kb.jsonl").entities, text_encoder,
+    report = store.index(load_kb(folder / "kb.jsonl", image_root=shared_data / "people").entities, text_encoder,
                          face_encoder=FaceEncoder(FaceModels()), progress=False)
     assert report.added[FACE_VIEW] == 5 and store.count(FACE_VIEW) == 5
     return folder / "store"
@@ -87,5 +87,5 @@ def test_the_face_channel_separates_the_two_people(portrait_store: Path, shared_
     """Without a caption only the face speaks: the other person of the photo scores far lower."""
     linker = Linker.open(portrait_store, config=LinkerConfig(k=5, evidence_tools=["faces"], image_retrieval=False))
     left = linker.link(shared_data / "people" / "images" / "kit_with_rose.jpg", box=[0, 20, 175, 512])
-    scores = {entity.id: entity.hits["face>face"].score for entity in left.ranking if "face>face" in entity.hits}
+    scores = {entity.id: entity.hits["face>face"]["score"] for entity in left.ranking if "face>face" in entity.hits}
     assert scores["Q461132"] > 0.55 > scores["Q357607"]  # Rose Leslie within dlib's same-person distance, Kit not

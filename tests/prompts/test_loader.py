@@ -33,7 +33,7 @@ def test_version_hash_follows_the_text(tmp_path: Path) -> None:
     assert a.version != b.version and len(a.version) == 12
     (tmp_path / "t.md").write_text(text, encoding="utf-8")
     assert load_prompt("t", str(tmp_path)).version == a.version
-    assert set(prompt_versions()) == {"describe", "judge", "reflect"}
+    assert set(prompt_versions()) == {"choose", "describe", "judge", "reflect"}
 
 
 def test_malformed_and_missing_templates(tmp_path: Path) -> None:
