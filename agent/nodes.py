@@ -31,6 +31,8 @@ class LinkerConfig(BaseModel):
     image_retrieval: bool = True
     describe_max_tokens: int = Field(default=320, ge=32)
     choose_max_tokens: int = Field(default=96, ge=16)
+    route_confidence: float = Field(default=0.8, ge=0, le=1.01, description="the model is skipped when the box's "
+                                    "person is at least this sure (the sharpened alignment weight); above 1: always ask")
     alignment: AlignmentParams = Field(default_factory=AlignmentParams)
     people_sharpness: float = Field(default=4.0, gt=0, description="caption people's probabilities are raised to "
                                     "this before mixing their searches (above 1: commit more to the likeliest)")
@@ -118,16 +120,30 @@ class LinkerNodes:
         evidence["caption_order"] = people.order
         evidence["alignment"] = alignment.model_dump()
         parts.append(alignment_text(alignment))
-        return {"evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none"}
+        notes = [] if self.llm is not None else ["no model server: linked on evidence and text alone"]
+        return {"evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none", "notes": notes}
+
+    def needs_model(self, state: LinkState) -> bool:
+        """Whether to ask the model: there is one, and the caption's people leave the box's person open.
+
+        Without a mention, a caption naming one person, or an alignment whose likeliest person
+        carries at least ``route_confidence`` of the (sharpened) weight, is linked without the model.
+        """
+        if self.llm is None:
+            return False
+        if state["query"].mention:
+            return True
+        alignment = SpanAlignment.model_validate((state.get("evidence") or {}).get("alignment") or {})
+        if len(alignment.spans) == 1:
+            return False
+        weights = alignment.weighted(self.config.people_sharpness)
+        return not weights or weights[0][1] < self.config.route_confidence
 
     # -------------------------------------------------------------- describe
 
     @timed("describe")
     def describe(self, state: LinkState) -> dict[str, Any]:
-        """Ask the model what the marked region shows; without a model, say so and go on."""
-        if self.llm is None:
-            return {"description": None, "used_model": None,
-                    "notes": ["no model server: linked on evidence and text alone"]}
+        """Ask the model which caption person the box marks, or, with no caption people, what it shows."""
         query = state["query"]
         images = self._images(query) if self.llm.config.vision else []
         alignment = SpanAlignment.model_validate((state.get("evidence") or {}).get("alignment") or {})

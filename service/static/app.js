@@ -246,6 +246,10 @@ function markStep(node, update) {
   if (!li) { li = el("li", { "data-node": node }, node); $("steps").append(li); }
   li.classList.remove("running");
   li.classList.add("done");
+  // A step the graph routed around (describe, when the evidence was clear) is marked skipped.
+  const items = [...document.querySelectorAll("#steps li")];
+  items.slice(0, items.indexOf(li)).filter((item) => !item.classList.contains("done"))
+    .forEach((item) => { item.classList.remove("running"); item.classList.add("done", "skipped"); item.append(el("span", { class: "what" }, " · skipped")); });
   const ms = update.timings_ms && update.timings_ms[node];
   const summary = stepSummary(node, update);
   li.append(el("span", { class: "what" }, [ms !== undefined ? ` ${Math.round(ms)} ms` : "", summary ? ` · ${summary}` : ""].join("")));
@@ -253,7 +257,7 @@ function markStep(node, update) {
   if (next) next.classList.add("running");
   if (node === "prepare" && update.evidence) { showFaces(update.evidence); }
   if (node === "describe") $("status").textContent = "retrieving candidates…";
-  if (node === "prepare") $("status").textContent = update.evidence ? "asking the model…" : "retrieving…";
+  if (node === "prepare") $("status").textContent = "working…";
 }
 
 function stepSummary(node, update) {

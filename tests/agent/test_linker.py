@@ -25,7 +25,7 @@ def test_text_only_without_a_model(linker: Linker, shared_data: Path) -> None:
     assert isinstance(result, LinkResult)
     assert result.top is not None and result.top.id == row["answer"]
     assert any("no model server" in note for note in result.notes)
-    assert set(result.timings_ms) == {"prepare", "describe", "retrieve", "rerank", "decide"}
+    assert set(result.timings_ms) == {"prepare", "retrieve", "rerank", "decide"}  # no model: describe is routed around
     assert result.description is None and result.used_model is None
     assert row["answer"] in repr(result) and "no model" in repr(result)
 
@@ -59,7 +59,7 @@ def test_bad_box_is_refused_clearly(linker: Linker, shared_data: Path) -> None:
 
 def test_stream_yields_each_node_in_order(linker: Linker) -> None:
     steps = [node for node, _ in linker.stream(text="Barack Obama speaking", mention="Obama")]
-    assert steps == ["prepare", "describe", "retrieve", "rerank", "decide"]
+    assert steps == ["prepare", "retrieve", "rerank", "decide"]
 
 
 def test_mermaid_shows_the_graph(linker: Linker) -> None:
@@ -119,7 +119,8 @@ def test_describe_and_reflect_through_a_real_vllm_server(people_store: str, tiny
 
 def test_vlm_receives_the_marked_picture(people_store: str, tiny_vlm_llm, shared_data: Path) -> None:
     linker = Linker.open(people_store, llm_config=tiny_vlm_llm, config=LinkerConfig(k=5, max_reflections=0,
-                                                                                      describe_max_tokens=64))
+                                                                                      describe_max_tokens=64,
+                                                                                      route_confidence=1.01))
     result = linker.link(shared_data / "people" / "images" / "two_people.jpg", box=[256, 0, 512, 301],
                          text="Barack Obama and Joe Biden")
     assert result.used_model
@@ -155,3 +156,15 @@ def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_pa
     assert replayed.timings_ms["retrieve"] != first.timings_ms["retrieve"]
     assert all(set(r.hits) == {"mention>lexical"} for r in replayed.ranking)
     assert replayed.top.id == "Q6279"
+
+
+def test_routing_asks_the_model_only_when_the_box_is_open(people_store: str, tiny_text_llm, shared_data: Path) -> None:
+    """A caption naming one person needs no model; two people with a forced threshold do."""
+    photo = shared_data / "people" / "images" / "two_people.jpg"
+    routed = Linker.open(people_store, llm_config=tiny_text_llm, config=LinkerConfig(k=5, max_reflections=0))
+    one = routed.link(photo, box=[256, 0, 512, 301], text="Joe Biden at the White House")
+    assert "describe" not in one.timings_ms and one.used_model is None and one.top.id == "Q6279"
+    always = Linker.open(people_store, llm_config=tiny_text_llm,
+                         config=LinkerConfig(k=5, max_reflections=0, route_confidence=1.01, choose_max_tokens=32))
+    two = always.link(photo, box=[256, 0, 512, 301], text="Barack Obama and Joe Biden")
+    assert "describe" in two.timings_ms and two.used_model == tiny_text_llm.model

@@ -56,7 +56,7 @@ def test_upload_with_two_boxes_finds_each_person(client: TestClient, people_dir:
         assert {"id", "name", "score", "description", "hits"} <= set(body["ranking"][0])
         assert isinstance(body["nil"], bool) and "rationale" in body and body["answer"] == body["ranking"][0]["id"]
         assert len(body["evidence"]["faces"]["faces"]) >= 2  # both faces are found on this photo
-        assert {"prepare", "describe", "retrieve", "rerank", "decide"} <= set(body["timings_ms"])
+        assert {"prepare", "retrieve", "rerank", "decide"} <= set(body["timings_ms"])
     assert set(Path(tempfile.gettempdir()).glob("vplink-upload-*")) == leftovers  # uploads are removed after
 
 
@@ -164,7 +164,7 @@ def test_stream_sends_each_step_then_the_result(client: TestClient, people_dir: 
     assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
     events = sse_events(streamed.text)
     steps = [data["node"] for name, data in events if name == "step"]
-    assert steps == ["prepare", "describe", "retrieve", "rerank", "decide"]
+    assert steps == ["prepare", "retrieve", "rerank", "decide"]
     assert [name for name, _ in events][-1] == "result"
     prepare = events[0][1]["update"]
     assert len(prepare["evidence"]["faces"]["faces"]) >= 2  # the faces arrive before the model is asked

@@ -85,6 +85,8 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
     steps = browser.find_elements(By.CSS_SELECTOR, "#steps li")
     assert [s.get_attribute("data-node") for s in steps] == ["prepare", "describe", "retrieve", "rerank", "decide"]
     assert all("done" in s.get_attribute("class") for s in steps)
+    # No model server: the graph routes around describe, and the page says so.
+    assert "skipped" in steps[1].get_attribute("class") and "skipped" in steps[1].text
     evidence = browser.find_element(By.ID, "evidence").text
     assert "faces" in evidence and "marked" in evidence
     # The picture the page shows now has the faces drawn over it: some pixels are the face colour.
