@@ -293,10 +293,9 @@ class KBStore:
         bar = tqdm(total=len(todo), desc=f"index {view}", unit="entity", disable=not progress or not todo)
         for start in range(0, len(todo), batch_size):
             ids = todo[start:start + batch_size]
-            if view == IMAGE_VIEW:
-                ids, vectors = self._embed_images(ids, wanted, encoder, report)
-            elif view == FACE_VIEW:
-                ids, vectors = self._embed_faces(ids, wanted, encoder, report)
+            if view in (IMAGE_VIEW, FACE_VIEW):
+                # Image vectors are compared by cosine (normalised); face descriptors by distance (as they are).
+                ids, vectors = self._embed_pictures(ids, wanted, encoder, report, normalise=view == IMAGE_VIEW)
             else:
                 vectors = encoder.encode([wanted[eid][0] for eid in ids])
             if ids:
@@ -307,27 +306,10 @@ class KBStore:
         bar.close()
 
     @staticmethod
-    def _embed_images(ids: list[str], wanted, encoder, report: IndexReport) -> tuple[list[str], np.ndarray]:
-        """Mean image embedding per entity; an unreadable image is reported, not fatal."""
-        from vplink.retrieval.images import load_image
-
-        kept, vectors = [], []
-        for eid in ids:
-            images = []
-            for path in wanted[eid][1].image:
-                try:
-                    images.append(load_image(path))
-                except Exception as exc:  # a bad picture must not stop a long indexing run
-                    report.image_errors.append(f"{eid}: {exc}")
-            if images:
-                mean = encoder.encode(images).mean(axis=0)
-                vectors.append(mean / (np.linalg.norm(mean) or 1.0))
-                kept.append(eid)
-        return kept, np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
-
-    @staticmethod
-    def _embed_faces(ids: list[str], wanted, encoder, report: IndexReport) -> tuple[list[str], np.ndarray]:
-        """Mean face descriptor of each entity's portraits; a portrait without a face is reported."""
+    def _embed_pictures(ids: list[str], wanted, encoder, report: IndexReport, *,
+                        normalise: bool) -> tuple[list[str], np.ndarray]:
+        """Mean embedding of each entity's pictures; an unreadable picture, or one in which the encoder
+        finds nothing (a portrait without a face), is reported, not fatal."""
         from vplink.retrieval.images import load_image
 
         kept, vectors = [], []
@@ -335,16 +317,17 @@ class KBStore:
             found = []
             for path in wanted[eid][1].image:
                 try:
-                    descriptor = encoder.encode([load_image(path)])[0]
+                    vector = encoder.encode([load_image(path)])[0]
                 except Exception as exc:  # a bad picture must not stop a long indexing run
                     report.image_errors.append(f"{eid}: {exc}")
                     continue
-                if descriptor is None:
+                if vector is None:
                     report.image_errors.append(f"{eid}: no face found in {path}")
                 else:
-                    found.append(descriptor)
+                    found.append(np.asarray(vector, dtype=np.float32))
             if found:
-                vectors.append(np.mean(found, axis=0))
+                mean = np.mean(found, axis=0)
+                vectors.append(mean / (np.linalg.norm(mean) or 1.0) if normalise else mean)
                 kept.append(eid)
         return kept, np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
 
