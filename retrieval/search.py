@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
+from itertools import chain, repeat
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vplink.retrieval.dates import date_consistency, lifespan, text_years
+from vplink.retrieval.dates import date_consistency_many, life_window, lifespan, text_years
 from vplink.retrieval.lexical import LexicalIndex
 from vplink.retrieval.records import Entity
 from vplink.retrieval.store import IMAGE_VIEW, KBStore
@@ -90,38 +91,55 @@ def _channel_weight(weights: dict[str, float], channel: str) -> float:
     return weights.get(channel, weights.get(channel.split("#")[0], 0.0))
 
 
-def _hits(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, ViewHit]]:
-    hits: dict[str, dict[str, ViewHit]] = defaultdict(dict)
-    for channel, ranking in rankings.items():
-        for rank, (eid, score) in enumerate(ranking, start=1):
-            hits[eid][channel] = ViewHit(rank=rank, score=round(float(score), 6))
-    return hits
+class ChannelMatrix:
+    """One query's channel rankings as arrays: a row per candidate, a column per channel."""
 
+    def __init__(self, rankings: dict[str, list[tuple[str, float]]]) -> None:
+        self.channels = list(rankings)
+        # zip/map/chain keep the per-candidate work in C: a query has a few hundred (channel, candidate) pairs.
+        columns = [tuple(zip(*ranking)) or ((), ()) for ranking in rankings.values()]
+        self.ids = list(dict.fromkeys(chain.from_iterable(ids for ids, _ in columns)))
+        row = dict(zip(self.ids, range(len(self.ids))))
+        self.ranks = np.zeros((len(self.ids), len(self.channels)), dtype=np.int64)  # 0: not returned
+        self.scores = np.zeros((len(self.ids), len(self.channels)), dtype=np.float64)
+        self.floors = np.zeros(len(self.channels), dtype=np.float64)
+        for j, (channel, (ids, values)) in enumerate(zip(self.channels, columns)):
+            if not ids:
+                continue
+            rows = np.fromiter(map(row.__getitem__, ids), dtype=np.intp, count=len(ids))
+            scores = np.asarray(values, dtype=np.float64)
+            self.ranks[rows, j] = np.arange(1, len(ids) + 1)
+            self.scores[rows, j] = scores
+            # A dense channel's floor is its lowest returned similarity; lexical and dates mean "no evidence": 0.
+            if not channel.split("#")[0].endswith(ZERO_FLOOR):
+                self.floors[j] = scores.min()
 
-def reciprocal_rank_fusion(rankings: dict[str, list[tuple[str, float]]], weights: dict[str, float],
-                           rrf_k: float) -> dict[str, tuple[float, dict[str, ViewHit]]]:
-    """Fuse ranked lists: score(e) = Σ_channel weight / (rrf_k + rank); rank starts at 1."""
-    fused: dict[str, float] = defaultdict(float)
-    for channel, ranking in rankings.items():
-        weight = _channel_weight(weights, channel)
-        for rank, (eid, _) in enumerate(ranking, start=1):
-            if weight > 0:
-                fused[eid] += weight / (rrf_k + rank)
-    hits = _hits(rankings)
-    return {eid: (fused[eid], hits[eid]) for eid in fused}
+    def fuse(self, weights: dict[str, float], method: str = "score", rrf_k: float = 60.0) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+        """Fused scores and the rows they belong to: candidates found by at least one weighted channel."""
+        w = np.array([_channel_weight(weights, c) for c in self.channels], dtype=np.float64)
+        w = np.where(w > 0, w, 0.0)
+        present = self.ranks > 0
+        rows = np.flatnonzero(present[:, w > 0].any(axis=1))
+        if method == "rrf":
+            contrib = np.where(present, 1.0 / (rrf_k + np.maximum(self.ranks, 1)), 0.0)
+        else:
+            contrib = np.where(present, self.scores, self.floors)
+        return (contrib[rows] @ w), rows
 
+    def top(self, weights: dict[str, float], k: int, method: str = "score", rrf_k: float = 60.0) -> list[Candidate]:
+        """The k best fused candidates, ties broken by id, each with its per-channel ranks and scores."""
+        fused, rows = self.fuse(weights, method, rrf_k)
+        if not len(rows):
+            return []
+        ids = np.array(self.ids, dtype=object)[rows]
+        order = np.lexsort((ids.astype(str), -fused))[:k]
+        return [Candidate(id=ids[i], score=round(float(fused[i]), 6), hits=self.hits(int(rows[i]))) for i in order]
 
-def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
-                          weights: dict[str, float]) -> dict[str, tuple[float, dict[str, ViewHit]]]:
-    """Fuse by Σ_channel weight × similarity; a candidate missing from a channel gets its floor."""
-    hits = _hits(rankings)
-    channels = [(c, _channel_weight(weights, c), r) for c, r in rankings.items() if _channel_weight(weights, c) > 0]
-    floors = {c: 0.0 if c.split("#")[0].endswith(ZERO_FLOOR) else min((s for _, s in r), default=0.0)
-              for c, _, r in channels}
-    fused = {}
-    for eid in {eid for _, _, r in channels for eid, _ in r}:
-        fused[eid] = sum(w * (hits[eid][c].score if c in hits[eid] else floors[c]) for c, w, _ in channels)
-    return {eid: (score, hits[eid]) for eid, score in fused.items()}
+    def hits(self, row: int) -> dict[str, ViewHit]:
+        """Where each channel ranked the candidate of one row."""
+        ranks, scores = self.ranks[row].tolist(), self.scores[row].tolist()
+        return {c: ViewHit(rank=r, score=round(s, 6)) for c, r, s in zip(self.channels, ranks, scores) if r}
 
 
 class MultiViewRetriever:
@@ -145,20 +163,33 @@ class MultiViewRetriever:
         return {eid: span for eid, span in spans.items() if span != (None, None)}
 
     @cached_property
+    def _windows(self) -> dict[str, tuple[int, int]]:
+        return {eid: life_window(span) for eid, span in self.lifespans.items()}
+
+    @cached_property
     def _catalogue(self) -> list[Entity]:
         return list(self.store.iter_entities())
+
+    @cached_property
+    def _entities(self) -> dict[str, Entity]:
+        # The catalogue is read once for the lexical index anyway; looking candidates up here spares a
+        # Chroma read and a JSON decode per candidate on every search.
+        return {e.id: e for e in self._catalogue}
 
     def add_date_channel(self, queries: Sequence[QueryViews], rankings: list[dict[str, list[tuple[str, float]]]]
                          ) -> None:
         """Add the temporal-consistency channel: every candidate found so far, scored by its life span
         against the years of the query's context (see :mod:`vplink.retrieval.dates`)."""
+        unknown = (np.nan, np.nan)
         for query, per_query in zip(queries, rankings):
             years = text_years(query.context)
             if not years:
                 continue
-            found = dict.fromkeys(eid for ranking in per_query.values() for eid, _ in ranking)
-            scored = [(eid, date_consistency(years, self.lifespans.get(eid, (None, None)))) for eid in found]
-            per_query[DATES_CHANNEL] = sorted(scored, key=lambda item: -item[1])
+            found = list(dict.fromkeys(chain.from_iterable(next(zip(*r), ()) for r in per_query.values())))
+            windows = np.array(list(map(self._windows.get, found, repeat(unknown, len(found)))), dtype=np.float64)
+            scores = date_consistency_many(years, *windows.reshape(-1, 2).T)
+            order = np.argsort(-scores, kind="stable")  # stable: ties keep the order channels found them in
+            per_query[DATES_CHANNEL] = [(found[i], float(scores[i])) for i in order]
 
     def search(self, query: QueryViews, k: int = 20) -> list[Candidate]:
         """The top-k fused candidates of one query."""
@@ -166,23 +197,11 @@ class MultiViewRetriever:
 
     def search_batch(self, queries: Sequence[QueryViews], k: int = 20) -> list[list[Candidate]]:
         """The top-k fused candidates of each query; encoders and Chroma are called once per view."""
-        rankings = self.channel_rankings(queries)
-        results = []
-        for per_query in rankings:
-            weights = self._weights_with_decay(per_query)
-            fused = self.fuse(per_query, weights)
-            top = sorted(fused.items(), key=lambda item: (-item[1][0], item[0]))[:k]
-            results.append([Candidate(id=eid, score=round(score, 6), hits=hits) for eid, (score, hits) in top])
+        results = [ChannelMatrix(per_query).top(self._weights_with_decay(per_query), k, self.config.method,
+                                                self.config.rrf_k)
+                   for per_query in self.channel_rankings(queries)]
         self._attach_entities(results)
         return results
-
-    def fuse(self, rankings: dict[str, list[tuple[str, float]]],
-             weights: dict[str, float] | None = None) -> dict[str, tuple[float, dict[str, ViewHit]]]:
-        """Fuse one query's channel rankings with the configured method."""
-        weights = weights if weights is not None else self.config.weights
-        if self.config.method == "rrf":
-            return reciprocal_rank_fusion(rankings, weights, self.config.rrf_k)
-        return weighted_score_fusion(rankings, weights)
 
     def _weights_with_decay(self, per_query: dict[str, list]) -> dict[str, float]:
         weights = dict(self.config.weights)
@@ -219,13 +238,14 @@ class MultiViewRetriever:
                 found = self.store.query(target, vectors[[row[job[3]] for job in jobs]], depth, self.text_encoder.name)
                 for (i, channel, _, _), ranking in zip(jobs, found):
                     out[i][channel] = ranking
-        # Lexical channels: the mention and each name guess against names and aliases.
-        for i, q in enumerate(queries):
-            if q.mention and "mention>lexical" in active:
-                out[i]["mention>lexical"] = self.lexical.search(q.mention, depth)
-            if "names>lexical" in active:
-                for g, guess in enumerate(q.names[:5]):
-                    out[i][f"names>lexical#{g}"] = self.lexical.search(guess, depth)
+        # Lexical channels: the mention and each name guess against names and aliases, one batch for all.
+        lexical_jobs = [(i, "mention>lexical", q.mention) for i, q in enumerate(queries)
+                        if q.mention and "mention>lexical" in active]
+        if "names>lexical" in active:
+            lexical_jobs += [(i, f"names>lexical#{g}", guess) for i, q in enumerate(queries)
+                             for g, guess in enumerate(q.names[:5])]
+        for (i, channel, _), ranking in zip(lexical_jobs, self.lexical.search_many([j[2] for j in lexical_jobs], depth)):
+            out[i][channel] = ranking
         # The image channel: the crop against entity images, when both sides have images.
         with_images = [i for i, q in enumerate(queries) if q.image is not None]
         if with_images and self.image_encoder is not None and "image>image" in active \
@@ -238,7 +258,10 @@ class MultiViewRetriever:
         return out
 
     def _attach_entities(self, results: list[list[Candidate]]) -> None:
-        entities = self.store.get_entities([c.id for cands in results for c in cands])
+        entities = self._entities
+        missing = [c.id for cands in results for c in cands if c.id not in entities]
+        if missing:  # added to the store after the catalogue was read
+            entities = {**entities, **self.store.get_entities(missing)}
         for cands in results:
             for cand in cands:
                 cand.entity = entities.get(cand.id)

@@ -21,6 +21,11 @@ IMAGE_VIEW = "image"
 VIEWS = (*TEXT_VIEWS, IMAGE_VIEW)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
+# Texts embedded per encode call while indexing: big enough that length-sorted batches pad little and the
+# encoder runs without pauses, small enough that an interrupted run loses little (each chunk is upserted at once).
+ENCODE_CHUNK = 8192
+# What a store that recorded no backend was built with (every store before backends existed).
+LEGACY_BACKEND = "torch"
 
 
 @dataclass
@@ -78,10 +83,12 @@ class KBStore:
         """The Chroma collection that holds one view."""
         return f"{self.prefix}-{view}"
 
-    def _collection(self, view: str, *, create_for: str | None = None, spec: str | None = None):
+    def _collection(self, view: str, *, create_for: str | None = None, spec: str | None = None,
+                    backend: str | None = None):
         """The collection of a view; ``create_for`` (an encoder fingerprint) creates it if missing.
 
-        ``spec`` is how to load that encoder again (a model folder or an image-encoder spec).
+        ``spec`` is how to load that encoder again (a model folder or an image-encoder spec), ``backend``
+        what ran it (torch, onnx, onnx-int8), so queries are encoded the same way.
         """
         if view in self._collections:
             return self._collections[view]
@@ -97,7 +104,8 @@ class KBStore:
             col = self.client.create_collection(name, embedding_function=None,
                                                 configuration={"hnsw": {"space": "cosine"}},
                                                 metadata={"encoder": create_for, "view": view,
-                                                          "spec": spec or ""})
+                                                          "spec": spec or "",
+                                                          **({"backend": backend} if backend else {})})
         self._collections[view] = col
         return col
 
@@ -114,6 +122,11 @@ class KBStore:
         """How to load the encoder that built a view again, as recorded at indexing time."""
         col = self._collection(view)
         return None if col is None else (col.metadata or {}).get("spec") or None
+
+    def backend_of(self, view: str) -> str | None:
+        """The text backend (torch, onnx, onnx-int8) that built a view; None if the view is absent."""
+        col = self._collection(view)
+        return None if col is None else (col.metadata or {}).get("backend", LEGACY_BACKEND)
 
     def check_encoder(self, view: str, encoder_name: str) -> None:
         """Refuse vectors from another encoder than the one that built the view."""
@@ -136,8 +149,8 @@ class KBStore:
               rebuild: bool = False, progress: bool = True) -> IndexReport:
         """Embed and upsert entities into every view, skipping unchanged ones and deleting removed ones.
 
-        Each batch is written as soon as it is embedded, so an interrupted run resumes where it
-        stopped: the next run finds those entities unchanged.
+        Each chunk of texts is written as soon as it is embedded, so an interrupted run resumes where
+        it stopped: the next run finds those entities unchanged.
         """
         report = IndexReport()
         if rebuild:
@@ -160,7 +173,13 @@ class KBStore:
             raise EncoderMismatchError(
                 f"the '{view}' view of {self.location} was built with {(existing.metadata or {}).get('encoder')}, "
                 f"not {encoder.name}. Fix: pass the same model, or `--rebuild` to re-embed everything")
-        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None))
+        backend = getattr(encoder, "backend", None)
+        if existing is not None and backend and (existing.metadata or {}).get("backend", LEGACY_BACKEND) != backend:
+            raise EncoderMismatchError(
+                f"the '{view}' view of {self.location} was embedded with the "
+                f"{(existing.metadata or {}).get('backend', LEGACY_BACKEND)} backend, not {backend}: mixing them "
+                "would put slightly different vectors in one index. Fix: pass that --text-backend, or `--rebuild`")
+        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None), backend=backend)
         stored = self._stored_hashes(col)
         hashes = {eid: _hash(view, content, entity) for eid, (content, entity) in wanted.items()}
         todo = [eid for eid in wanted if stored.get(eid) != hashes[eid]]
@@ -172,18 +191,28 @@ class KBStore:
         for start in range(0, len(removed), batch_size):
             col.delete(ids=removed[start:start + batch_size])
         bar = tqdm(total=len(todo), desc=f"index {view}", unit="entity", disable=not progress or not todo)
-        for start in range(0, len(todo), batch_size):
-            ids = todo[start:start + batch_size]
-            if view == IMAGE_VIEW:
-                ids, vectors = self._embed_images(ids, wanted, encoder, report)
-            else:
-                vectors = encoder.encode([wanted[eid][0] for eid in ids])
-            if ids:
-                col.upsert(ids=ids, embeddings=vectors,
-                           documents=[_document(view, wanted[eid]) for eid in ids],
-                           metadatas=[_metadata(wanted[eid][1], hashes[eid]) for eid in ids])
-            bar.update(len(todo[start:start + batch_size]))
+        if view == IMAGE_VIEW:
+            for start in range(0, len(todo), batch_size):
+                ids, vectors = self._embed_images(todo[start:start + batch_size], wanted, encoder, report)
+                self._upsert(col, view, ids, vectors, wanted, hashes)
+                bar.update(len(todo[start:start + batch_size]))
+        else:
+            # Longest texts first across the whole view: every batch the encoder forms pads to similar lengths.
+            todo.sort(key=lambda eid: -len(wanted[eid][0]))
+            for chunk_start in range(0, len(todo), ENCODE_CHUNK):
+                chunk = todo[chunk_start:chunk_start + ENCODE_CHUNK]
+                vectors = encoder.encode([wanted[eid][0] for eid in chunk])
+                for start in range(0, len(chunk), batch_size):
+                    ids = chunk[start:start + batch_size]
+                    self._upsert(col, view, ids, vectors[start:start + batch_size], wanted, hashes)
+                    bar.update(len(ids))
         bar.close()
+
+    @staticmethod
+    def _upsert(col, view: str, ids: list[str], vectors: np.ndarray, wanted, hashes: dict[str, str]) -> None:
+        if ids:
+            col.upsert(ids=ids, embeddings=vectors, documents=[_document(view, wanted[eid]) for eid in ids],
+                       metadatas=[_metadata(wanted[eid][1], hashes[eid]) for eid in ids])
 
     @staticmethod
     def _embed_images(ids: list[str], wanted, encoder, report: IndexReport) -> tuple[list[str], np.ndarray]:

@@ -21,6 +21,9 @@ def index(
     store: Annotated[Optional[Path], typer.Option(help="Folder of the embedded Chroma store")] = None,
     chroma_url: Annotated[Optional[str], typer.Option(help="A Chroma server instead, e.g. http://127.0.0.1:8000")] = None,
     text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder")] = None,
+    text_backend: Annotated[Optional[str], typer.Option(
+        help="torch (GPU), onnx (CPU, same vectors) or onnx-int8 (fastest CPU); default: onnx on a CPU, "
+             "or $VPLINK_TEXT_BACKEND")] = None,
     image_encoder: Annotated[str, typer.Option(help="efficientnet-lite0, clip:/path/to/clip, or none")] = "efficientnet-lite0",
     skip_invalid: Annotated[bool, typer.Option(help="Index the valid lines and report the others")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the store's views and re-embed everything")] = False,
@@ -42,7 +45,8 @@ def index(
 
         images = load_image_encoder(image_encoder)
     started = time.perf_counter()
-    report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model), images,
+    report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model, backend=text_backend),
+                                                      images,
                                                       batch_size=batch_size, rebuild=rebuild)
     console.print(report.summary())
     for problem in report.image_errors:

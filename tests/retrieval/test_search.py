@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from vplink.retrieval.search import FusionConfig, MultiViewRetriever, QueryViews, reciprocal_rank_fusion
+import pytest
+
+from vplink.retrieval.search import ChannelMatrix, FusionConfig, MultiViewRetriever, QueryViews
 
 
 def test_rrf_matches_hand_computation() -> None:
-    fused = reciprocal_rank_fusion({"a": [("x", 0.9), ("y", 0.5)], "b": [("y", 0.8)]},
-                                   {"a": 1.0, "b": 2.0}, rrf_k=10)
-    assert abs(fused["x"][0] - 1 / 11) < 1e-12
-    assert abs(fused["y"][0] - (1 / 12 + 2 / 11)) < 1e-12
-    assert fused["y"][1]["b"].rank == 1 and fused["y"][1]["a"].rank == 2
+    matrix = ChannelMatrix({"a": [("x", 0.9), ("y", 0.5)], "b": [("y", 0.8)]})
+    y, x = matrix.top({"a": 1.0, "b": 2.0}, k=5, method="rrf", rrf_k=10)
+    assert (y.id, x.id) == ("y", "x")
+    assert abs(x.score - 1 / 11) < 1e-6
+    assert abs(y.score - (1 / 12 + 2 / 11)) < 1e-6
+    assert y.hits["b"].rank == 1 and y.hits["a"].rank == 2 and "b" not in x.hits
+
+
+def test_score_fusion_uses_floors_and_breaks_ties_by_id() -> None:
+    rankings = {"context>name": [("q1", 0.9), ("q2", 0.5)], "mention>lexical": [("q3", 1.0), ("q2", 0.4)],
+                "mention>name": [("q9", 0.99)]}  # weight 0: its candidate is not fused
+    top = ChannelMatrix(rankings).top({"context>name": 1.0, "mention>lexical": 1.0}, k=10)
+    # q1: 0.9 + 0 (lexical floor); q2: 0.5 + 0.4; q3: 0.5 (dense floor = lowest returned) + 1.0
+    assert [(c.id, c.score) for c in top] == [("q3", 1.5), ("q1", 0.9), ("q2", 0.9)]
+    assert ChannelMatrix({"a": [("z", 0.5), ("b", 0.5)]}).top({"a": 1.0}, k=1)[0].id == "b"
 
 
 def test_dev_slice_recall(small_store, text_encoder, dev_slice) -> None:
@@ -52,3 +64,15 @@ def test_dates_channel_scores_candidates_by_life_span(small_store, text_encoder)
     [dead] = retriever.channel_rankings([QueryViews(context=f"{entity.name} in {death + 30}")])
     assert dict(alive["context>dates"])[entity.id] == 1.0
     assert dict(dead["context>dates"])[entity.id] == -1.0
+
+
+def test_batched_search_ranks_as_single_searches(small_store, text_encoder, dev_slice) -> None:
+    retriever = MultiViewRetriever(small_store, text_encoder)
+    queries = [QueryViews(mention=row["mention"], context=row["text"]) for row in dev_slice[:24]]
+    queries.append(QueryViews(names=[dev_slice[0]["mention"], "Nobody Atall"], description=dev_slice[1]["text"]))
+    batched = retriever.search_batch(queries, k=10)
+    for query, together in zip(queries, batched):
+        alone = retriever.search(query, k=10)
+        assert [c.id for c in alone] == [c.id for c in together]
+        assert [c.score for c in alone] == pytest.approx([c.score for c in together], abs=1e-5)
+        assert [sorted(c.hits) for c in alone] == [sorted(c.hits) for c in together]
