@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cached_property
 from itertools import chain, repeat
@@ -85,6 +86,8 @@ LEXICAL_SUFFIX = ">lexical"
 DATES_CHANNEL = "context>dates"
 # Channels whose absence means "no evidence" (score 0), not "below the last hit".
 ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL)
+# Query texts whose embeddings are kept between searches (least recently used dropped first).
+QUERY_CACHE_SIZE = 4096
 
 
 def _channel_weight(weights: dict[str, float], channel: str) -> float:
@@ -148,6 +151,7 @@ class MultiViewRetriever:
     def __init__(self, store: KBStore, text_encoder, *, image_encoder=None, config: FusionConfig | None = None) -> None:
         self.store = store
         self.text_encoder = text_encoder
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self.image_encoder = image_encoder
         self.config = config or FusionConfig()
 
@@ -229,7 +233,7 @@ class MultiViewRetriever:
                     text_jobs.append((i, f"names>name#{g}", "name", guess))
         if text_jobs:
             unique = list(dict.fromkeys(job[3] for job in text_jobs))
-            vectors = self.text_encoder.encode(unique)
+            vectors = self.embed_queries(unique)
             row = {text: n for n, text in enumerate(unique)}
             for target in ("name", "description"):
                 jobs = [job for job in text_jobs if job[2] == target]
@@ -256,6 +260,20 @@ class MultiViewRetriever:
         if DATES_CHANNEL in active:
             self.add_date_channel(queries, out)
         return out
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of query texts; recently embedded ones come from a small cache (the agent searches again
+        with the same caption after `describe`, and a caption serves the name and description channels)."""
+        cache = self._query_vectors
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            cache.update(zip(missing, self.text_encoder.encode(missing)))
+        for text in texts:
+            cache.move_to_end(text)
+        vectors = np.stack([cache[t] for t in texts])
+        while len(cache) > QUERY_CACHE_SIZE:
+            cache.popitem(last=False)
+        return vectors
 
     def _attach_entities(self, results: list[list[Candidate]]) -> None:
         entities = self._entities
