@@ -22,8 +22,8 @@ def index(
     chroma_url: Annotated[Optional[str], typer.Option(help="A Chroma server instead, e.g. http://127.0.0.1:8000")] = None,
     text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder")] = None,
     text_backend: Annotated[Optional[str], typer.Option(
-        help="torch (GPU), onnx (CPU, same vectors) or onnx-int8 (fastest CPU); default on a CPU: onnx-int8 "
-             "for the packaged model, onnx for others ($VPLINK_TEXT_BACKEND overrides)")] = None,
+        help="torch (GPU), onnx (CPU, same vectors; the CPU default) or onnx-int8 (fastest, a little less "
+             "accurate); $VPLINK_TEXT_BACKEND sets the default")] = None,
     image_encoder: Annotated[str, typer.Option(help="efficientnet-lite0, clip:/path/to/clip, or none")] = "efficientnet-lite0",
     skip_invalid: Annotated[bool, typer.Option(help="Index the valid lines and report the others")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the store's views and re-embed everything")] = False,

@@ -84,12 +84,10 @@ def test_store_records_its_backend_and_queries_follow_it(tmp_path: Path, small_k
     assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
 
 
-def test_default_backend_is_int8_only_for_the_measured_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from vplink.retrieval.text_encoder import TEXT_BACKEND_ENV, default_backend, packaged_model_path
+def test_default_backend_follows_the_device_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vplink.retrieval.text_encoder import TEXT_BACKEND_ENV, default_backend
 
     monkeypatch.delenv(TEXT_BACKEND_ENV, raising=False)
-    assert default_backend("cpu", packaged_model_path()) == "onnx-int8"
-    assert default_backend("cpu", tmp_path) == "onnx"
-    assert default_backend("cuda", packaged_model_path()) == "torch"
-    monkeypatch.setenv(TEXT_BACKEND_ENV, "torch")
-    assert default_backend("cpu", packaged_model_path()) == "torch"
+    assert default_backend("cpu") == "onnx" and default_backend("cuda") == "torch"
+    monkeypatch.setenv(TEXT_BACKEND_ENV, "onnx-int8")
+    assert default_backend("cpu") == "onnx-int8"
