@@ -146,7 +146,7 @@ class KBStore:
     # ----------------------------------------------------------------- indexing
 
     def index(self, entities: Sequence[Entity], text_encoder, image_encoder=None, *, batch_size: int = 256,
-              rebuild: bool = False, progress: bool = True) -> IndexReport:
+              rebuild: bool = False, progress: bool = True, encode_chunk: int = ENCODE_CHUNK) -> IndexReport:
         """Embed and upsert entities into every view, skipping unchanged ones and deleting removed ones.
 
         Each chunk of texts is written as soon as it is embedded, so an interrupted run resumes where
@@ -163,11 +163,11 @@ class KBStore:
             with_images = {e.id: (_image_key(e), e) for e in entities if e.image}
             plans.append((IMAGE_VIEW, image_encoder, with_images))
         for view, encoder, wanted in plans:
-            self._sync_view(view, encoder, wanted, batch_size, progress, report)
+            self._sync_view(view, encoder, wanted, batch_size, progress, report, encode_chunk)
         return report
 
     def _sync_view(self, view: str, encoder, wanted: dict[str, tuple[str, Entity]], batch_size: int,
-                   progress: bool, report: IndexReport) -> None:
+                   progress: bool, report: IndexReport, encode_chunk: int = ENCODE_CHUNK) -> None:
         existing = self._collection(view)
         if existing is not None and (existing.metadata or {}).get("encoder") != encoder.name:
             raise EncoderMismatchError(
@@ -199,8 +199,8 @@ class KBStore:
         else:
             # Longest texts first across the whole view: every batch the encoder forms pads to similar lengths.
             todo.sort(key=lambda eid: -len(wanted[eid][0]))
-            for chunk_start in range(0, len(todo), ENCODE_CHUNK):
-                chunk = todo[chunk_start:chunk_start + ENCODE_CHUNK]
+            for chunk_start in range(0, len(todo), encode_chunk):
+                chunk = todo[chunk_start:chunk_start + encode_chunk]
                 vectors = encoder.encode([wanted[eid][0] for eid in chunk])
                 for start in range(0, len(chunk), batch_size):
                     ids = chunk[start:start + batch_size]
