@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
-    from vplink.agent.state import LinkResult
+# The views take a `vplink.agent.state.LinkResult` as `result: Any`: state imports this module for
+# `LinkResult._repr_html_`, so importing state here (even for types) would close an import cycle.
 
 #: The marked picture is shown at most this wide (px); a wider one is downscaled so notebooks stay light.
 PICTURE_WIDTH = 560
@@ -116,7 +117,7 @@ def guarded(build: Callable[[], str], what: str) -> str:
 # --------------------------------------------------------------------------------------- the result
 
 
-def link_result_html(result: LinkResult, *, top: int = TOP_CANDIDATES) -> str:
+def link_result_html(result: Any, *, top: int = TOP_CANDIDATES) -> str:
     """A self-contained HTML view of a :class:`LinkResult` for notebooks and reports."""
     sections = [
         guarded(lambda: _header(result), "The answer"),
@@ -129,7 +130,7 @@ def link_result_html(result: LinkResult, *, top: int = TOP_CANDIDATES) -> str:
     return STYLE + '<div class="vplink">' + "".join(sections) + "</div>"
 
 
-def _header(result: LinkResult) -> str:
+def _header(result: Any) -> str:
     best = result.top
     if result.nil:
         answer = "NIL: not in the knowledge base"
@@ -152,7 +153,7 @@ def _header(result: LinkResult) -> str:
             f'<div class="vp-query">{" · ".join(parts)}</div>')
 
 
-def _pictures(result: LinkResult) -> str:
+def _pictures(result: Any) -> str:
     query = result.query
     if not query.image:
         return note("No picture: this query is text only.")
@@ -218,7 +219,7 @@ def _draw_faces(image: Image.Image, faces: dict[str, Any], scale: float) -> int:
     return len(boxes)
 
 
-def _model(result: LinkResult) -> str:
+def _model(result: Any) -> str:
     parts = ["<h4>The model</h4>"]
     description, judgement = result.description, result.judgement
     if not result.used_model and description is None:
@@ -247,7 +248,7 @@ def _model(result: LinkResult) -> str:
     return "".join(parts)
 
 
-def _candidates(result: LinkResult, top: int) -> str:
+def _candidates(result: Any, top: int) -> str:
     ranking = result.ranking[:top]
     head = f"<h4>Top {len(ranking)} of {len(result.ranking)} candidates</h4>"
     if not ranking:
@@ -284,7 +285,7 @@ def _candidates(result: LinkResult, top: int) -> str:
     return head + table(headers, rows, numeric=numeric, row_classes=classes) + legend
 
 
-def _evidence(result: LinkResult) -> str:
+def _evidence(result: Any) -> str:
     evidence = result.evidence
     parts = ["<h4>Evidence found</h4>"]
     if not evidence:
@@ -323,12 +324,11 @@ def _evidence_rows(evidence: dict[str, Any]) -> list[list[str]]:
                         for item in labels.get("labels") or [])
         rows.append(["object labels", (chips or "none")
                      + ' <span class="vp-muted">(ImageNet classes: there is no “person”)</span>'])
-    names = evidence.get("caption_names")
-    if names:
-        listed = ", ".join(f"{i}. {esc(n)}" for i, n in enumerate(names, 1))
-        guess = evidence.get("position_guess")
-        extra = f"; by the marked face's place: <b>{esc(guess)}</b>" if guess else ""
-        rows.append(["KB names in the text", listed + extra])
+    alignment = evidence.get("alignment") or {}
+    if alignment.get("spans"):
+        listed = ", ".join(f"{i}. {esc(n)} <span class='vp-muted'>({p:.0%})</span>" for i, (n, p) in
+                           enumerate(zip(alignment["spans"], alignment.get("probabilities") or []), 1))
+        rows.append(["people in the text", listed + f'<br><span class="vp-muted">{esc(alignment.get("reason"))}</span>'])
     runs = evidence.get("runs") or []
     if runs:
         cells = []
@@ -357,7 +357,7 @@ def _faces_cell(faces: dict[str, Any]) -> str:
                                 numeric=[2, 3])
 
 
-def _timings(result: LinkResult) -> str:
+def _timings(result: Any) -> str:
     parts = []
     if result.notes:
         parts.append("<h4>Notes</h4><ul>" + "".join(f"<li>{esc(n)}</li>" for n in result.notes) + "</ul>")

@@ -1,4 +1,4 @@
-"""The LangGraph workflow: prepare → describe → retrieve → rerank → (reflect) → decide.
+"""The LangGraph workflow: prepare → (describe) → retrieve → rerank → (reflect) → decide.
 
 The graph is the only place that knows the order of the steps.
 """
@@ -21,7 +21,9 @@ def build_graph(nodes: LinkerNodes, checkpointer=None):
     graph.add_node("reflect", nodes.reflect)
     graph.add_node("decide", nodes.decide)
     graph.add_edge(START, "prepare")
-    graph.add_edge("prepare", "describe")
+    # Routing: the model is asked only when the evidence leaves the answer open (see needs_model).
+    graph.add_conditional_edges("prepare", lambda s: "describe" if nodes.needs_model(s) else "retrieve",
+                                {"describe": "describe", "retrieve": "retrieve"})
     graph.add_edge("describe", "retrieve")
     graph.add_edge("retrieve", "rerank")
     # Close calls go to the model once more; `reflections` in the state bounds the loop.

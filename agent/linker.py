@@ -12,11 +12,15 @@ from vplink.agent.display import MermaidText
 from vplink.agent.graph import build_graph
 from vplink.agent.llm_client import LLMClient, LLMConfig
 from vplink.agent.nodes import LinkerConfig, LinkerNodes
-from vplink.agent.query import LinkQuery
 from vplink.agent.reranker import Reranker, RetrievalScoreReranker
 from vplink.agent.state import LinkResult, LinkState
+from vplink.core.records import LinkQuery
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever
+
+
+#: The name :meth:`Linker.stream_query` gives its last item, the finished :class:`LinkResult`.
+RESULT = "result"
 
 
 class Linker:
@@ -37,15 +41,23 @@ class Linker:
     def open(cls, store: str | Path, *, llm_url: str | None = None, llm_model: str | None = None,
              vision: bool = False, reranker: Reranker | None = None, config: LinkerConfig | None = None,
              checkpoint: str | Path | None = None, text_model: str | Path | None = None,
-             image_encoder: str | None = None, llm_config: LLMConfig | None = None) -> Linker:
-        """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given."""
+             image_encoder: str | None = None, llm_config: LLMConfig | None = None,
+             prefix: str | None = None, llm_timeout: float | None = None) -> Linker:
+        """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given.
+
+        ``llm_timeout`` bounds each model request in seconds; the server is asked for its models at once
+        (a few seconds at most), so a wrong URL or a server that does not answer fails here, not mid-run.
+        """
         config = config or LinkerConfig()
         image = image_encoder if config.image_retrieval else "none"
-        retriever = open_retriever(store, text_model=text_model, image_encoder=image)
+        retriever = open_retriever(store, text_model=text_model, image_encoder=image, prefix=prefix)
         llm = None
         if llm_config is not None or llm_url:
-            llm = LLMClient(llm_config or LLMConfig(url=llm_url, model=llm_model, vision=vision))
-            _ = llm.model  # fail now, with the fix, when no server answers at that URL
+            llm_config = llm_config or LLMConfig(url=llm_url, model=llm_model, vision=vision)
+            if llm_timeout:
+                llm_config = llm_config.model_copy(update={"timeout_s": float(llm_timeout)})
+            llm = LLMClient(llm_config)
+            llm.check()  # fail now, with the fix, when no server (or not this model) answers at that URL
         return cls(retriever, llm=llm, reranker=reranker, config=config, checkpoint=checkpoint)
 
     # ------------------------------------------------------------------ linking
@@ -89,9 +101,20 @@ class Linker:
     def stream(self, image: str | Path | None = None, *, box: Sequence[float] | str | None = None,
                text: str | None = None, mention: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(node, update)`` as each step finishes."""
-        query = _query(image, box, text, mention, None)
-        for chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}}, stream_mode="updates"):
-            yield from chunk.items()
+        for node, update in self.stream_query(_query(image, box, text, mention, None)):
+            if node != RESULT:
+                yield node, update
+
+    def stream_query(self, query: LinkQuery) -> Iterator[tuple[str, Any]]:
+        """Yield ``(node, update)`` as each step finishes, then ``(RESULT, LinkResult)`` of the whole run."""
+        state = None
+        for mode, chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}},
+                                             stream_mode=["updates", "values"]):
+            if mode == "values":
+                state = chunk  # the merged state after each step: the reducers' own result, not ours
+            else:
+                yield from chunk.items()
+        yield RESULT, to_result(state)
 
     def mermaid(self) -> MermaidText:
         """The workflow as Mermaid text (drawn locally, no web service); a notebook draws it as a diagram."""
@@ -128,6 +151,7 @@ def to_result(state: LinkState) -> LinkResult:
     """The user-facing result of a finished workflow state."""
     return LinkResult(query=state["query"], ranking=state.get("ranking") or [], nil=bool(state.get("nil")),
                       description=state.get("description"), judgement=state.get("judgement"),
+                      choice=state.get("choice"),
                       evidence=state.get("evidence"), evidence_text=state.get("evidence_text", ""),
                       used_model=state.get("used_model"), notes=list(state.get("notes") or []),
                       timings_ms=dict(state.get("timings_ms") or {}))

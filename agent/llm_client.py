@@ -1,20 +1,28 @@
-"""A client for an OpenAI-compatible (vLLM) server that returns pydantic objects via guided JSON decoding."""
+"""A client for an OpenAI-compatible (vLLM) server that returns pydantic objects via guided JSON decoding.
+
+Transport (timeouts, retries with backoff on 429/5xx/connection errors, sync and async) is the
+``openai`` library's; this module adds the schema, the repair of cut-off answers and clear errors.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
+import openai
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
+from vplink.core.settings import settings
 
 T = TypeVar("T", bound=BaseModel)
 Message = dict[str, Any]
@@ -32,6 +40,14 @@ class LLMUnavailableError(LLMError):
 
 class LLMTimeoutError(LLMError):
     """The model server did not answer within the timeout."""
+
+
+class LLMConfigError(LLMError):
+    """The client's settings cannot work (e.g. a server URL that is not an http(s) URL)."""
+
+
+class LLMProtocolError(LLMError):
+    """Something answers at the URL, but not the OpenAI API (a web page, another service)."""
 
 
 class LLMHTTPError(LLMError):
@@ -61,10 +77,14 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(default="http://127.0.0.1:8801/v1", description="base URL; '/v1' is added when missing")
+    url: str = Field(default_factory=lambda: settings().llm_url,
+                     description="base URL ('/v1' is added when missing); default $VPLINK_LLM_URL or 127.0.0.1:8801")
     model: str | None = Field(default=None, description="None: the first model the server lists")
-    timeout_s: float = Field(default=300.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, description="extra attempts after a malformed or failed answer")
+    timeout_s: float = Field(default=300.0, gt=0, description="seconds one request may take to answer")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to open a connection")
+    health_timeout_s: float = Field(default=10.0, gt=0, description="seconds the server may take to list its models")
+    max_retries: int = Field(default=2, ge=0, description="extra attempts after a malformed answer, a 429/5xx "
+                                                          "or a dropped connection (with backoff)")
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=512, gt=0)
     vision: bool = False
@@ -74,8 +94,16 @@ class LLMConfig(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request")
 
     def base_url(self) -> str:
-        """The URL ending in ``/v1``."""
-        url = self.url.rstrip("/")
+        """The URL ending in ``/v1``; a URL that is not http(s)://host[:port][/path] is refused."""
+        url = self.url.strip().rstrip("/")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LLMConfigError(f"model server URL {self.url!r} is not an http(s) URL. "
+                                 "Fix: pass --llm-url like http://127.0.0.1:8801/v1")
         return url if url.endswith("/v1") else url + "/v1"
 
 
@@ -209,18 +237,47 @@ def response_format(response_model: type[BaseModel]) -> dict[str, Any]:
                             "strict": True}}
 
 
+# ---------------------------------------------------------------- errors
+
+def _one_line(body: str, limit: int = 200) -> str:
+    """A server's error body as one short line; an HTML page is reduced to its title."""
+    text = body.strip()
+    if text[:1] == "<":  # an HTML page (a proxy, another web server): its title says enough
+        found = re.search(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", text, re.I | re.S)
+        title = next((g for g in found.groups() if g), "") if found else ""
+        title = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", title)).split())
+        return f"an HTML page{f' titled {title[:80]!r}' if title else ''}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error_message(response: Any) -> str:
+    """The message of an HTTP error response: vLLM's JSON ``message``, else the body in one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        return _one_line(response.text)
+    if isinstance(data, dict):
+        err = data.get("error")
+        message = (err.get("message") if isinstance(err, dict) else err) or data.get("message") or data.get("detail")
+        if message:
+            return _one_line(str(message))
+    return _one_line(response.text)
+
+
 # ---------------------------------------------------------------- client
 
 class LLMClient:
-    """Sends chat requests to a vLLM server; sync and async, with repair and bounded retries."""
+    """Sends chat requests to a vLLM server through the ``openai`` client; sync and async, with repair."""
 
     def __init__(self, config: LLMConfig | None = None) -> None:
         self.config = config or LLMConfig()
         self.base_url = self.config.base_url()
-        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        self._headers = headers
-        self._client = httpx.Client(timeout=self.config.timeout_s, headers=headers)
-        self._aclient: httpx.AsyncClient | None = None
+        self._timeout_cfg = openai.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+        # vLLM wants no key, but the client insists on one
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=self.config.api_key or "EMPTY",
+                                     timeout=self._timeout_cfg, max_retries=self.config.max_retries)
+        self._aclient: openai.AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model: str | None = self.config.model
@@ -229,33 +286,59 @@ class LLMClient:
     def _unavailable(self) -> LLMUnavailableError:
         return LLMUnavailableError(f"no model server at {self.base_url}; {SERVE_HINT}")
 
-    def _timeout(self) -> LLMTimeoutError:
-        return LLMTimeoutError(f"model server at {self.base_url} did not answer within {self.config.timeout_s:g} s; "
-                               "raise LLMConfig.timeout_s or lower max_tokens/concurrency")
+    def _timeout(self, seconds: float, *, listing: bool = False) -> LLMTimeoutError:
+        if listing:  # the health check: a live vLLM server lists its models at once
+            return LLMTimeoutError(f"model server at {self.base_url} accepted the connection but did not answer "
+                                   f"within {seconds:g} s. Fix: check that a vLLM server (`vplink llm serve`) runs "
+                                   "there and has finished starting; a lower --llm-timeout shortens this wait")
+        tries = f" ({self.config.max_retries + 1} tries)" if self.config.max_retries else ""
+        return LLMTimeoutError(f"model server at {self.base_url} did not answer within {seconds:g} s{tries}. Fix: "
+                               "raise --llm-timeout (LLMConfig.timeout_s) for slow answers, or lower "
+                               "max_tokens/concurrency")
 
-    def _http_error(self, resp: httpx.Response) -> LLMHTTPError:
-        body = resp.text
-        try:
-            err = resp.json()
-            body = (err.get("error") or {}).get("message") or err.get("message") or body \
-                if isinstance(err, dict) else body
-        except ValueError:
-            pass
-        return LLMHTTPError(f"model server at {self.base_url} answered HTTP {resp.status_code}: {body}",
-                            resp.status_code, str(body))
+    def _not_openai(self, what: str) -> LLMProtocolError:
+        return LLMProtocolError(f"the server at {self.base_url} answered with {what}, not the OpenAI API. "
+                                "Fix: pass the vLLM server's base URL, e.g. --llm-url http://127.0.0.1:8801/v1")
+
+    def _translate(self, exc: Exception, seconds: float, *, listing: bool = False) -> LLMError:
+        """Our error, with the URL and the fix, for an ``openai`` exception."""
+        if isinstance(exc, openai.APITimeoutError):  # a subclass of APIConnectionError: test it first
+            return self._timeout(seconds, listing=listing)
+        if isinstance(exc, openai.APIConnectionError):
+            return self._unavailable()
+        if isinstance(exc, openai.APIStatusError):
+            status, message = exc.status_code, _error_message(exc.response)
+            hint = ""
+            if status == 404 and message.startswith("an HTML page"):
+                hint = ". Fix: the URL must be the vLLM server's OpenAI base URL, ending in /v1"
+            elif status in (401, 403):
+                hint = ". Fix: pass the server's API key (LLMConfig.api_key)"
+            elif status >= 500:
+                retries = 0 if listing else self.config.max_retries  # the health check does not retry
+                hint = (f" (after {retries} retries)" if retries else "") + ". Fix: check the server's log"
+            return LLMHTTPError(f"model server at {self.base_url} answered HTTP {status}: {message}{hint}",
+                                status, message)
+        return self._not_openai(f"something unexpected ({type(exc).__name__}: {_one_line(str(exc))})")
 
     # -- discovery
     def models(self) -> list[str]:
-        """The model names the server serves."""
+        """The model names the server serves (a short timeout and no retries: this is the health check)."""
+        seconds = min(self.config.health_timeout_s, self.config.timeout_s)
+        quick = self._client.with_options(max_retries=0,
+                                          timeout=openai.Timeout(seconds, connect=self.config.connect_timeout_s))
         try:
-            resp = self._client.get(f"{self.base_url}/models")
-        except httpx.ConnectError:
-            raise self._unavailable() from None
-        except httpx.TimeoutException:
-            raise self._timeout() from None
-        if resp.status_code != 200:
-            raise self._http_error(resp)
-        return [m["id"] for m in resp.json().get("data", [])]
+            # the raw answer: a web page served with status 200 must be told apart from a model list
+            response = quick.models.with_raw_response.list().http_response
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, seconds, listing=True) from None
+        try:
+            data = response.json().get("data")
+        except (ValueError, AttributeError):
+            data = None
+        if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+            raise self._not_openai(_one_line(response.text) if response.text.strip()[:1] == "<"
+                                   else "something other than a model list")
+        return [m["id"] for m in data]
 
     def health(self) -> bool:
         """Whether the server answers and lists at least one model."""
@@ -267,152 +350,117 @@ class LLMClient:
     @property
     def model(self) -> str:
         """The model name requests use (auto-detected once when not configured)."""
+        return self._model if self._model is not None else self.check()
+
+    def check(self) -> str:
+        """Ask the server for its models now (a few seconds at most); return the model requests will use."""
+        names = self.models()
         if self._model is None:
-            names = self.models()
             if not names:
                 raise LLMUnavailableError(f"the server at {self.base_url} lists no model; check its log")
             self._model = names[0]
+        elif self._model not in names:
+            raise LLMConfigError(f"the server at {self.base_url} does not serve model {self._model!r}. "
+                                 f"Fix: pass --llm-model with one of: {', '.join(names) or '(none)'}")
         return self._model
 
     # -- request / response
-    def _payload(self, messages: Sequence[Message], response_model: type[BaseModel] | None,
-                 images: Sequence[Image.Image], attempt: int, max_tokens: int | None) -> dict[str, Any]:
+    def _request(self, messages: Sequence[Message], response_model: type[BaseModel] | None,
+                 images: Sequence[Image.Image], attempt: int, max_tokens: int | None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
         if images and not self.config.vision:
             raise LLMRequestError(f"{len(images)} image(s) given but LLMConfig.vision is False; "
                                   "set vision=True for a vision-language server or send no images")
         msgs = _with_images(messages, images, self.config.image_max_side) if images else [dict(m) for m in messages]
         # a retry at temperature 0 would repeat the same answer: add a little noise
         temp = self.config.temperature if attempt == 1 else max(self.config.temperature, 0.3)
-        payload: dict[str, Any] = {"model": self.model, "messages": msgs, "temperature": temp,
+        request: dict[str, Any] = {"model": self.model, "messages": msgs, "temperature": temp,
                                    "max_tokens": max_tokens or self.config.max_tokens}
         if response_model is not None:
-            payload["response_format"] = response_format(response_model)
-        payload.update(self.config.extra_body)
-        return payload
+            request["response_format"] = response_format(response_model)  # vLLM's guided JSON decoding
+        body = {**self.config.extra_body, **(extra or {})}
+        if body:
+            request["extra_body"] = body  # vLLM's own sampling fields (ignore_eos, ...)
+        return request
 
-    @staticmethod
-    def _read(data: dict[str, Any]) -> tuple[str, str | None, int, int]:
-        choice = (data.get("choices") or [{}])[0]
-        text = (choice.get("message") or {}).get("content") or ""
-        usage = data.get("usage") or {}
-        return text, choice.get("finish_reason"), int(usage.get("prompt_tokens") or 0), \
-            int(usage.get("completion_tokens") or 0)
+    def _read(self, resp: Any) -> tuple[str, str | None, int, int]:
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise self._not_openai(_one_line(resp) if isinstance(resp, str) else "an answer without choices")
+        choice = choices[0]
+        text = (choice.message.content if choice.message else None) or ""
+        usage = resp.usage
+        return text, choice.finish_reason, int(getattr(usage, "prompt_tokens", 0) or 0), \
+            int(getattr(usage, "completion_tokens", 0) or 0)
 
-    def _outcome(self, data: dict[str, Any], response_model: type[T], attempt: int, t0: float,
-                 tokens: list[int]) -> tuple[T, CompletionInfo]:
-        text, finish, p_tok, c_tok = self._read(data)
-        tokens[0] += p_tok
-        tokens[1] += c_tok
+    def _create(self, request: dict[str, Any]) -> tuple[str, str | None, int, int]:
         try:
-            instance, repaired = parse_structured(text, response_model)
-        except LLMResponseError as exc:
-            exc.finish_reason = finish
-            raise
-        return instance, CompletionInfo(raw_text=text, prompt_tokens=tokens[0], completion_tokens=tokens[1],
-                                        seconds=time.perf_counter() - t0, attempts=attempt, repaired=repaired,
-                                        finish_reason=finish, model=self.model)
+            return self._read(self._client.chat.completions.create(**request))
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, self.config.timeout_s) from None
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        try:
-            resp = self._client.post(f"{self.base_url}/chat/completions", json=payload)
-        except httpx.ConnectError:
-            raise self._unavailable() from None
-        except httpx.TimeoutException:
-            raise self._timeout() from None
-        if resp.status_code != 200:
-            raise self._http_error(resp)
-        return resp.json()
+    async def _acreate(self, request: dict[str, Any]) -> tuple[str, str | None, int, int]:
+        client, sem = self._async_parts()
+        async with sem:
+            try:
+                return self._read(await client.chat.completions.create(**request))
+            except openai.OpenAIError as exc:
+                raise self._translate(exc, self.config.timeout_s) from None
 
     def complete_structured(self, messages: Sequence[Message], response_model: type[T],
                             images: Sequence[Image.Image] = (), max_tokens: int | None = None
                             ) -> tuple[T, CompletionInfo]:
         """Ask for an answer under ``response_model``'s JSON schema; return the instance and its cost."""
-        t0, tokens, last_err = time.perf_counter(), [0, 0], None
-        budget = max_tokens or self.config.max_tokens
-        for attempt in range(1, self.config.max_retries + 2):
+        run = _Attempts(self, response_model, max_tokens)
+        while True:
             try:
-                data = self._post(self._payload(messages, response_model, images, attempt, budget))
-                return self._outcome(data, response_model, attempt, t0, tokens)
-            except LLMResponseError as exc:  # a timeout is not retried: it would likely repeat
-                last_err = exc
-                budget = self._next_budget(exc, budget)
-            except LLMHTTPError as exc:
-                if exc.status < 500:
-                    raise
-                last_err = exc
-        assert last_err is not None
-        raise last_err
-
-    def complete_text(self, messages: Sequence[Message], max_tokens: int | None = None,
-                      images: Sequence[Image.Image] = (), **extra: Any) -> tuple[str, CompletionInfo]:
-        """A free-text completion (no schema); ``extra`` is merged into the request (e.g. ``ignore_eos``)."""
-        t0 = time.perf_counter()
-        payload = self._payload(messages, None, images, 1, max_tokens) | extra
-        text, finish, p_tok, c_tok = self._read(self._post(payload))
-        return text, CompletionInfo(raw_text=text, prompt_tokens=p_tok, completion_tokens=c_tok,
-                                    seconds=time.perf_counter() - t0, finish_reason=finish, model=self.model)
-
-    @staticmethod
-    def _next_budget(exc: LLMError, budget: int) -> int:
-        # a cut-off answer gets room to finish on the next try; other failures keep the budget
-        truncated = isinstance(exc, LLMResponseError) and exc.finish_reason == "length"
-        return budget * 2 if truncated else budget
-
-    # -- async
-    def _async_parts(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._loop is not loop:
-            # an AsyncClient and a Semaphore belong to one event loop
-            limits = httpx.Limits(max_connections=self.config.max_concurrency)
-            self._aclient = httpx.AsyncClient(timeout=self.config.timeout_s, headers=self._headers, limits=limits)
-            self._sem = asyncio.Semaphore(self.config.max_concurrency)
-            self._loop = loop
-        assert self._sem is not None
-        return self._aclient, self._sem
-
-    async def _apost(self, payload: dict[str, Any]) -> dict[str, Any]:
-        client, sem = self._async_parts()
-        async with sem:
-            try:
-                resp = await client.post(f"{self.base_url}/chat/completions", json=payload)
-            except httpx.ConnectError:
-                raise self._unavailable() from None
-            except httpx.TimeoutException:
-                raise self._timeout() from None
-        if resp.status_code != 200:
-            raise self._http_error(resp)
-        return resp.json()
+                return run.parse(self._create(run.request(messages, images)))
+            except LLMResponseError as exc:
+                run.failed(exc)
 
     async def acomplete_structured(self, messages: Sequence[Message], response_model: type[T],
                                    images: Sequence[Image.Image] = (), max_tokens: int | None = None
                                    ) -> tuple[T, CompletionInfo]:
-        """Async twin of :meth:`complete_structured`; at most ``max_concurrency`` run at once."""
-        t0, tokens, last_err = time.perf_counter(), [0, 0], None
-        budget = max_tokens or self.config.max_tokens
+        """Async :meth:`complete_structured`; at most ``max_concurrency`` run at once."""
         _ = self.model  # resolve the model name once, before the requests fan out
-        for attempt in range(1, self.config.max_retries + 2):
+        run = _Attempts(self, response_model, max_tokens)
+        while True:
             try:
-                data = await self._apost(self._payload(messages, response_model, images, attempt, budget))
-                return self._outcome(data, response_model, attempt, t0, tokens)
-            except LLMResponseError as exc:  # a timeout is not retried: it would likely repeat
-                last_err = exc
-                budget = self._next_budget(exc, budget)
-            except LLMHTTPError as exc:
-                if exc.status < 500:
-                    raise
-                last_err = exc
-        assert last_err is not None
-        raise last_err
+                return run.parse(await self._acreate(run.request(messages, images)))
+            except LLMResponseError as exc:
+                run.failed(exc)
+
+    def complete_text(self, messages: Sequence[Message], max_tokens: int | None = None,
+                      images: Sequence[Image.Image] = (), **extra: Any) -> tuple[str, CompletionInfo]:
+        """A free-text completion (no schema); ``extra`` goes to vLLM (e.g. ``ignore_eos=True``)."""
+        t0 = time.perf_counter()
+        answer = self._create(self._request(messages, None, images, 1, max_tokens, extra))
+        return answer[0], self._info(answer, t0)
 
     async def acomplete_text(self, messages: Sequence[Message], max_tokens: int | None = None,
                              images: Sequence[Image.Image] = (), **extra: Any) -> tuple[str, CompletionInfo]:
-        """Async twin of :meth:`complete_text`."""
+        """Async :meth:`complete_text`."""
         t0 = time.perf_counter()
         _ = self.model
-        payload = self._payload(messages, None, images, 1, max_tokens) | extra
-        text, finish, p_tok, c_tok = self._read(await self._apost(payload))
-        return text, CompletionInfo(raw_text=text, prompt_tokens=p_tok, completion_tokens=c_tok,
-                                    seconds=time.perf_counter() - t0, finish_reason=finish, model=self.model)
+        answer = await self._acreate(self._request(messages, None, images, 1, max_tokens, extra))
+        return answer[0], self._info(answer, t0)
+
+    def _info(self, answer: tuple[str, str | None, int, int], t0: float) -> CompletionInfo:
+        text, finish, p_tok, c_tok = answer
+        return CompletionInfo(raw_text=text, prompt_tokens=p_tok, completion_tokens=c_tok,
+                              seconds=time.perf_counter() - t0, finish_reason=finish, model=self.model)
+
+    # -- async plumbing
+    def _async_parts(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._loop is not loop:
+            # an async connection pool and a Semaphore belong to one event loop
+            self._aclient = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.config.api_key or "EMPTY",
+                                               timeout=self._timeout_cfg, max_retries=self.config.max_retries)
+            self._sem = asyncio.Semaphore(self.config.max_concurrency)
+            self._loop = loop
+        assert self._sem is not None
+        return self._aclient, self._sem
 
     def map_structured(self, requests: Sequence[tuple[Sequence[Message], Sequence[Image.Image]]],
                        response_model: type[T]) -> list[tuple[T, CompletionInfo] | LLMError]:
@@ -434,7 +482,7 @@ class LLMClient:
     async def aclose(self) -> None:
         """Close the async connection pool."""
         if self._aclient is not None:
-            await self._aclient.aclose()
+            await self._aclient.close()
             self._aclient, self._sem, self._loop = None, None, None
 
     def close(self) -> None:
@@ -446,3 +494,39 @@ class LLMClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Attempts:
+    """One structured request's attempts: the budget grows after a cut-off answer, tokens add up."""
+
+    def __init__(self, client: LLMClient, response_model: type[BaseModel], max_tokens: int | None) -> None:
+        self.client = client
+        self.response_model = response_model
+        self.budget = max_tokens or client.config.max_tokens
+        self.attempt = 0
+        self.tokens = [0, 0]
+        self.t0 = time.perf_counter()
+
+    def request(self, messages: Sequence[Message], images: Sequence[Image.Image]) -> dict[str, Any]:
+        self.attempt += 1
+        return self.client._request(messages, self.response_model, images, self.attempt, self.budget)
+
+    def parse(self, answer: tuple[str, str | None, int, int]) -> tuple[Any, CompletionInfo]:
+        text, finish, p_tok, c_tok = answer
+        self.tokens[0] += p_tok
+        self.tokens[1] += c_tok
+        try:
+            instance, repaired = parse_structured(text, self.response_model)
+        except LLMResponseError as exc:
+            exc.finish_reason = finish
+            raise
+        return instance, CompletionInfo(raw_text=text, prompt_tokens=self.tokens[0], completion_tokens=self.tokens[1],
+                                        seconds=time.perf_counter() - self.t0, attempts=self.attempt,
+                                        repaired=repaired, finish_reason=finish, model=self.client.model)
+
+    def failed(self, exc: LLMResponseError) -> None:
+        """Re-raise when no attempt is left; else give a cut-off answer room to finish next time."""
+        if self.attempt > self.client.config.max_retries:
+            raise exc
+        if exc.finish_reason == "length":
+            self.budget *= 2

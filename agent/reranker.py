@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.state import Description
-from vplink.retrieval.search import Candidate
+from vplink.core.records import Candidate, LinkQuery
 
 
 @runtime_checkable

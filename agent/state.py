@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from vplink.agent.query import LinkQuery
-from vplink.retrieval.search import Candidate
+from vplink.core.records import Candidate, LinkQuery, RankedEntity
 
 
 class Description(BaseModel):
@@ -38,15 +37,25 @@ class Judgement(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
-class RankedEntity(BaseModel):
-    """One entity of the final ranking."""
+NONE_OF_THEM = "none of them"
 
-    id: str
-    name: str
-    score: float
-    description: str = ""
-    retrieval_score: float = 0.0
-    hits: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-channel rank and score")
+
+class Choice(BaseModel):
+    """The choose prompt's answer: which of the caption's people the box marks, and why (one sentence)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    person: str
+    reason: str = Field(default="", max_length=300)
+
+
+
+def choice_model(names: list[str]) -> type[Choice]:
+    """A :class:`Choice` whose ``person`` may only be one of ``names`` or "none of them": its JSON schema
+    constrains the model's decoding to the list."""
+    allowed = Literal[tuple([*names, NONE_OF_THEM])]  # type: ignore[valid-type]
+    return create_model("Choice", __base__=Choice, person=(allowed, ...),
+                        reason=(str, Field(default="", max_length=200)))
 
 
 class LinkResult(BaseModel):
@@ -57,6 +66,7 @@ class LinkResult(BaseModel):
     nil: bool = False
     description: Description | None = None
     judgement: Judgement | None = None
+    choice: Choice | None = None
     evidence: dict[str, Any] | None = None
     evidence_text: str = ""
     used_model: str | None = None
@@ -73,6 +83,8 @@ class LinkResult(BaseModel):
         """The model's reasoning: the reflect step's if it ran, else the description's."""
         if self.judgement and self.judgement.rationale:
             return self.judgement.rationale
+        if self.choice and self.choice.reason:
+            return self.choice.reason
         return self.description.rationale if self.description else ""
 
     def __repr__(self) -> str:
@@ -104,6 +116,7 @@ class LinkState(TypedDict, total=False):
     evidence: dict[str, Any] | None
     evidence_text: str
     description: Description | None
+    choice: Choice | None
     candidates: list[Candidate]
     scores: list[float]
     ranking: list[RankedEntity]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 from vplink.retrieval.images import loaded_scale, original_size
 
 Box = tuple[float, float, float, float]

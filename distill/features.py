@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 
 
 def text_key(encoder_name: str, text: str) -> str:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 from safetensors.torch import load_file
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.state import Description
+from vplink.core.errors import ModelLoadError, VplinkError
+from vplink.core.records import Candidate, LinkQuery
 from vplink.distill.data import candidate_texts
 from vplink.distill.features import N_NUMERIC, retrieval_features, store_matches, store_vectors
 from vplink.distill.student import StudentConfig, StudentScorer
-from vplink.retrieval.errors import ModelLoadError, VplinkError
-from vplink.retrieval.search import Candidate
 
 FORMAT = "vplink-distilled-scorer/2"  # 2: the fused score enters relative to the list's best
 
@@ -27,21 +27,30 @@ class ScorerLoadError(VplinkError):
     """A scorer folder is missing, incomplete or corrupt."""
 
 
-class _LRU:
-    """A small in-memory vector cache for candidate texts (entities recur across queries)."""
+class _VectorCache:
+    """An LRU cache of text vectors (entities recur across queries); safe to share between linking threads."""
 
     def __init__(self, size: int = 50_000) -> None:
-        self.size = size
-        self.rows: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.rows: LRUCache[str, np.ndarray] = LRUCache(maxsize=size)
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            return self.rows.get(key)
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self.rows[key] = vector
 
     def encode(self, encoder, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.rows))
+        """The vectors of ``texts``, encoding only those not cached."""
+        found = {t: v for t in dict.fromkeys(texts) if (v := self.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for text, row in zip(missing, encoder.encode(missing)):
-                self.rows[text] = row
-                if len(self.rows) > self.size:
-                    self.rows.popitem(last=False)
-        return np.stack([self.rows[t] for t in texts]) if texts else np.zeros((0, encoder.dim), np.float32)
+                self.put(text, row)
+                found[text] = row
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, encoder.dim), np.float32)
 
 
 class DistilledScorer:
@@ -54,7 +63,7 @@ class DistilledScorer:
         self.store = store
         self.nil_threshold: float | None = config.get("nil_threshold")
         self.name = f"distilled:{config.get('targets', 'teacher')}:{config.get('fingerprint', '')}".rstrip(":")
-        self._cache = _LRU()
+        self._cache = _VectorCache()
         self.last_ms = 0.0
         self.use_store_vectors = store is not None and store_matches(store, text_encoder.name)
 
@@ -85,12 +94,12 @@ class DistilledScorer:
         views = []
         for v, view in enumerate(("name", "description")):
             # the store already holds these vectors (same encoder, same texts): read them, do not re-encode
-            stored = {c.id: self._cache.rows[f"{view}\0{c.id}"] for c in candidates
-                      if f"{view}\0{c.id}" in self._cache.rows}
+            cached = {c.id: self._cache.get(f"{view}\0{c.id}") for c in candidates}
+            stored = {cid: vec for cid, vec in cached.items() if vec is not None}
             if self.use_store_vectors and len(stored) < n:
                 fetched = store_vectors(self.store, view, [c.id for c in candidates if c.id not in stored])
                 for eid, vec in fetched.items():
-                    self._cache.rows[f"{view}\0{eid}"] = vec
+                    self._cache.put(f"{view}\0{eid}", vec)
                 stored.update(fetched)
             missing = [c for c in candidates if c.id not in stored]
             if missing:

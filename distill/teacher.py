@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from vplink.retrieval.progress import tqdm
 
 from vplink.agent.llm_client import LLMClient, LLMError, LLMUnavailableError
-from vplink.agent.query import LabeledQuery, LinkQuery
-from vplink.distill.records import NIL, CandidateView, RationaleRecord, TeacherAnswer
+from vplink.core.errors import VplinkError
+from vplink.core.records import Candidate, LabeledQuery, LinkQuery
+from vplink.distill.records import CandidateView, NIL, RationaleRecord, TeacherAnswer
 from vplink.prompts.loader import PromptTemplate, load_prompt
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import append_jsonl, read_completed_ids
-from vplink.retrieval.search import Candidate, MultiViewRetriever, QueryViews
+from vplink.retrieval.progress import tqdm
+from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
 DESCRIPTION_CHARS = 120
 RETRIEVAL_BATCH = 64
@@ -118,7 +118,7 @@ def annotate(queries: list[LinkQuery], retriever: MultiViewRetriever, llm: LLMCl
     """Annotate ``queries`` with the teacher's judgement of their top-k candidates; resumable, appends to out_path."""
     out_path = Path(out_path)
     prompt = prompt or load_prompt("judge")
-    model = llm.model  # fails fast (LLMUnavailableError) before any retrieval work
+    model = llm.check()  # fails fast (no server, a wrong URL, an unknown model) before any retrieval work
     queries = [_as_query(q) for q in (queries[:limit] if limit is not None else queries)]
     done = read_completed_ids(out_path)
     todo = [q for q in queries if q.id not in done]

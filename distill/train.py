@@ -28,16 +28,16 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
-from vplink.retrieval.progress import tqdm
 
+from vplink.core.errors import VplinkError
+from vplink.core.records import Entity
 from vplink.distill.data import Tensors, build_tensors
 from vplink.distill.features import FeatureCache, store_matches
 from vplink.distill.losses import DistillLoss, LossConfig
 from vplink.distill.records import RationaleRecord
 from vplink.distill.student import StudentConfig, StudentScorer, count_parameters
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import atomic_write, iter_jsonl, write_json
-from vplink.retrieval.records import Entity
+from vplink.retrieval.progress import tqdm
 from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
 
 FORMAT = "vplink-distilled-scorer/2"

@@ -22,18 +22,21 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from vplink.retrieval.progress import tqdm
 
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.jsonl import read_jsonl, write_json
-from vplink.retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, ZERO_FLOOR, FusionConfig, MultiViewRetriever,
-                              QueryViews)
+from vplink.retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews,
+                                     channel_matrix, fused_scores, rank_scores)
 
 KS = (1, 10, 20, 50, 100)
 BASELINE = {"context>description": 1.0, "mention>lexical": 1.0}
 BASELINE_NAME = "baseline: dense name+description + lexical mention"
-TEXT_CHANNELS = ("mention>name", "mention>lexical", "context>description", "context>name", DATES_CHANNEL)
+# Sorted: the production fusion adds channels in name order, and tuning must add them the same way.
+TEXT_CHANNELS = tuple(sorted(("mention>name", "mention>lexical", "context>description", "context>name",
+                              DATES_CHANNEL)))
 
 
 def gold_ranks(rankings: list[list[str]], gold: list[str]) -> np.ndarray:
@@ -50,34 +53,37 @@ def recall_at(ranks: np.ndarray, ks=KS) -> dict[str, float]:
 
 def channel_matrices(channel_rankings: list[dict], gold: list[str], channels=TEXT_CHANNELS
                      ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Per query: (candidates x channels) matrices of 1-based ranks (inf when absent) and of scores
-    (a dense channel's floor, or 0 for lexical, when absent), and the gold's row (-1 when not retrieved)."""
+    """Per query, the production fusion's own input (:func:`vplink.retrieval.search.channel_matrix`): rank
+    and score matrices over candidates (rows in id order) x channels, and the gold's row (-1 when not retrieved)."""
     ranks, scores, gold_rows = [], [], []
     for per_query, g in zip(channel_rankings, gold):
-        ids = list(dict.fromkeys(eid for c in channels for eid, _ in per_query.get(c, [])))
-        row = {eid: i for i, eid in enumerate(ids)}
-        rank = np.full((len(ids), len(channels)), np.inf)
-        score = np.zeros((len(ids), len(channels)))
-        for j, channel in enumerate(channels):
-            listed = per_query.get(channel, [])
-            if not channel.endswith(ZERO_FLOOR):
-                score[:, j] = min((s for _, s in listed), default=0.0)
-            for r, (eid, s) in enumerate(listed, start=1):
-                rank[row[eid], j], score[row[eid], j] = r, s
+        ids, score, rank = channel_matrix(per_query, channels)
         ranks.append(rank)
         scores.append(score)
-        gold_rows.append(row.get(g, -1))
+        gold_rows.append(ids.index(g) if g in ids else -1)
     return ranks, scores, np.array(gold_rows)
 
 
-def fused_gold_ranks(features: list[np.ndarray], gold_rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The gold's rank under the linear fusion ``features @ weights`` (0 when absent); ties count against it."""
+def fused_gold_ranks(features: list[np.ndarray], gold_rows: np.ndarray, weights: np.ndarray,
+                     ranks: list[np.ndarray] | None = None, channels=TEXT_CHANNELS) -> np.ndarray:
+    """The gold's rank (0 when absent) under the production fusion with these weights.
+
+    As in :class:`MultiViewRetriever`: the candidates are those a weighted channel other than the
+    dates returned (with ``ranks``), scores are summed by :func:`fused_scores`, rounded by
+    :func:`rank_scores`, and ties go to the smaller id (rows are in id order).
+    """
+    weights = np.asarray(weights, dtype=float)
+    pool = np.array([w > 0 and c != DATES_CHANNEL for c, w in zip(channels, weights)])
     out = np.zeros(len(features), dtype=int)
     for i, (feat, g) in enumerate(zip(features, gold_rows)):
         if g < 0 or not len(feat):
             continue
-        fused = feat @ weights
-        out[i] = 1 + int(np.sum(fused > fused[g])) + int(np.sum(fused[:g] == fused[g]))
+        candidate = np.isfinite(ranks[i][:, pool]).any(axis=1) if ranks is not None \
+            else np.ones(len(feat), dtype=bool)
+        if not candidate[g]:
+            continue
+        fused = rank_scores(fused_scores(feat, weights))
+        out[i] = 1 + int(np.sum(candidate & (fused > fused[g]))) + int(np.sum(candidate[:g] & (fused[:g] == fused[g])))
     return out
 
 
@@ -86,14 +92,14 @@ def rrf_features(ranks: list[np.ndarray], rrf_k: float) -> list[np.ndarray]:
     return [1.0 / (rrf_k + r) for r in ranks]
 
 
-def tune(features_by_setting: dict[str, list[np.ndarray]], gold_rows: np.ndarray,
+def tune(features_by_setting: dict[str, list[np.ndarray]], gold_rows: np.ndarray, ranks: list[np.ndarray] | None = None,
          grid=(0.0, 0.5, 1.0, 2.0)) -> tuple[str, dict[str, float], dict]:
     """Grid search of channel weights for each setting (fusion method and its rrf_k), maximising MRR then H@1."""
     best, best_setting, best_weights = (-1.0, -1.0), "", {}
     combos = [c for c in itertools.product(grid, repeat=len(TEXT_CHANNELS)) if any(c)]
     for setting, features in features_by_setting.items():
         for combo in tqdm(combos, desc=f"tune {setting}", leave=False):
-            stats = recall_at(fused_gold_ranks(features, gold_rows, np.array(combo)), ks=(1,))
+            stats = recall_at(fused_gold_ranks(features, gold_rows, np.array(combo), ranks), ks=(1,))
             if (stats["mrr"], stats["@1"]) > best:
                 best, best_setting, best_weights = (stats["mrr"], stats["@1"]), setting, dict(zip(TEXT_CHANNELS, combo))
     return best_setting, best_weights, {"mrr": best[0], "@1": best[1]}
@@ -140,6 +146,8 @@ def main(
     batch: Annotated[int, typer.Option(help="Queries per batched search")] = 256,
     cache: Annotated[Optional[Path], typer.Option(help="Keep the per-channel rankings here (gzip JSON) "
                                                        "and reuse them on the next run")] = None,
+    prefix: Annotated[Optional[str], typer.Option(help="The KB's prefix (when the store holds several)")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(help="Text model folder (default: the store's)")] = None,
 ) -> None:
     """Measure recall per channel and fused, optionally tune weights, and time queries."""
     console = Console()
@@ -147,7 +155,8 @@ def main(
     gold = [r["answer"] for r in rows]
     queries = [QueryViews(mention=r.get("mention"), context=r.get("text")) for r in rows]
     all_weights = {**DEFAULT_WEIGHTS, **{c: 1.0 for c in TEXT_CHANNELS}}
-    retriever = open_retriever(store, config=FusionConfig(weights=all_weights))
+    retriever = open_retriever(store, config=FusionConfig(weights=all_weights), prefix=prefix,
+                               text_model=text_model)
     started = time.perf_counter()
     from_cache = bool(cache and cache.exists())
     if from_cache:
@@ -167,30 +176,31 @@ def main(
     for channel in TEXT_CHANNELS:
         ranked = [[eid for eid, _ in per_query.get(channel, [])] for per_query in channel_rankings]
         results[channel] = recall_at(gold_ranks(ranked, gold))
-    results[BASELINE_NAME] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(BASELINE)))
+    results[BASELINE_NAME] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(BASELINE), ranks))
     results["RRF (k=60), equal weights"] = recall_at(fused_gold_ranks(rrf_features(ranks, 60.0), gold_rows,
-                                                                      np.ones(len(TEXT_CHANNELS))))
-    results["score fusion, default weights"] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(DEFAULT_WEIGHTS)))
+                                                                      np.ones(len(TEXT_CHANNELS)), ranks))
+    results["score fusion, default weights"] = recall_at(fused_gold_ranks(scores, gold_rows, as_vector(DEFAULT_WEIGHTS),
+                                                                          ranks))
     tuned = None
     if tune_weights:
         settings = {"score": scores, **{f"rrf k={k:g}": rrf_features(ranks, k) for k in (10.0, 60.0)}}
-        setting, weights, _ = tune(settings, gold_rows)
+        setting, weights, _ = tune(settings, gold_rows, ranks)
         tuned = {"setting": setting, "weights": weights}
         results[f"tuned on this split ({setting})"] = recall_at(
-            fused_gold_ranks(settings[setting], gold_rows, as_vector(weights)))
+            fused_gold_ranks(settings[setting], gold_rows, as_vector(weights), ranks))
 
     timing = {"batched_search_s": search_s, "batched_qps": len(queries) / search_s, "rankings_from_cache": from_cache,
-              "embedded": latency(open_retriever(store), queries, latency_n)}
+              "embedded": latency(open_retriever(store, prefix=prefix, text_model=text_model), queries, latency_n)}
     if server:
         proc, url = serve_store(store)
         try:
-            timing["chroma_server"] = latency(open_retriever(url), queries, latency_n)
+            timing["chroma_server"] = latency(open_retriever(url, prefix=prefix), queries, latency_n)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
     base = results[BASELINE_NAME]
-    table = Table(title=f"retrieval recall on {dataset.name} (n={len(rows)}, KB {retriever.store.count()} entities)")
+    table = Table(title=escape(f"retrieval recall on {dataset.name} (n={len(rows)}, KB {retriever.store.count()} entities)"))
     for column in ("channel", *[f"R{k}" for k in ("@1", "@10", "@20", "@50", "@100")], "MRR", "MRR / baseline"):
         table.add_column(column, justify="right" if column != "channel" else "left")
     for name, stats in results.items():

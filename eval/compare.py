@@ -9,11 +9,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
+from vplink.core.errors import InputFileError
 from vplink.eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
-from vplink.eval.metrics import KS, Prediction
-from vplink.retrieval.errors import InputFileError
+from vplink.eval.metrics import Prediction
+from vplink.eval.rows import comparison_rows, data_warning
 
 
 @dataclass
@@ -95,37 +97,16 @@ def compare(runs: Sequence[EvalRun | str | Path]) -> Comparison:
     return Comparison(loaded)
 
 
-def comparison_rows(runs: Sequence[EvalRun]) -> list[tuple[str, list[str]]]:
-    """One ``(metric, cells)`` row per metric; each later run's cell carries its delta against the first run."""
-    if not runs:
-        raise ValueError("compare needs at least one run")
-    rows: list[tuple[str, list[str]]] = []
-    for k in KS:
-        rows.append((f"Hits@{k}", _cells(runs, lambda m, k=k: (m.get("hits") or {}).get(str(k)), pct=True)))
-    rows.append(("MRR", _cells(runs, lambda m: m.get("mrr"))))
-    rows.append(("recall@candidates", _cells(runs, lambda m: m.get("recall_at_candidates"), pct=True)))
-    if any("nil" in run.metrics for run in runs):
-        rows.append(("NIL F1", _cells(runs, lambda m: (m.get("nil") or {}).get("f1"), pct=True)))
-    rows.append(("n", _cells(runs, lambda m: m.get("n"), integer=True)))
-    rows.append(("errors", _cells(runs, lambda m: m.get("errors"), integer=True)))
-    rows.append(("throughput q/s", _cells(runs, lambda m: m.get("throughput_qps"), digits=2)))
-    stages = sorted({stage for run in runs for stage in run.metrics.get("latency_ms") or {}})
-    for stage in stages:
-        p50 = lambda m, s=stage: ((m.get("latency_ms") or {}).get(s) or {}).get("p50")  # noqa: E731
-        rows.append((f"{stage} p50 ms", _cells(runs, p50, digits=1)))
-    return rows
-
-
 def compare_runs(runs: Sequence[EvalRun]) -> Table:
     """A rich table of the runs' metrics, later runs showing their delta against the first."""
     title = "vplink eval" if len(runs) == 1 else "vplink eval: comparison (deltas vs. the first run)"
     table = Table(title=title)
     table.add_column("metric")
     for run in runs:
-        table.add_column(run.label, justify="right")
-    for metric, cells in comparison_rows(runs):
-        table.add_row(metric, *cells)
-    caption = _caption(runs)
+        table.add_column(escape(run.label), justify="right")  # a folder name is data, not markup
+    for metric, cells in comparison_rows([run.metrics for run in runs]):
+        table.add_row(escape(metric), *map(escape, cells))
+    caption = data_warning([run.metrics for run in runs])
     if caption:
         table.caption = caption
     return table
@@ -135,41 +116,7 @@ def compare_markdown(runs: Sequence[EvalRun]) -> str:
     """The same comparison as a markdown table."""
     lines = ["| metric | " + " | ".join(run.label for run in runs) + " |",
              "| --- |" + " --- |" * len(runs)]
-    lines += [f"| {metric} | " + " | ".join(cells) + " |" for metric, cells in comparison_rows(runs)]
-    caption = _caption(runs)
+    metrics = [run.metrics for run in runs]
+    lines += [f"| {metric} | " + " | ".join(cells) + " |" for metric, cells in comparison_rows(metrics)]
+    caption = data_warning(metrics)
     return "\n".join(lines + ([f"\n{caption}"] if caption else [])) + "\n"
-
-
-def _caption(runs: Sequence[EvalRun]) -> str:
-    # Deltas mean little across different data; say so rather than let the table mislead.
-    shas = {((run.metrics.get("versions") or {}).get("data") or {}).get("dataset_sha1") for run in runs}
-    sizes = {run.metrics.get("n") for run in runs}
-    if len(shas) > 1 or len(sizes) > 1:
-        return "Warning: these runs used different data (dataset file or number of queries differ)."
-    return ""
-
-
-def _cells(runs: Sequence[EvalRun], get, *, pct: bool = False, integer: bool = False, digits: int = 3) -> list[str]:
-    values = [get(run.metrics) for run in runs]
-    base = values[0]
-    cells = []
-    for index, value in enumerate(values):
-        text = _format(value, pct, integer, digits)
-        if index and isinstance(value, (int, float)) and isinstance(base, (int, float)):
-            delta = value - base
-            sign = "+" if delta >= 0 else "-"
-            # A change of a percentage is in percentage points, not a percent of a percent.
-            magnitude = f"{100 * abs(delta):.1f} pp" if pct else _format(abs(delta), pct, integer, digits)
-            text += f" ({sign}{magnitude})"
-        cells.append(text)
-    return cells
-
-
-def _format(value: Any, pct: bool, integer: bool, digits: int) -> str:
-    if value is None:
-        return "n/a"
-    if integer:
-        return str(int(value))
-    if pct:
-        return f"{100 * value:.1f}%" if not isinstance(value, str) else value
-    return f"{value:.{digits}f}"

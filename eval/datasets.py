@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vplink.agent.query import LabeledQuery
-from vplink.retrieval.errors import InputFileError
+from vplink.core.errors import InputFileError
+from vplink.core.records import LabeledQuery
 from vplink.retrieval.jsonl import iter_jsonl
 
 #: Format names accepted by ``load_dataset(fmt=...)``; "auto" sniffs one of these.

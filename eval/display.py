@@ -14,10 +14,21 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from vplink.eval.compare import EvalRun
+from vplink.eval import markdown as md
+from vplink.eval.rows import comparison_rows, data_warning
+
+
+class RunView(Protocol):
+    """What the views read of a run: ``vplink.eval.compare.EvalRun`` fits (it imports this module, not back)."""
+
+    path: Path
+    metrics: dict[str, Any]
+    name: str
+
+    @property
+    def label(self) -> str: ...
 
 #: How many of the worst errors a run's view lists (report.md holds up to 20).
 WORST_SHOWN = 10
@@ -97,7 +108,7 @@ class ReportErrors:
     worst: list[WorstError] = field(default_factory=list)
 
 
-_HEADING = re.compile(r"^### (\d+)\. `(.*)`: (.*)$")
+_HEADING = re.compile(r"^### (\d+)\. (.*): ([^:]*)$")
 _FACT = re.compile(r"^- (\w+): (.*)$")
 
 
@@ -125,7 +136,7 @@ def parse_report_errors(text: str) -> ReportErrors:
         elif section.startswith("The ") and section.endswith("worst errors"):
             match = _HEADING.match(line)
             if match:
-                current = WorstError(int(match[1]), match[2], match[3])
+                current = WorstError(int(match[1]), md.plain(match[2]), match[3])
                 out.worst.append(current)
             elif current is not None and (fact := _FACT.match(line)):
                 current.facts[fact[1]] = fact[2]
@@ -135,22 +146,19 @@ def parse_report_errors(text: str) -> ReportErrors:
 
 
 def _inline(text: str) -> str:
-    """Escape report text, showing its `code` spans as code."""
-    parts = re.split(r"`([^`]*)`", text)
-    return "".join(f"<code>{esc(p)}</code>" if i % 2 else esc(p) for i, p in enumerate(parts))
+    """Report markdown as HTML: its `code` spans as code, the rest unescaped from markdown and escaped for HTML."""
+    return "".join(f"<code>{esc(part)}</code>" if is_code else esc(part) for is_code, part in md.split_code(text))
 
 
 # --------------------------------------------------------------------------------------- one run
 
 
-def run_html(run: EvalRun, *, worst: int = WORST_SHOWN) -> str:
+def run_html(run: RunView, *, worst: int = WORST_SHOWN) -> str:
     """A self-contained HTML view of one finished run: metrics, the Hits@k plot, the worst errors."""
-    from vplink.eval.compare import comparison_rows
-
     metrics = run.metrics
     title = f"{run.name}: {metrics.get('pipeline', '?')} on {Path(str(metrics.get('dataset', '?'))).name}"
     # Per-stage p50 rows are left to the latency table below, which adds p95.
-    rows = [[esc(metric), esc(cells[0])] for metric, cells in comparison_rows([run])
+    rows = [[esc(metric), esc(cells[0])] for metric, cells in comparison_rows([run.metrics])
             if not metric.endswith(" p50 ms")]
     left = "<h4>Metrics</h4>" + table(["metric", "value"], rows, numeric=[1])
     left += _latency_table(metrics) + _by_type_table(metrics)
@@ -189,7 +197,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _errors(run: EvalRun, worst: int) -> str:
+def _errors(run: RunView, worst: int) -> str:
     report = run.path / "report.md"
     if not report.is_file():
         return "<h4>Errors</h4>" + note("No report.md in the run folder.") + _failed(run)
@@ -228,11 +236,11 @@ def _ranked(row: list[str]) -> str:
     """One row of a worst error's ranking: rank, entity (gold marked), name, score."""
     rank, entity, name, score = (row + ["", "", "", ""])[:4]
     gold = "(gold)" in entity
-    text = f"{esc(rank)}. {esc(name)} {_inline(entity.replace(' (gold)', ''))} · {esc(score)}"
+    text = f"{esc(rank)}. {_inline(name)} {_inline(entity.replace(' (gold)', ''))} · {esc(score)}"
     return f'<span class="vp-gold">{text} ✓ gold</span>' if gold else text
 
 
-def _failed(run: EvalRun) -> str:
+def _failed(run: RunView) -> str:
     try:
         failed = [(qid, p.error) for qid, p in run.predictions.items() if p.error]
     except Exception as exc:  # noqa: BLE001 - an unreadable predictions file is reported, not raised
@@ -254,16 +262,14 @@ def _versions(metrics: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------- runs side by side
 
 
-def comparison_html(runs: Sequence[EvalRun]) -> str:
+def comparison_html(runs: Sequence[RunView]) -> str:
     """Runs side by side: the metrics with each later run's delta against the first, and their Hits@k curves."""
-    from vplink.eval.compare import _caption, comparison_rows
-
     if not runs:
         return note("No runs to compare.")
     headers = ["metric"] + [run.label for run in runs]
-    rows = [[esc(metric)] + [_delta_cell(metric, cell) for cell in cells] for metric, cells in comparison_rows(runs)]
+    rows = [[esc(metric)] + [_delta_cell(metric, cell) for cell in cells] for metric, cells in comparison_rows([run.metrics for run in runs])]
     parts = [STYLE, '<div class="vplink-eval">', f"<h3>{len(runs)} runs compared (deltas against the first)</h3>"]
-    caption = _caption(runs)
+    caption = data_warning([run.metrics for run in runs])
     if caption:
         parts.append(note(caption))
     body = table(headers, rows, numeric=list(range(1, len(runs) + 1)))
@@ -287,7 +293,7 @@ def _delta_cell(metric: str, cell: str) -> str:
     return f'{esc(value)} <span class="{css}">({esc(sign + magnitude)})</span>'
 
 
-def _overlay_plot(runs: Sequence[EvalRun]) -> str:
+def _overlay_plot(runs: Sequence[RunView]) -> str:
     """Every run's Hits@k curve on one set of axes, as an inline PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -7,15 +7,16 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.core.errors import VplinkError
+from vplink.core.records import LabeledQuery, LinkQuery
+from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
 from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics, gold_rank
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 
 PREDICTIONS = "predictions.jsonl"
@@ -48,11 +49,15 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
              dataset: str, versions: Mapping[str, Any] | None = None, concurrency: int = 4, batch_size: int = 32,
              resume: bool = True, retry_errors: bool = False, dataset_path: str | Path | None = None,
              entity_names: Mapping[str, str] | None = None, types: Mapping[str, str] | None = None,
-             settings: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+             settings: Mapping[str, Any] | None = None, identity: Mapping[str, Any] | None = None,
+             kb_ids: Collection[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Predict every example not yet in ``out_dir/predictions.jsonl``, then write metrics.json, report.md, hits.png.
 
     ``dataset`` names the data (a path is hashed into the versions); ``entity_names`` and ``types`` improve the
-    report and add a by-type breakdown. Returns the metrics as written to metrics.json.
+    report and add a by-type breakdown. ``identity`` holds the caller's settings that shape a prediction (store,
+    k, scorer, model...): with the predictor's versions it is recorded in run.json, and resuming a folder whose
+    record differs is refused. ``kb_ids`` (every id of the KB) lets gold answers outside the KB be reported.
+    Returns the metrics as written to metrics.json.
     """
     if concurrency < 1 or batch_size < 1:
         raise ValueError(f"concurrency and batch_size must be >= 1, got {concurrency} and {batch_size}")
@@ -61,7 +66,7 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
     _check_unique(examples)
     data_path = Path(dataset_path) if dataset_path is not None else Path(dataset) if Path(dataset).is_file() else None
     data_sha1 = file_sha1(data_path) if data_path is not None else None
-    _claim_run_dir(out, pipeline, dataset, data_sha1, resume)
+    _claim_run_dir(out, _manifest(predictor, pipeline, data_path or dataset, data_sha1, identity), resume)
 
     done = _completed(out / PREDICTIONS, retry_errors)
     todo = [example for example in examples if example.id not in done]
@@ -80,6 +85,8 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
                               throughput_qps=new / elapsed if new and elapsed > 0 else None)
     all_versions = _versions(predictor, versions, data_path, data_sha1, len(examples))
     result = metrics_document(metrics, pipeline=pipeline, dataset=dataset, versions=all_versions)
+    if kb_ids is not None:
+        result["unknown_gold"] = unknown_gold(examples, kb_ids)
     write_json(out / METRICS, result)
     run_settings = {"pipeline": pipeline, "dataset": dataset, "examples": len(examples),
                     "concurrency": concurrency, "batch_size": batch_size, **(settings or {})}
@@ -213,22 +220,51 @@ def _check_unique(examples: Sequence[LabeledQuery]) -> None:
                           "Fix: give every example a unique id")
 
 
-def _claim_run_dir(out: Path, pipeline: str, dataset: str, sha1: str | None, resume: bool) -> None:
-    """Refuse to resume into a folder that holds another pipeline's or another dataset's predictions."""
-    manifest = {"pipeline": pipeline, "dataset": dataset, "dataset_sha1": sha1}
+def unknown_gold(examples: Sequence[LabeledQuery], kb_ids: Collection[str]) -> dict[str, Any]:
+    """Queries whose gold answer is not an entity of the KB: how many, and the ids (they can never be hit)."""
+    known = kb_ids if isinstance(kb_ids, (set, frozenset, dict)) else set(kb_ids)
+    missing = [example.answer for example in examples if example.answer is not None and example.answer not in known]
+    return {"queries": len(missing), "ids": sorted(set(missing))}
+
+
+def _manifest(predictor: Predictor, pipeline: str, dataset: str | Path, sha1: str | None,
+              identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Everything that shapes a prediction, as JSON: pipeline, data, the predictor's versions, the caller's settings."""
+    own = getattr(predictor, "versions", None)
+    own = own() if callable(own) else own
+    manifest = {"pipeline": pipeline, "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+                "dataset_sha1": sha1, "predictor": own or {}, "settings": dict(identity or {})}
+    return json.loads(json.dumps(manifest, default=str))
+
+
+def _claim_run_dir(out: Path, manifest: dict[str, Any], resume: bool) -> None:
+    """Refuse to resume into a folder whose predictions were made with anything else (store, k, model, data...)."""
     existing = out / MANIFEST
     if resume and existing.exists() and (out / PREDICTIONS).exists():
         try:
             old = json.loads(existing.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             old = {}
-        for key in ("pipeline", "dataset_sha1"):
-            if old.get(key) != manifest[key]:
-                raise RunDirError(f"{out}: holds predictions of {key} {old.get(key)!r}, not {manifest[key]!r}. "
-                                  "Fix: pass another --out folder, or --no-resume to start this one over")
+        before, now = _flatten(old), _flatten(manifest)
+        differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+        if differ:
+            shown = "; ".join(f"{key}: {before.get(key, '(not recorded)')!r} -> {now.get(key, '(none)')!r}"
+                              for key in differ[:8]) + (f"; and {len(differ) - 8} more" if len(differ) > 8 else "")
+            raise RunDirError(f"{out}: holds predictions made with other settings ({shown}). Fix: pass another "
+                              "--out folder, or --restart to start this one over")
     if not resume:
         (out / PREDICTIONS).unlink(missing_ok=True)
     write_json(existing, manifest)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b.c": leaf}``, so that a difference is named by its path."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
 
 
 def _completed(path: Path, retry_errors: bool) -> set[str]:
@@ -261,7 +297,9 @@ def git_version() -> dict[str, Any]:
 
     head = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if head else None
-    return {"git_commit": head, "git_dirty": bool(status) if status is not None else None}
+    # Untracked run outputs under eval/results/ are what runs write, not code: they do not dirty the tree.
+    changes = [line for line in (status or "").splitlines() if not line.startswith("?? eval/results/")]
+    return {"git_commit": head, "git_dirty": bool(changes) if status is not None else None}
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -304,7 +342,8 @@ def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequenc
                   predictions: Mapping[str, Prediction], names: Mapping[str, str],
                   settings: Mapping[str, Any]) -> str:
     """The human-readable report.md of one run."""
-    lines = [f"# Evaluation: `{result['pipeline']}` on `{result['dataset']}`", "", "## Metrics", "",
+    # Everything that comes from data or the user goes through md.text / md.code: never live HTML.
+    lines = [f"# Evaluation: {md.code(result['pipeline'])} on {md.code(result['dataset'])}", "", "## Metrics", "",
              "| metric | value |", "| --- | --- |"]
     for k, value in metrics.hits.items():
         lines.append(f"| Hits@{k} | {_pct(value)} |")
@@ -315,7 +354,7 @@ def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequenc
               f"| throughput (queries/s, this session) | {_num(metrics.throughput_qps, 2)} |", ""]
     if metrics.latency_ms:
         lines += ["| stage | p50 ms | p95 ms |", "| --- | --- | --- |"]
-        lines += [f"| {stage} | {s.p50:.1f} | {s.p95:.1f} |" for stage, s in metrics.latency_ms.items()]
+        lines += [f"| {md.text(stage)} | {s.p50:.1f} | {s.p95:.1f} |" for stage, s in metrics.latency_ms.items()]
         lines.append("")
     if metrics.nil is not None:
         nil = metrics.nil
@@ -323,9 +362,16 @@ def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequenc
                   "| --- | --- | --- | --- | --- |",
                   f"| {_pct(nil.precision)} | {_pct(nil.recall)} | {_pct(nil.f1)} | {nil.n_gold_nil} | "
                   f"{nil.n_pred_nil} |", ""]
+    unknown = result.get("unknown_gold")
+    if unknown and unknown["queries"]:
+        shown = ", ".join(md.code(eid) for eid in unknown["ids"][:50])
+        more = f" and {len(unknown['ids']) - 50} more" if len(unknown["ids"]) > 50 else ""
+        lines += ["### Gold answers not in the KB", "",
+                  f"{unknown['queries']} queries have a gold entity that is not in the KB, so no pipeline can find "
+                  f"it; they count as misses. The {len(unknown['ids'])} ids: {shown}{more}.", ""]
     if metrics.by_type:
         lines += ["### By entity type", "", "| type | n | Hits@1 | Hits@5 | MRR |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {name} | {g.n} | {_pct(g.hits.get('1'))} | {_pct(g.hits.get('5'))} | {_num(g.mrr)} |"
+        lines += [f"| {md.text(name)} | {g.n} | {_pct(g.hits.get('1'))} | {_pct(g.hits.get('5'))} | {_num(g.mrr)} |"
                   for name, g in metrics.by_type.items()]
         lines.append("")
     lines += ["## How to read these numbers", "",
@@ -336,9 +382,9 @@ def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequenc
               "NIL queries are scored only by the NIL table. \"Recall of gold among candidates\" is the share of "
               "queries whose gold was retrieved at all: the ceiling of any reranker over these candidates.", "",
               "## Settings", "", "| setting | value |", "| --- | --- |"]
-    lines += [f"| {key} | {_cell(value)} |" for key, value in settings.items()]
-    lines += ["", "Versions:", "", "```json", json.dumps(result.get("versions", {}), indent=2, ensure_ascii=False,
-                                                         default=str), "```", ""]
+    lines += [f"| {md.text(key)} | {md.text(value)} |" for key, value in settings.items()]
+    lines += ["", "Versions:", "", *md.fence(json.dumps(result.get("versions", {}), indent=2, ensure_ascii=False,
+                                                        default=str), "json"), ""]
     lines += _error_sections(examples, predictions, names)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -360,22 +406,22 @@ def _error_sections(examples: Sequence[LabeledQuery], predictions: Mapping[str, 
               "Worst first: gold not ranked at all, then the gold's rank from lowest; ties by the top-1 score.", ""]
     for number, (example, prediction, cls) in enumerate(sorted(wrong, key=_badness)[:WORST], start=1):
         rank = gold_rank(prediction, example.answer)
-        gold = "NIL" if example.answer is None else f"{names.get(example.answer, '?')} `{example.answer}`"
-        lines.append(f"### {number}. `{example.id}`: {cls}")
+        gold = "NIL" if example.answer is None else f"{md.text(names.get(example.answer, '?'))} {md.code(example.answer)}"
+        lines.append(f"### {number}. {md.code(example.id)}: {cls}")
         lines.append("")
         lines.append(f"- mention: {_quote(example.mention) if example.mention else '(visual prompt only)'}")
         if example.text:
             lines.append(f"- text: {_quote(_clip(example.text, 300))}")
         lines.append(f"- gold: {gold}, rank {rank if rank is not None else 'none (miss)'}")
         if prediction is not None and prediction.error:
-            lines += [f"- error: `{_clip(prediction.error, 300)}`", ""]
+            lines += [f"- error: {md.code(_clip(prediction.error, 300))}", ""]
             continue
         if prediction is not None and prediction.nil:
             lines.append("- answered: NIL")
         lines += ["", "| rank | entity | name | score |", "| --- | --- | --- | --- |"]
         for position, entity in enumerate((prediction.ranking if prediction else [])[:5], start=1):
             mark = " (gold)" if entity.id == example.answer else ""
-            lines.append(f"| {position} | `{entity.id}`{mark} | {_cell(entity.name or names.get(entity.id, ''))} | "
+            lines.append(f"| {position} | {md.code(entity.id)}{mark} | {md.text(entity.name or names.get(entity.id, ''))} | "
                          f"{entity.score:.3f} |")
         lines.append("")
     return lines
@@ -413,11 +459,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("|", "\\|").replace("\n", " ") + '"'
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return '"' + md.text(text) + '"'
 
 
 # --- plot -------------------------------------------------------------------------------------------------

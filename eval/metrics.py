@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vplink.agent.query import LabeledQuery
+from vplink.core.records import LabeledQuery, RankedEntity
 
 #: The cut-offs of Hits@k that every run reports.
 KS: tuple[int, ...] = (1, 3, 5, 10, 20)
-
-
-class RankedEntity(BaseModel):
-    """One entity of a ranking: its KB id, the pipeline's score, and its name when known."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    score: float = 0.0
-    name: str | None = None
 
 
 class Prediction(BaseModel):
@@ -142,18 +132,9 @@ def latency_stats(predictions: Iterable[Prediction]) -> dict[str, LatencyStats]:
             continue
         for stage, ms in prediction.latency_ms.items():
             samples.setdefault(stage, []).append(float(ms))
-    return {stage: LatencyStats(p50=percentile(values, 50), p95=percentile(values, 95))
+    # numpy's default: linear interpolation between order statistics
+    return {stage: LatencyStats(p50=float(np.percentile(values, 50)), p95=float(np.percentile(values, 95)))
             for stage, values in sorted(samples.items())}
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile with linear interpolation between order statistics (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _gold_map(gold: Mapping[str, str | None] | Sequence[LabeledQuery]) -> dict[str, str | None]:

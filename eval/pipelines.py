@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.state import LinkResult
-from vplink.eval.metrics import Prediction, RankedEntity
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
+from vplink.core.records import LinkQuery, RankedEntity
+from vplink.eval.metrics import Prediction
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
@@ -34,8 +34,9 @@ class RetrievePredictor:
 
     def versions(self) -> dict[str, Any]:
         """The encoders and fusion settings behind the numbers."""
-        return {"text_encoder": self.retriever.text_encoder.name,
-                "fusion": self.retriever.config.model_dump(), "pipeline": "retrieve"}
+        return {"text_encoder": self.retriever.text_encoder.name, "text_weights": self.retriever.text_encoder.weights,
+                "store": self.retriever.store.fingerprint(), "fusion": self.retriever.config.model_dump(),
+                "pipeline": "retrieve"}
 
     def predict(self, batch: list[LinkQuery]) -> list[Prediction]:
         """One batched search for the whole batch; latency is the batch's time shared per query."""
@@ -62,7 +63,9 @@ class LinkerPredictor:
 
     def versions(self) -> dict[str, Any]:
         """Models, prompts and the reranker behind the numbers."""
-        return {**self.linker.versions(), "pipeline": self.name}
+        retriever = self.linker.retriever
+        return {**self.linker.versions(), "text_weights": getattr(retriever.text_encoder, "weights", None),
+                "store": retriever.store.fingerprint(), "pipeline": self.name}
 
     def predict(self, batch: list[LinkQuery]) -> list[Prediction]:
         """Link each query; a query that fails is recorded with its error, the others go on."""
@@ -87,13 +90,16 @@ def to_prediction(result: LinkResult) -> Prediction:
         extra["judgement"] = result.judgement.model_dump()
     if result.evidence_text:
         extra["evidence_text"] = result.evidence_text
+    if result.evidence and result.evidence.get("alignment"):
+        extra["alignment"] = result.evidence["alignment"]
     return Prediction(id=result.query.id, ranking=ranking, nil=result.nil, latency_ms=result.timings_ms,
                       candidates=[r.id for r in result.ranking], extra=extra)
 
 
 def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, llm_url: str | None = None,
                     llm_model: str | None = None, vision: bool | str = False, checkpoint: str | None = None,
-                    llm_timeout: float | str | None = None, replay_from: str | None = None, **options: Any):
+                    llm_timeout: float | str | None = None, replay_from: str | None = None,
+                    prefix: str | None = None, text_model: str | None = None, **options: Any):
     """A predictor for ``pipeline`` over the store.
 
     ``replay_from`` (with ``checkpoint``) re-runs saved queries from that step on, reusing the model's
@@ -105,9 +111,9 @@ def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, ll
     unknown = sorted(set(options) - set(LinkerConfig.model_fields))
     if unknown:
         raise VplinkError(f"unknown pipeline option(s) {unknown}. Fix: use llm_url, llm_model, vision, checkpoint, "
-                          f"llm_timeout, replay_from, or a LinkerConfig field: {', '.join(LinkerConfig.model_fields)}")
+                          f"llm_timeout, replay_from, prefix, text_model, or a LinkerConfig field: {', '.join(LinkerConfig.model_fields)}")
     if pipeline == "retrieve":
-        return RetrievePredictor(open_retriever(store), k=int(k))
+        return RetrievePredictor(open_retriever(store, prefix=prefix, text_model=text_model), k=int(k))
     if pipeline not in PIPELINES:
         raise VplinkError(f"unknown pipeline '{pipeline}'. Fix: use one of {', '.join(PIPELINES)}")
     if pipeline == "rerank" and reranker is None:
@@ -120,9 +126,10 @@ def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, ll
     llm_config = None
     if pipeline == "agent" and llm_url:
         vision = vision if isinstance(vision, bool) else str(vision).lower() in ("1", "true", "yes")
-        llm_config = LLMConfig(url=llm_url, model=llm_model, vision=vision,
-                               **({"timeout_s": float(llm_timeout)} if llm_timeout else {}))
+        llm_config = LLMConfig(url=llm_url, model=llm_model, vision=vision)
     if replay_from and not checkpoint:
         raise VplinkError("replay_from needs the run's --checkpoint file. Fix: pass --checkpoint RUN/checkpoints.sqlite")
-    linker = Linker.open(store, llm_config=llm_config, reranker=reranker, config=config, checkpoint=checkpoint)
+    linker = Linker.open(store, llm_config=llm_config, reranker=reranker, config=config, checkpoint=checkpoint,
+                         prefix=prefix, text_model=text_model,
+                         llm_timeout=float(llm_timeout) if llm_timeout else None)
     return LinkerPredictor(linker, pipeline, replay_from=replay_from)

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 
 SYSTEM_MARK = "## system"
 USER_MARK = "## user"
@@ -56,13 +56,13 @@ def load_prompt(name: str, folder: str | None = None) -> PromptTemplate:
         text = path.read_text(encoding="utf-8")
     else:
         try:
-            text = resources.files("prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
+            text = resources.files("vplink.prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise PromptError(f"no built-in prompt named '{name}' (have: describe, judge, reflect)") from None
+            raise PromptError(f"no built-in prompt named '{name}' (have: choose, describe, judge, reflect)") from None
     return parse_template(name, text)
 
 
 def prompt_versions() -> dict[str, str]:
     """The version hash of every built-in prompt, for run reports."""
-    names = sorted(p.name[:-3] for p in resources.files("prompts").iterdir() if p.name.endswith(".md"))
+    names = sorted(p.name[:-3] for p in resources.files("vplink.prompts").iterdir() if p.name.endswith(".md"))
     return {name: load_prompt(name).version for name in names}

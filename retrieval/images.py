@@ -15,7 +15,7 @@ import numpy as np
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 
 #: Pictures with more pixels than this are shrunk on load (aspect kept); 4096 x 4096.
 DEFAULT_MAX_PIXELS = 4096 * 4096

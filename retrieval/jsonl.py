@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from vplink.retrieval.errors import InputFileError
+from vplink.core.errors import InputFileError
 
 
 def iter_jsonl(path: str | Path, error: type[InputFileError] = InputFileError) -> Iterator[tuple[int, Any]]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from vplink.retrieval.records import Entity
+from vplink.core.records import Entity
 
 _PARENTHETICAL = re.compile(r"\s*\([^)]*\)")
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
@@ -60,7 +60,7 @@ class LexicalIndex:
         row = {eid: i for i, eid in enumerate(self._ids)}
         self._id_array = np.asarray(self._ids, dtype=str)
         self._slot_entity = np.fromiter((row[eid] for eid, _ in self._names), dtype=np.intp, count=len(self._names))
-        self._slot_weight = np.fromiter((sum(self._idf[t] for t in set(toks)) for _, toks in self._names),
+        self._slot_weight = np.fromiter((sum(self._idf[t] for t in sorted(set(toks))) for _, toks in self._names),
                                         dtype=np.float64, count=len(self._names))
 
     def __len__(self) -> int:
@@ -73,7 +73,9 @@ class LexicalIndex:
     def search(self, query: str, k: int = 100) -> list[tuple[str, float]]:
         """Entities whose names share tokens with the query, best first, as ``(id, score in [0, 1])``."""
         q_list = tokens(query)
-        q_toks = set(q_list)
+        # Sorted tokens, not sets: a float sum in set order changes with PYTHONHASHSEED, and with it the
+        # order of near-equal scores between two runs (np.bincount below adds in this order too).
+        q_toks = sorted(set(q_list))
         if not q_toks:
             return []
         q_weight = sum(self.idf(t) for t in q_toks)
@@ -85,7 +87,7 @@ class LexicalIndex:
         # Each name lists a token once, so a name's shared IDF is the sum over the postings that reach it.
         unique, inverse = np.unique(slots, return_inverse=True)
         shared = np.bincount(inverse, weights=idf)
-        scores = 2 * shared / (q_weight + self._slot_weight[unique])
+        scores = np.round(2 * shared / (q_weight + self._slot_weight[unique]), 9)
         exact = self._exact.get(" ".join(q_list), ())
         if exact:
             scores[np.isin(unique, exact)] = 1.0
@@ -124,3 +126,46 @@ def find_names(index: LexicalIndex, text: str, *, min_tokens: int = 2, max_token
         else:
             i += 1
     return found
+
+
+class PersonNameIndex:
+    """The KB's people by full name (and alias), by surname and by first name, all normalised.
+
+    A caption's lone "Hiddleston" or "Scott" reaches every person of that surname or first name;
+    the caption's context then chooses among them in retrieval.
+    """
+
+    def __init__(self, entities: Iterable[Entity]) -> None:
+        self._full: dict[str, list[str]] = defaultdict(list)
+        self._last: dict[str, list[str]] = defaultdict(list)
+        self._first: dict[str, list[str]] = defaultdict(list)
+        for entity in entities:
+            if not entity.is_person():
+                continue
+            for label in dict.fromkeys([entity.name, *entity.aliases]):
+                toks = [t for t in tokens(label) if t not in _NAME_SUFFIXES]
+                if not toks:
+                    continue
+                self._full[" ".join(toks)].append(entity.id)
+                if len(toks) >= 2:
+                    self._last[toks[-1]].append(entity.id)
+                    self._first[toks[0]].append(entity.id)
+
+    def full_name(self, words: str) -> list[str]:
+        """People whose normalised name or alias is exactly ``words`` (two words or more)."""
+        return _unique(self._full.get(words, [])) if " " in words else []
+
+    def surname(self, word: str) -> list[str]:
+        """People whose name ends with ``word``, or whose one-word name it is."""
+        return _unique(self._last.get(word, []) + self._full.get(word, []))
+
+    def first_name(self, word: str) -> list[str]:
+        """People whose name starts with ``word``."""
+        return _unique(self._first.get(word, []))
+
+
+_NAME_SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}
+
+
+def _unique(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
 
 CACHE_ENV = "VPLINK_CACHE"
 # Module types the ONNX path reproduces; anything else (Dense, custom heads) needs the torch backend.

@@ -2,56 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from vplink.retrieval.errors import KBError
+from vplink.core.errors import KBError
+from vplink.core.records import Entity
 from vplink.retrieval.jsonl import iter_jsonl
-
-
-class Entity(BaseModel):
-    """One knowledge-base entity; ``image`` paths are resolved against the KB file's folder."""
-
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
-
-    id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    aliases: list[str] = Field(default_factory=list)
-    description: str = ""
-    type: str | None = None
-    image: list[str] = Field(default_factory=list)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: object) -> object:
-        # Numeric ids are common in public KBs; keep them as text so "42" and 42 are one id.
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("image", "aliases", mode="before")
-    @classmethod
-    def _as_list(cls, value: object) -> object:
-        # Both fields take one string or a list of them; null means none.
-        if value is None:
-            return []
-        return [value] if isinstance(value, str) else value
-
-    def name_view(self) -> str:
-        """The text of the name view: the name followed by its aliases."""
-        return "; ".join([self.name, *[a for a in self.aliases if a and a != self.name]])
-
-    def description_view(self) -> str:
-        """The text of the description view: name, type and description together."""
-        head = self.name if not self.type else f"{self.name} ({self.type})"
-        return f"{head}. {self.description}".strip() if self.description else head
-
-    def content_hash(self) -> str:
-        """A stable hash of every field that shapes the entity's embeddings."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -75,13 +35,18 @@ class LoadedKB:
         return {e.id: e for e in self.entities}
 
 
-def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool = True) -> LoadedKB:
+def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool = True,
+            image_root: str | Path | None = None) -> LoadedKB:
     """Load and validate a KB JSON Lines file; image paths come back absolute.
+
+    Image paths are resolved against the KB file's folder and must stay under ``image_root``
+    (default: that folder): a KB cannot make vplink read ``../../etc/passwd``.
 
     Raises :class:`KBError` naming the file, line and field of the first problem,
     unless ``skip_invalid`` is set, in which case bad lines are collected in ``skipped``.
     """
     path = Path(path)
+    root = Path(image_root).resolve() if image_root is not None else path.resolve().parent
     entities: list[Entity] = []
     skipped: list[SkippedLine] = []
     seen: dict[str, int] = {}
@@ -98,7 +63,7 @@ def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool 
                 raise KBError(path, f"duplicate id '{entity.id}' (first on line {seen[entity.id]})", line=line,
                               field="id", fix="give every entity a unique id, or merge the two records")
             if check_images:
-                entity.image = [_resolve_image(path, line, image) for image in entity.image]
+                entity.image = [_resolve_image(path, line, image, root) for image in entity.image]
         except KBError as error:
             reject(error)
             continue
@@ -158,8 +123,13 @@ _FIXES = {
 }
 
 
-def _resolve_image(path: Path, line: int, image: str) -> str:
-    resolved = (path.parent / image).resolve()
+def _resolve_image(path: Path, line: int, image: str, root: Path) -> str:
+    """An image path resolved against the KB's folder, refused unless it stays under ``root``."""
+    resolved = (path.resolve().parent / image).resolve()  # symlinks followed: a link out of root is refused too
+    if not resolved.is_relative_to(root):
+        raise KBError(path, f"image path {image!r} points outside the image folder {root}", line=line, field="image",
+                      fix="give image paths relative to the KB file that stay inside its folder, "
+                          "or name the folder that holds the images with --image-root")
     if not resolved.is_file():
         raise KBError(path, f"image file not found: {resolved}", line=line, field="image",
                       fix="paths are relative to the KB file; fix the path or drop the field")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from functools import cached_property
 from itertools import chain, repeat
@@ -11,10 +12,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from vplink.core.records import Candidate, Entity, ViewHit
 from vplink.retrieval.dates import date_consistency_many, life_window, lifespan, text_years
-from vplink.retrieval.lexical import LexicalIndex
-from vplink.retrieval.records import Entity
-from vplink.retrieval.store import IMAGE_VIEW, KBStore
+from vplink.retrieval.lexical import LexicalIndex, PersonNameIndex
+from vplink.retrieval.store import FACE_VIEW, IMAGE_VIEW, KBStore
 
 
 class QueryViews(BaseModel):
@@ -25,29 +26,17 @@ class QueryViews(BaseModel):
     mention: str | None = None
     context: str | None = None
     names: list[str] = Field(default_factory=list)
+    #: Weighted pseudo-mentions: the caption's people, each with the probability that the box marks it.
+    people: list[tuple[str, float]] = Field(default_factory=list)
     description: str | None = None
     image: object | None = Field(default=None, exclude=True)  # a PIL image of the marked region
+    #: The marked face's identity descriptor (dlib, 128-d), for the store's face view.
+    face: list[float] | None = Field(default=None, exclude=True)
 
     def is_empty(self) -> bool:
         """Whether no view carries anything to search with."""
-        return not (self.mention or self.context or self.names or self.description or self.image is not None)
-
-
-class ViewHit(BaseModel):
-    """Where one channel ranked a candidate."""
-
-    rank: int
-    score: float
-
-
-class Candidate(BaseModel):
-    """A fused candidate with its per-channel ranks and scores."""
-
-    id: str
-    name: str = ""
-    score: float
-    hits: dict[str, ViewHit] = Field(default_factory=dict)
-    entity: Entity | None = None
+        return not (self.mention or self.context or self.names or self.people or self.description
+                    or self.image is not None or self.face is not None)
 
 
 class FusionConfig(BaseModel):
@@ -79,13 +68,15 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "context>dates": 0.25,
     "names>name": 0.5,
     "names>lexical": 1.0,
+    # The marked face against the KB's portraits (dlib descriptors; see retrieval/faces.py).
+    "face>face": 2.0,
     "description>description": 0.5,
     "image>image": 0.25,
 }
 LEXICAL_SUFFIX = ">lexical"
 DATES_CHANNEL = "context>dates"
 # Channels whose absence means "no evidence" (score 0), not "below the last hit".
-ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL)
+ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL, "face>face")
 # Query texts whose embeddings are kept between searches (least recently used dropped first).
 QUERY_CACHE_SIZE = 4096
 
@@ -94,71 +85,115 @@ def _channel_weight(weights: dict[str, float], channel: str) -> float:
     return weights.get(channel, weights.get(channel.split("#")[0], 0.0))
 
 
-class ChannelMatrix:
-    """One query's channel rankings as arrays: a row per candidate, a column per channel."""
+def _hits(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, ViewHit]]:
+    hits: dict[str, dict[str, ViewHit]] = defaultdict(dict)
+    for channel, ranking in rankings.items():
+        for rank, (eid, score) in enumerate(ranking, start=1):
+            hits[eid][channel] = ViewHit(rank=rank, score=round(float(score), 6))
+    return hits
 
-    def __init__(self, rankings: dict[str, list[tuple[str, float]]]) -> None:
-        self.channels = list(rankings)
-        # zip/map/chain keep the per-candidate work in C: a query has a few hundred (channel, candidate) pairs.
-        columns = [tuple(zip(*ranking)) or ((), ()) for ranking in rankings.values()]
-        self.ids = list(dict.fromkeys(chain.from_iterable(ids for ids, _ in columns)))
-        row = dict(zip(self.ids, range(len(self.ids))))
-        self.ranks = np.zeros((len(self.ids), len(self.channels)), dtype=np.int64)  # 0: not returned
-        self.scores = np.zeros((len(self.ids), len(self.channels)), dtype=np.float64)
-        self.floors = np.zeros(len(self.channels), dtype=np.float64)
-        for j, (channel, (ids, values)) in enumerate(zip(self.channels, columns)):
-            if not ids:
-                continue
-            rows = np.fromiter(map(row.__getitem__, ids), dtype=np.intp, count=len(ids))
-            scores = np.asarray(values, dtype=np.float64)
-            self.ranks[rows, j] = np.arange(1, len(ids) + 1)
-            self.scores[rows, j] = scores
-            # A dense channel's floor is its lowest returned similarity; lexical and dates mean "no evidence": 0.
-            if not channel.split("#")[0].endswith(ZERO_FLOOR):
-                self.floors[j] = scores.min()
 
-    def fuse(self, weights: dict[str, float], method: str = "score", rrf_k: float = 60.0) -> tuple[np.ndarray,
-                                                                                                     np.ndarray]:
-        """Fused scores and the rows they belong to: candidates found by at least one weighted channel."""
-        w = np.array([_channel_weight(weights, c) for c in self.channels], dtype=np.float64)
-        w = np.where(w > 0, w, 0.0)
-        present = self.ranks > 0
-        rows = np.flatnonzero(present[:, w > 0].any(axis=1))
-        if method == "rrf":
-            contrib = np.where(present, 1.0 / (rrf_k + np.maximum(self.ranks, 1)), 0.0)
-        else:
-            contrib = np.where(present, self.scores, self.floors)
-        return (contrib[rows] @ w), rows
+#: Decimals a fused score keeps before ranking: float noise below this cannot reorder two runs.
+SCORE_DECIMALS = 6
 
-    def top(self, weights: dict[str, float], k: int, method: str = "score", rrf_k: float = 60.0) -> list[Candidate]:
-        """The k best fused candidates, ties broken by id, each with its per-channel ranks and scores."""
-        fused, rows = self.fuse(weights, method, rrf_k)
-        if not len(rows):
-            return []
-        ids = np.array(self.ids, dtype=object)[rows]
-        order = np.lexsort((ids.astype(str), -fused))[:k]
-        return [Candidate(id=ids[i], score=round(float(fused[i]), 6), hits=self.hits(int(rows[i]))) for i in order]
 
-    def hits(self, row: int) -> dict[str, ViewHit]:
-        """Where each channel ranked the candidate of one row."""
-        ranks, scores = self.ranks[row].tolist(), self.scores[row].tolist()
-        return {c: ViewHit(rank=r, score=round(s, 6)) for c, r, s in zip(self.channels, ranks, scores) if r}
+def rank_scores(scores: np.ndarray) -> np.ndarray:
+    """Fused scores as they are ranked: rounded to :data:`SCORE_DECIMALS` (ties then go to the smaller id)."""
+    return np.round(np.asarray(scores, dtype=np.float64), SCORE_DECIMALS)
+
+
+def channel_matrix(rankings: dict[str, list[tuple[str, float]]], channels: Sequence[str]
+                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The fusion's input for one query: candidate ids (sorted), and candidates x channels matrices of
+    similarities (a dense channel's lowest returned score where it missed a candidate, 0 for lexical and
+    dates) and of 1-based ranks (inf where it missed). Tuning (`eval/bench_retrieval.py`) uses it too."""
+    ids = sorted({eid for channel in channels for eid, _ in rankings.get(channel, [])})
+    row = {eid: i for i, eid in enumerate(ids)}
+    scores = np.zeros((len(ids), len(channels)))
+    ranks = np.full((len(ids), len(channels)), np.inf)
+    for j, channel in enumerate(channels):
+        listed = rankings.get(channel, [])
+        if not channel.split("#")[0].endswith(ZERO_FLOOR):
+            scores[:, j] = min((round(float(s), 6) for _, s in listed), default=0.0)
+        for rank, (eid, score) in enumerate(listed, start=1):
+            ranks[row[eid], j] = rank
+            scores[row[eid], j] = round(float(score), 6)
+    return ids, scores, ranks
+
+
+def fused_scores(features: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Σ_j weight_j × features[:, j], added column by column in order: the same numbers for the same
+    inputs, however many candidates there are (a BLAS product may sum in another order)."""
+    out = np.zeros(features.shape[0])
+    for j, weight in enumerate(weights):
+        if weight:
+            out = out + weight * features[:, j]
+    return out
+
+
+def _weighted_channels(rankings: dict[str, list], weights: dict[str, float]) -> list[str]:
+    # A fixed (sorted) channel order: the sum is then the same as in tuning.
+    return sorted(c for c in rankings if _channel_weight(weights, c) > 0)
+
+
+def reciprocal_rank_fusion(rankings: dict[str, list[tuple[str, float]]], weights: dict[str, float],
+                           rrf_k: float) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+    """Fuse ranked lists: score(e) = Σ_channel weight / (rrf_k + rank); rank starts at 1."""
+    channels = _weighted_channels(rankings, weights)
+    ids, _, ranks = channel_matrix(rankings, channels)
+    fused = fused_scores(1.0 / (rrf_k + ranks), [_channel_weight(weights, c) for c in channels])
+    hits = _hits(rankings)
+    return {eid: (float(score), hits[eid]) for eid, score in zip(ids, fused)}
+
+
+def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
+                          weights: dict[str, float]) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+    """Fuse by Σ_channel weight × similarity; a candidate missing from a channel gets its floor."""
+    channels = _weighted_channels(rankings, weights)
+    ids, scores, _ = channel_matrix(rankings, channels)
+    fused = fused_scores(scores, [_channel_weight(weights, c) for c in channels])
+    hits = _hits(rankings)
+    return {eid: (float(score), hits[eid]) for eid, score in zip(ids, fused)}
+
+
+def mix_fused(parts: Sequence[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]
+              ) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+    """Mix several fused rankings by weight: score(e) = Σ weight_i × score_i(e), where a ranking that
+    lacks e gives it its own lowest score. Hits come from the heaviest ranking that holds e."""
+    total = sum(weight for weight, _ in parts) or 1.0
+    floors = [min((score for score, _ in fused.values()), default=0.0) for _, fused in parts]
+    mixed: dict[str, tuple[float, dict[str, ViewHit]]] = {}
+    for eid in {eid for _, fused in parts for eid in fused}:
+        score = sum(weight * (fused[eid][0] if eid in fused else floor)
+                    for (weight, fused), floor in zip(parts, floors)) / total
+        heaviest = max((part for part in parts if eid in part[1]), key=lambda part: part[0])
+        mixed[eid] = (score, heaviest[1][eid][1])
+    return mixed
 
 
 class MultiViewRetriever:
     """Searches a :class:`KBStore` with every available query view and fuses the rankings."""
 
-    def __init__(self, store: KBStore, text_encoder, *, image_encoder=None, config: FusionConfig | None = None) -> None:
+    def __init__(self, store: KBStore, text_encoder, *, image_encoder=None, face_models=None,
+                 config: FusionConfig | None = None) -> None:
         self.store = store
         self.text_encoder = text_encoder
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the linker searches from several threads
         self.image_encoder = image_encoder
+        #: dlib's face models when the store has a face view (:class:`vplink.retrieval.faces.FaceModels`).
+        self.face_models = face_models
         self.config = config or FusionConfig()
 
     @cached_property
     def lexical(self) -> LexicalIndex:
         """The name/alias index, built once from the store's catalogue."""
         return LexicalIndex(self._catalogue)
+
+    @cached_property
+    def person_names(self) -> PersonNameIndex:
+        """The KB's people by full name, surname and first name, built once from the catalogue."""
+        return PersonNameIndex(self._catalogue)
 
     @cached_property
     def lifespans(self) -> dict[str, tuple[int | None, int | None]]:
@@ -200,14 +235,44 @@ class MultiViewRetriever:
         return self.search_batch([query], k)[0]
 
     def search_batch(self, queries: Sequence[QueryViews], k: int = 20) -> list[list[Candidate]]:
-        """The top-k fused candidates of each query; encoders and Chroma are called once per view."""
-        results = [ChannelMatrix(per_query).top(self._weights_with_decay(per_query), k, self.config.method,
-                                                self.config.rrf_k)
-                   for per_query in self.channel_rankings(queries)]
+        """The top-k fused candidates of each query; encoders and Chroma are called once per view.
+
+        A query without a mention but with weighted ``people`` is searched once per person (that
+        person as the mention) and the fused scores are mixed by the people's probabilities.
+        """
+        expanded: list[tuple[int, float, QueryViews]] = []
+        for i, query in enumerate(queries):
+            people = [(text, p) for text, p in query.people if p > 0] if not query.mention else []
+            if people:
+                expanded += [(i, p, query.model_copy(update={"mention": text, "people": []})) for text, p in people]
+            else:
+                expanded.append((i, 1.0, query))
+        rankings = self.channel_rankings([views for _, _, views in expanded])
+        parts: list[list[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]] = [[] for _ in queries]
+        for (i, weight, views), per_query in zip(expanded, rankings):
+            parts[i].append((weight, self.fuse(per_query, self._query_weights(per_query))))
+        results = []
+        for mixture in parts:
+            fused = mixture[0][1] if len(mixture) == 1 else mix_fused(mixture)
+            # Rounded before sorting, ties by id: float noise below 1e-6 cannot reorder two runs.
+            ids = list(fused)
+            rounded = rank_scores(np.array([fused[eid][0] for eid in ids]))
+            top = sorted(((eid, float(score), fused[eid][1]) for eid, score in zip(ids, rounded)),
+                         key=lambda item: (-item[1], item[0]))[:k]
+            results.append([Candidate(id=eid, score=score, hits=hits) for eid, score, hits in top])
         self._attach_entities(results)
         return results
 
-    def _weights_with_decay(self, per_query: dict[str, list]) -> dict[str, float]:
+    def fuse(self, rankings: dict[str, list[tuple[str, float]]],
+             weights: dict[str, float] | None = None) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+        """Fuse one query's channel rankings with the configured method."""
+        weights = weights if weights is not None else self.config.weights
+        if self.config.method == "rrf":
+            return reciprocal_rank_fusion(rankings, weights, self.config.rrf_k)
+        return weighted_score_fusion(rankings, weights)
+
+    def _query_weights(self, per_query: dict[str, list]) -> dict[str, float]:
+        """Per-channel weights of one query: name guess i decays by ``guess_decay ** i``."""
         weights = dict(self.config.weights)
         for channel in per_query:
             base, _, index = channel.partition("#")
@@ -250,6 +315,12 @@ class MultiViewRetriever:
                              for g, guess in enumerate(q.names[:5])]
         for (i, channel, _), ranking in zip(lexical_jobs, self.lexical.search_many([j[2] for j in lexical_jobs], depth)):
             out[i][channel] = ranking
+        # The face channel: the marked face against the KB's portraits.
+        with_faces = [i for i, q in enumerate(queries) if q.face is not None]
+        if with_faces and self.face_models is not None and "face>face" in active and FACE_VIEW in self.store.views():
+            vectors = np.asarray([queries[i].face for i in with_faces], dtype=np.float32)
+            for i, ranking in zip(with_faces, self.store.query(FACE_VIEW, vectors, depth, self.face_models.name)):
+                out[i]["face>face"] = ranking
         # The image channel: the crop against entity images, when both sides have images.
         with_images = [i for i, q in enumerate(queries) if q.image is not None]
         if with_images and self.image_encoder is not None and "image>image" in active \
@@ -265,15 +336,19 @@ class MultiViewRetriever:
         """Embeddings of query texts; recently embedded ones come from a small cache (the agent searches again
         with the same caption after `describe`, and a caption serves the name and description channels)."""
         cache = self._query_vectors
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        with self._cache_lock:
+            known = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
+            for text in known:
+                cache.move_to_end(text)
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
-            cache.update(zip(missing, self.text_encoder.encode(missing)))
-        for text in texts:
-            cache.move_to_end(text)
-        vectors = np.stack([cache[t] for t in texts])
-        while len(cache) > QUERY_CACHE_SIZE:
-            cache.popitem(last=False)
-        return vectors
+            fresh = dict(zip(missing, self.text_encoder.encode(missing)))
+            known.update(fresh)
+            with self._cache_lock:
+                cache.update(fresh)
+                while len(cache) > QUERY_CACHE_SIZE:
+                    cache.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
     def _attach_entities(self, results: list[list[Candidate]]) -> None:
         entities = self._entities

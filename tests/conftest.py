@@ -61,9 +61,36 @@ def small_store(small_kb: Path, text_encoder, tmp_path_factory):
     return store
 
 
+#: The people of the photos in ../shared/data/people (Obama, Biden, Kit Harington, Rose Leslie, Lin-Manuel Miranda).
+PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
+
+
+@pytest.fixture(scope="session")
+def people_store(shared_data: Path, text_encoder, tmp_path_factory) -> str:
+    """A real KB slice: the people of the photos, the first dev golds, and 250 other WikiMEL entities."""
+    from vplink.retrieval.jsonl import read_jsonl, write_jsonl
+    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.store import KBStore
+
+    kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
+    dev = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:20]
+    wanted = set(PEOPLE) | {row["answer"] for row in dev}
+    rows = [e for e in kb if e["id"] in wanted] + [e for e in kb if e["id"] not in wanted][:250]
+    folder = tmp_path_factory.mktemp("people")
+    write_jsonl(folder / "kb.jsonl", rows)
+    KBStore(folder / "store").index(load_kb(folder / "kb.jsonl").entities, text_encoder, progress=False)
+    return str(folder / "store")
+
+
 @pytest.fixture(scope="session")
 def dev_slice(shared_data: Path) -> list[dict]:
     """The first 60 WikiMEL dev mentions (their gold entities are in ``small_kb``)."""
     from vplink.retrieval.jsonl import read_jsonl
 
     return read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]
+
+
+@pytest.fixture(scope="session")
+def repo_fixtures() -> Path:
+    """The repository's own small fixtures (tests/fixtures)."""
+    return REPO / "tests" / "fixtures"

@@ -16,7 +16,7 @@ _EXPORTS = {
     "load_kb": ("vplink.retrieval.records", "load_kb"),
     "open_retriever": ("vplink.retrieval.factory", "open_retriever"),
     "KBStore": ("vplink.retrieval.store", "KBStore"),
-    "VplinkError": ("vplink.retrieval.errors", "VplinkError"),
+    "VplinkError": ("vplink.core.errors", "VplinkError"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -16,6 +16,9 @@ distill_app = typer.Typer(no_args_is_help=True, help="Distil the model's judgeme
 def annotate_cmd(
     dataset: Path = typer.Argument(..., help="Dataset file (any format `vplink eval` reads)."),
     store: Path = typer.Option(..., "--store", help="KB store folder (built by `vplink kb index`)."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model",
+                                              help="Text model folder (default: the one the store was built with)."),
     llm_url: str = typer.Option(..., "--llm-url", help="OpenAI-compatible (vLLM) server URL."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
     out: Path = typer.Option(..., "--out", help="Rationales JSONL (appended to; a rerun resumes)."),
@@ -24,12 +27,12 @@ def annotate_cmd(
     k: int = typer.Option(10, "-k", help="Candidates shown to the teacher."),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight (vLLM batches them)."),
     max_tokens: int = typer.Option(160, "--max-tokens", help="Answer budget per request."),
-    timeout_s: float = typer.Option(600.0, "--timeout", help="Per-request timeout in seconds."),
+    llm_timeout: float = typer.Option(600.0, "--llm-timeout", min=0.1, help="Seconds one model request may take."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the run's report JSON here."),
 ) -> None:
     """Annotate DATASET's examples with the teacher's choice, rationale and scores (gold answers are stripped)."""
     from vplink.agent.llm_client import LLMClient, LLMConfig
-    from vplink.agent.query import LinkQuery
+    from vplink.core.records import LinkQuery
     from vplink.distill.teacher import annotate
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.retrieval.factory import open_retriever
@@ -38,9 +41,9 @@ def annotate_cmd(
     examples = sample_examples(load_dataset(dataset, allow_missing_images=True), limit, sample_seed)
     # the teacher must never see the gold answer: hand it plain queries
     queries = [LinkQuery(**e.model_dump(include=set(LinkQuery.model_fields))) for e in examples]
-    llm = LLMClient(LLMConfig(url=llm_url, model=llm_model, max_concurrency=concurrency, timeout_s=timeout_s,
+    llm = LLMClient(LLMConfig(url=llm_url, model=llm_model, max_concurrency=concurrency, timeout_s=llm_timeout,
                               max_retries=1))
-    result = annotate(queries, open_retriever(store), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
+    result = annotate(queries, open_retriever(store, prefix=prefix, text_model=text_model), llm, out, k=k, concurrency=concurrency, max_tokens=max_tokens)
     doc = result.model_dump()
     if report:
         write_json(report, doc)
@@ -51,6 +54,7 @@ def annotate_cmd(
 def train_cmd(
     rationales: Path = typer.Argument(..., help="Rationales JSONL written by `vplink distill annotate`."),
     store: Path = typer.Option(..., "--store", help="KB store folder the rationales were made with."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
     out: Path = typer.Option(..., "--out", help="Scorer folder (model.safetensors, config.json, metrics.jsonl)."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="Train on this dataset's gold answers instead."),
     epochs: int = typer.Option(30, "--epochs"),
@@ -72,7 +76,7 @@ def train_cmd(
         gold_map = {e.id: e.answer for e in load_dataset(gold, allow_missing_images=True)}
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed, dev_fraction=dev_fraction, patience=patience,
                          batch_size=batch_size)
-    summary = train(rationales, open_store(store), out, gold=gold_map, config=config, cache_dir=cache)
+    summary = train(rationales, open_store(store, prefix=prefix), out, gold=gold_map, config=config, cache_dir=cache)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -86,10 +90,13 @@ def bench_teacher_cmd(
     runs: list[Path] = typer.Option([], "--run", help="Eval run folders to measure agreement with the teacher."),
 ) -> None:
     """Score the teacher as a linker (its choice first, then its scores) and its agreement with other runs."""
+    import numpy as np
+
     from vplink.distill.records import RationaleRecord
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.eval.harness import read_predictions
-    from vplink.eval.metrics import Prediction, RankedEntity, compute_metrics
+    from vplink.core.records import RankedEntity
+    from vplink.eval.metrics import Prediction, compute_metrics
     from vplink.retrieval.jsonl import iter_jsonl, write_json, write_jsonl
 
     examples = sample_examples(load_dataset(gold, allow_missing_images=True), limit, sample_seed)
@@ -108,7 +115,7 @@ def bench_teacher_cmd(
            "teacher_models": sorted({r.model for r in records.values()}),
            "prompt_versions": sorted({r.prompt_version for r in records.values()}),
            "teacher_nil_rate": sum(r.is_nil for r in records.values()) / len(records),
-           "teacher_s_per_query_p50": sorted(r.seconds for r in records.values())[len(records) // 2],
+           "teacher_s_per_query_p50": float(np.percentile([r.seconds for r in records.values()], 50)),
            "mean_completion_tokens": sum(r.completion_tokens for r in records.values()) / len(records),
            # NIL counted as the teacher says (a miss at every k), and ignored (its ranking kept)
            "metrics": compute_metrics(preds(True), scored).model_dump(),

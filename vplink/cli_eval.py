@@ -9,14 +9,15 @@ from typing import Any, Callable, Optional
 
 import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from vplink.cli_link import LLM_TIMEOUT_HELP
+from vplink.console import data_console
+from vplink.core.errors import VplinkError
 from vplink.eval.compare import compare_markdown, compare_runs, load_run
 from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
 from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
-from vplink.retrieval.errors import VplinkError
 from vplink.retrieval.jsonl import iter_jsonl
 
 
@@ -40,8 +41,8 @@ eval_app = typer.Typer(
          "or compare finished runs (`vplink eval compare RUN_A RUN_B`).",
 )
 
-_err = Console(stderr=True)
-_out = Console()
+_err = data_console(stderr=True)
+_out = data_console()
 
 
 class Pipeline(str, Enum):
@@ -88,11 +89,20 @@ def run_command(
     scorer: Optional[Path] = typer.Option(None, "--scorer", help="Distilled scorer folder (rerank pipeline)."),
     llm_url: Optional[str] = typer.Option(None, "--llm-url", help="vLLM server for the agent pipeline."),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
+    llm_timeout: Optional[float] = typer.Option(None, "--llm-timeout", min=0.1, help=LLM_TIMEOUT_HELP),
     vision: bool = typer.Option(False, "--vision", help="The model sees images."),
     no_mention: bool = typer.Option(False, "--no-mention",
                                     help="Hide every mention: the VP-MEL setting, where the box is the mention."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                               help="SQLite file: the agent resumes mid-query after a crash."),
+    prefix: Optional[str] = typer.Option(None, "--prefix",
+                                         help="The KB's collection prefix (needed when the store holds several)."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model",
+                                              help="Text model folder (default: the one the store was built with)."),
+    restart: bool = typer.Option(False, "--restart", help="Start the run in --out over, dropping its predictions."),
+    allow_unknown_gold: bool = typer.Option(False, "--allow-unknown-gold",
+                                            help="With --kb: run even when gold answers are not in the KB "
+                                                 "(they count as misses and are listed in the report)."),
 ) -> None:
     """Run a pipeline over a dataset and write predictions, metrics.json, report.md and hits.png."""
     try:
@@ -106,25 +116,62 @@ def run_command(
             examples = [e.model_copy(update={"mention": None}) for e in examples]
         names, types = _kb_names_types(kb) if kb else (None, None)
         types = types or None  # a KB without types gives no by-type table rather than one "unknown" row
+        if kb and not allow_unknown_gold:
+            _refuse_unknown_gold(examples, names, kb)
         from vplink.wiring import load_reranker
 
-        wired = {"reranker": load_reranker(scorer, store), "llm_url": llm_url, "llm_model": llm_model,
-                 "vision": vision, "checkpoint": str(checkpoint) if checkpoint else None}
+        wired = {"reranker": load_reranker(scorer, store, prefix=prefix), "llm_url": llm_url, "llm_model": llm_model,
+                 "vision": vision, "checkpoint": str(checkpoint) if checkpoint else None, "llm_timeout": llm_timeout,
+                 **({"prefix": prefix} if prefix else {}), **({"text_model": str(text_model)} if text_model else {})}
+        if llm_url and pipeline is Pipeline.agent:
+            from vplink.agent.llm_client import LLMConfig
+
+            _err.print(f"asking the model server at {escape(llm_url)} (up to {llm_timeout or LLMConfig().timeout_s:g} s per request; "
+                       "--llm-timeout changes it) ...", highlight=False)
         predictor = resolve_builder()(pipeline.value, store, k=k, **{**wired, **options})
+        kb_ids = set(names) if names else set(getattr(predictor, "entity_names", None) or {}) or None
         names = names or getattr(predictor, "entity_names", None)
         types = types or getattr(predictor, "entity_types", None)
         run_dir = out or Path("runs") / f"{dataset.stem}-{pipeline.value}"
         settings = {"store": store, "k": k, "scorer": str(scorer) if scorer else None, "llm_url": llm_url,
                     "no_mention": no_mention, "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
                     "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
+        # Everything besides the predictor's own versions (store, encoders, fusion, prompts) that shapes a
+        # prediction: a resumed run must have been made with the same.
+        from vplink.retrieval.store import is_url
+
+        identity = {"store": store if is_url(store) else str(Path(store).resolve()), "prefix": prefix, "k": k, "scorer": _scorer_identity(scorer),
+                    "llm_url": llm_url, "llm_model": llm_model, "vision": vision, "no_mention": no_mention,
+                    "text_model": str(text_model.resolve()) if text_model else None, "format": loaded.format,
+                    "images": str(images.resolve()) if images else None, "options": options}
         result = run_eval(examples, predictor, run_dir, pipeline=pipeline.value, dataset=str(dataset),
-                          versions={}, concurrency=concurrency, batch_size=batch_size, resume=resume,
-                          retry_errors=retry_errors, dataset_path=dataset, entity_names=names, types=types,
-                          settings=settings)
+                          versions={}, concurrency=concurrency, batch_size=batch_size,
+                          resume=resume and not restart, retry_errors=retry_errors, dataset_path=dataset,
+                          entity_names=names, types=types, settings=settings, identity=identity, kb_ids=kb_ids)
     except VplinkError as exc:
         _fail(exc)
     _out.print(compare_runs([load_run(run_dir)]))
-    _out.print(f"{result['errors']} failed queries. Wrote {run_dir / METRICS}, {run_dir / REPORT}, {run_dir / PLOT}")
+    _out.print(escape(f"{result['errors']} failed queries. Wrote {run_dir / METRICS}, {run_dir / REPORT}, "
+                      f"{run_dir / PLOT}"))
+
+
+@eval_app.command("box-report")
+def box_report_command(
+    run_dir: Path = typer.Argument(..., help="A run folder made with --no-mention on a dataset with boxes."),
+    dataset: Path = typer.Argument(..., help="The same dataset, whose mentions say whom each box marks."),
+    fmt: str = typer.Option("auto", "--format", help=f"Dataset format: auto, {', '.join(FORMATS)}."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the dataset's images."),
+) -> None:
+    """VP-MEL measures of a run: span recall, box-to-span accuracy, H@k, whether boxes change answers."""
+    from vplink.eval.box_report import BOX_REPORT, write_box_report
+
+    try:
+        loaded = read_dataset(dataset, fmt, images, allow_missing_images=True)
+        report = write_box_report(run_dir, loaded.examples)
+    except VplinkError as exc:
+        _fail(exc)
+    _out.print_json(data=report)
+    _out.print(f"Wrote {run_dir / BOX_REPORT}")
 
 
 @eval_app.command("compare")
@@ -144,7 +191,7 @@ def compare_command(
 
 
 def _fail(exc: Exception) -> None:
-    _err.print("[red]error:[/]", escape(str(exc)), highlight=False)
+    _err.print("[red]error:[/]", escape(str(exc)))
     raise typer.Exit(2)  # the same status as `vplink` gives any VplinkError
 
 
@@ -156,6 +203,27 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
             raise VplinkError(f"bad --option {pair!r}. Fix: write KEY=VALUE, e.g. --option k_rerank=10")
         options[key.strip()] = value
     return options
+
+
+def _scorer_identity(scorer: Path | None) -> dict[str, str] | None:
+    """The scorer's folder and a hash of its weights: a retrained scorer in the same folder differs."""
+    if scorer is None:
+        return None
+    from vplink.retrieval.fingerprint import weights_fingerprint
+
+    return {"path": str(scorer.resolve()), "weights": weights_fingerprint(scorer)}
+
+
+def _refuse_unknown_gold(examples, names: dict[str, str] | None, kb: Path) -> None:
+    """Refuse a dataset whose gold answers name entities the KB does not hold (they could never be found)."""
+    from vplink.eval.harness import unknown_gold
+
+    missing = unknown_gold(examples, set(names or {}))
+    if missing["queries"]:
+        shown = ", ".join(missing["ids"][:10]) + (" ..." if len(missing["ids"]) > 10 else "")
+        raise VplinkError(f"{missing['queries']} of {len(examples)} gold answers name {len(missing['ids'])} "
+                          f"entities that are not in the KB {kb} ({shown}). Fix: evaluate against the KB the "
+                          "dataset was made for, or pass --allow-unknown-gold to count them as misses")
 
 
 def _kb_names_types(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from vplink.console import data_console
+
 kb_app = typer.Typer(help="Index a knowledge base and search it.", no_args_is_help=True)
-console = Console()
+console = data_console()
 
 
 @kb_app.command("index")
@@ -25,10 +27,15 @@ def index(
         help="torch (GPU), onnx (CPU, same vectors; the CPU default) or onnx-int8 (fastest, a little less "
              "accurate); $VPLINK_TEXT_BACKEND sets the default")] = None,
     image_encoder: Annotated[str, typer.Option(help="efficientnet-lite0, clip:/path/to/clip, or none")] = "efficientnet-lite0",
+    faces: Annotated[bool, typer.Option(help="Add a face view (dlib descriptors of the entities' portraits)")] = True,
+    face_models: Annotated[Optional[Path], typer.Option(help="Folder of dlib's face model files "
+                                                        "(default: the face-recognition-models package)")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Index the valid lines and report the others")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the store's views and re-embed everything")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     prefix: Annotated[str, typer.Option(help="Collection name prefix: several KBs can share one server")] = "vplink",
+    image_root: Annotated[Optional[Path], typer.Option(
+        help="Folder the KB's image paths must stay under (default: the KB file's folder)")] = None,
 ) -> None:
     """Embed every entity into one Chroma collection per view; re-running updates only what changed."""
     from vplink.retrieval.records import load_kb
@@ -36,22 +43,27 @@ def index(
     from vplink.retrieval.text_encoder import TextEncoder
 
     location = _location(store, chroma_url)
-    loaded = load_kb(kb, skip_invalid=skip_invalid)
+    loaded = load_kb(kb, skip_invalid=skip_invalid, image_root=image_root)
     for skipped in loaded.skipped:
-        console.print(f"[yellow]skipped[/] {skipped.reason}")
+        console.print(f"[yellow]skipped[/] {escape(skipped.reason)}")
     images = None
     if image_encoder != "none" and any(e.image for e in loaded.entities):
         from vplink.retrieval.image_encoders import load_image_encoder
 
         images = load_image_encoder(image_encoder)
+    face_encoder = None
+    if faces and any(e.image for e in loaded.entities):
+        from vplink.retrieval.faces import FaceEncoder, FaceModels
+
+        face_encoder = FaceEncoder(FaceModels(face_models))
     started = time.perf_counter()
     report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model, backend=text_backend),
-                                                      images,
-                                                      batch_size=batch_size, rebuild=rebuild)
-    console.print(report.summary())
+                                                      images, face_encoder=face_encoder, batch_size=batch_size,
+                                                      rebuild=rebuild)
+    console.print(escape(report.summary()))
     for problem in report.image_errors:
-        console.print(f"[yellow]image skipped[/] {problem}")
-    console.print(f"{len(loaded.entities)} entities indexed into {location} in {time.perf_counter() - started:.1f} s"
+        console.print(f"[yellow]image skipped[/] {escape(str(problem))}")
+    console.print(f"{len(loaded.entities)} entities indexed into {escape(str(location))} in {time.perf_counter() - started:.1f} s"
                   + (f"; {len(loaded.skipped)} invalid lines skipped" if loaded.skipped else ""))
 
 
@@ -63,13 +75,16 @@ def search(
     name: Annotated[Optional[list[str]], typer.Option(help="A name guess (repeatable)")] = None,
     k: Annotated[int, typer.Option("-k", min=1)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,
-    prefix: Annotated[str, typer.Option()] = "vplink",
+    prefix: Annotated[Optional[str], typer.Option(help="The KB's collection prefix (needed when the store "
+                                                         "holds several KBs)")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder (default: the "
+                                                             "one the store was built with)")] = None,
 ) -> None:
     """Print the top-k fused candidates for a query with their per-view ranks."""
     from vplink.retrieval.factory import open_retriever
     from vplink.retrieval.search import QueryViews
 
-    retriever = open_retriever(store, prefix=prefix)
+    retriever = open_retriever(store, prefix=prefix, text_model=text_model)
     started = time.perf_counter()
     candidates = retriever.search(QueryViews(mention=mention, context=query, names=name or []), k=k)
     elapsed = (time.perf_counter() - started) * 1000
@@ -77,13 +92,13 @@ def search(
         typer.echo(json.dumps([c.model_dump(mode="json", exclude={"entity"}) | {
             "description": c.entity.description if c.entity else ""} for c in candidates], ensure_ascii=False, indent=1))
         return
-    table = Table(title=f"top {len(candidates)} for {query!r}" + (f" (mention {mention!r})" if mention else ""))
+    table = Table(title=escape(f"top {len(candidates)} for {query!r}" + (f" (mention {mention!r})" if mention else "")))
     for column in ("#", "id", "name", "score", "ranks by channel", "description"):
         table.add_column(column, overflow="fold")
     for rank, cand in enumerate(candidates, start=1):
         ranks = ", ".join(f"{ch}:{hit.rank}" for ch, hit in sorted(cand.hits.items(), key=lambda kv: kv[1].rank))
         desc = cand.entity.description[:80] if cand.entity else ""
-        table.add_row(str(rank), cand.id, cand.name, f"{cand.score:.4f}", ranks, desc)
+        table.add_row(str(rank), escape(cand.id), escape(cand.name), f"{cand.score:.4f}", ranks, escape(desc))
     console.print(table)
     console.print(f"[dim]{elapsed:.0f} ms[/]")
 

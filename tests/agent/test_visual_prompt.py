@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from vplink.agent.visual_prompt import (BoxError, box_on_image, crop_region, line_width, parse_box, render_marked,
-                                 validate_box)
-from vplink.retrieval.errors import VplinkError
+                                        validate_box)
+from vplink.core.errors import VplinkError
 from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

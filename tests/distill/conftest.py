@@ -45,7 +45,7 @@ def fixture_entities(shared_data: Path, rationales_path: Path, candidates_path: 
     """The real KB entities every recorded candidate refers to, keyed by id."""
     from vplink.distill.train import load_rationales
     from vplink.retrieval.jsonl import iter_jsonl
-    from vplink.retrieval.records import Entity
+    from vplink.core.records import Entity
 
     wanted = {c for p in (rationales_path, candidates_path) for r in load_rationales(p) for c in r.candidates}
     return {str(o["id"]): Entity.model_validate(o) for _, o in iter_jsonl(shared_data / "wikimel" / "kb.jsonl")

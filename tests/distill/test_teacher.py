@@ -7,11 +7,11 @@ import json
 import pytest
 
 from vplink.agent.llm_client import LLMClient
-from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.distill.records import NIL, RationaleRecord, TeacherAnswer
 from vplink.distill.teacher import annotate, candidate_listing, normalise_answer
 from vplink.prompts.loader import load_prompt
-from vplink.retrieval.search import MultiViewRetriever
+from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
 SENTINEL = "Q_GOLD_SENTINEL_424242"
 
@@ -23,9 +23,9 @@ class RecordingClient(LLMClient):
         super().__init__(config)
         self.bodies: list[str] = []
 
-    async def _apost(self, payload):
-        self.bodies.append(json.dumps(payload))
-        return await super()._apost(payload)
+    async def _acreate(self, request):
+        self.bodies.append(json.dumps(request))
+        return await super()._acreate(request)
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,25 @@ def test_annotate_writes_valid_records_and_resumes(tiny_text_llm, retriever, dev
     assert again.annotated + again.failed == len(queries) - report.annotated
 
 
-def test_limit_and_plain_queries(tiny_text_llm, retriever, dev_slice, tmp_path):
+def test_limit_annotates_the_first_queries_only(tiny_text_llm, retriever, dev_slice, tmp_path):
     queries = [LinkQuery(**{k: v for k, v in row.items() if k != "answer"}) for row in dev_slice[:5]]
-    report = annotate(queries, retriever, LLMClient(tiny_text_llm), tmp_path / "r.jsonl", k=3, limit=2,
-                      progress=False, max_tokens=128)
-    assert report.requested == 2
+    client = RecordingClient(tiny_text_llm.model_copy(update={"max_retries": 0}))
+    out = tmp_path / "r.jsonl"
+    report = annotate(queries, retriever, client, out, k=3, limit=2, progress=False, max_tokens=128)
+    assert report.requested == 2 and report.annotated + report.failed == 2
+    # one request per query, each about its own query, and none about the three beyond the limit
+    assert len(client.bodies) == 2
+    for query in queries[:2]:
+        assert sum(json.dumps(query.text)[1:-1] in body for body in client.bodies) == 1
+    assert not any(json.dumps(q.text)[1:-1] in body for q in queries[2:] for body in client.bodies)
+    written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert set(written) <= {q.id for q in queries[:2]} and len(written) == report.annotated
+    # each record shows the model its own query's top 3
+    tops = retriever.search_batch([QueryViews(mention=q.mention, context=q.text) for q in queries[:2]], k=3)
+    expected = {q.id: {c.id for c in top} for q, top in zip(queries, tops)}
+    for line in out.read_text().splitlines():
+        rec = RationaleRecord.model_validate_json(line)
+        assert set(rec.candidates) == expected[rec.id]
 
 
 def test_normalise_answer_fills_and_repairs():
@@ -85,7 +99,7 @@ def test_normalise_answer_fills_and_repairs():
 
 
 def test_candidate_listing_trims_descriptions(small_store):
-    from vplink.retrieval.search import Candidate
+    from vplink.core.records import Candidate
 
     entities = small_store.get_entities([e.id for e, _ in zip(small_store.iter_entities(), range(2))])
     cands = [Candidate(id=e.id, name=e.name, score=0.1, entity=e.model_copy(update={"description": "x" * 500}))

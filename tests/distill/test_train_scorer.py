@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vplink.agent.query import LinkQuery
 from vplink.agent.reranker import Reranker
+from vplink.core.records import LinkQuery
 from vplink.distill.features import FeatureCache
 from vplink.distill.scorer import ScorerLoadError, load_scorer
 from vplink.distill.train import load_rationales, train
@@ -56,7 +56,7 @@ def test_rerun_resumes_instead_of_retraining(gold_student, candidates_path, trai
 
 
 def test_save_load_roundtrip_scores_like_training(teacher_student, rationales_path, fixture_entities, text_encoder):
-    from vplink.retrieval.search import Candidate, ViewHit
+    from vplink.core.records import Candidate, ViewHit
 
     out, _ = teacher_student
     scorer = load_scorer(out, text_encoder=text_encoder)

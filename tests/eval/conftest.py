@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vplink.agent.query import LinkQuery
-from vplink.eval.metrics import Prediction, RankedEntity
+from vplink.core.records import LinkQuery, RankedEntity
+from vplink.eval.metrics import Prediction
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FORMATS = DATA / "formats"

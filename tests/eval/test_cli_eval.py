@@ -81,12 +81,12 @@ def test_eval_dataset_runs_the_default_command(app, builder, tmp_path, prefix):
     result = runner.invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
     assert builder == [("retrieve", "stores/wikimel", {"k": 5, "reranker": None, "llm_url": None, "llm_model": None,
-                                                       "vision": False, "checkpoint": None})]
+                                                       "vision": False, "checkpoint": None, "llm_timeout": None})]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["pipeline"] == "retrieve"
     assert (out / "report.md").exists() and (out / "hits.png").exists()
     report = (out / "report.md").read_text()
-    assert "| sample_seed | 3 |" in report and "| k | 5 |" in report
+    assert "| sample\\_seed | 3 |" in report and "| k | 5 |" in report
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert all(len(row["ranking"]) <= 5 for row in rows)
     assert "Hits@1" in result.output

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vplink.core.errors import VplinkError
 from vplink.eval.datasets import (DatasetError, MissingImagesError, load_dataset, read_dataset, resolve_vpwiki_answer,
-                           sample_examples, sniff_format)
-from vplink.retrieval.errors import VplinkError
+                                  sample_examples, sniff_format)
 from tests.eval.conftest import FORMATS, WIKIMEL
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 from PIL import Image
 
-from vplink.agent.query import LabeledQuery, LinkQuery
+from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
 from vplink.eval.datasets import load_dataset
 from vplink.eval.harness import RunDirError, classify_error, read_predictions, run_eval
-from vplink.eval.metrics import Prediction, RankedEntity
+from vplink.eval.metrics import Prediction
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor
 
 DATASET = WIKIMEL / "with_images.jsonl"
@@ -143,7 +143,7 @@ def test_missing_prediction_is_an_error(tmp_path, examples, kb_names):
 
 def test_resume_refuses_another_pipeline(tmp_path, examples, kb_names):
     run(examples[:4], NameMatchPredictor(kb_names), tmp_path)
-    with pytest.raises(RunDirError, match="--no-resume"):
+    with pytest.raises(RunDirError, match="pipeline: .name-match. -> .other.*--restart"):
         run(examples[:4], NameMatchPredictor(kb_names), tmp_path, pipeline="other")
     redo = NameMatchPredictor(kb_names)
     run(examples[:4], redo, tmp_path, pipeline="other", resume=False)

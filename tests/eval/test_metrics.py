@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vplink.agent.query import LabeledQuery
-from vplink.eval.metrics import Prediction, RankedEntity, compute_metrics, latency_stats, percentile
+from vplink.core.records import LabeledQuery, RankedEntity
+from vplink.eval.metrics import Prediction, compute_metrics, latency_stats
 
 
 def ranking(*ids: str) -> list[RankedEntity]:
@@ -79,15 +79,6 @@ def test_latency_percentiles_by_hand_and_failed_excluded():
     assert m.latency_ms["retrieve"].p95 == pytest.approx(38.5)
     assert (m.latency_ms["rerank"].p50, m.latency_ms["rerank"].p95) == (100.0, 100.0)
     assert set(m.latency_ms) == {"retrieve", "rerank"}
-
-
-def test_percentile_values():
-    assert percentile([5.0], 95) == 5.0
-    assert percentile([1, 2, 3, 4, 5], 50) == 3
-    # position (5-1)*0.95 = 3.8 -> 4 + 0.8 * (100 - 4) = 80.8
-    assert percentile([3, 1, 2, 100, 4], 95) == pytest.approx(80.8)
-    with pytest.raises(ValueError):
-        percentile([], 50)
 
 
 def test_by_type_by_hand():

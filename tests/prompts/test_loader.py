@@ -33,7 +33,7 @@ def test_version_hash_follows_the_text(tmp_path: Path) -> None:
     assert a.version != b.version and len(a.version) == 12
     (tmp_path / "t.md").write_text(text, encoding="utf-8")
     assert load_prompt("t", str(tmp_path)).version == a.version
-    assert set(prompt_versions()) == {"describe", "judge", "reflect"}
+    assert set(prompt_versions()) == {"choose", "describe", "judge", "reflect"}
 
 
 def test_malformed_and_missing_templates(tmp_path: Path) -> None:
@@ -43,3 +43,13 @@ def test_malformed_and_missing_templates(tmp_path: Path) -> None:
         load_prompt("absent", str(tmp_path))
     with pytest.raises(PromptError, match="no built-in prompt named"):
         load_prompt("absent")
+
+
+def test_prompts_load_outside_the_checkout(tmp_path) -> None:
+    """The installed package finds its prompt files from any directory (the `vplink` command runs anywhere)."""
+    import subprocess
+    import sys
+
+    script = "from vplink.prompts.loader import load_prompt, prompt_versions; load_prompt('describe'); print('ok')"
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

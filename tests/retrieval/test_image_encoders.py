@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vplink.retrieval.errors import ModelLoadError, VplinkError
-from vplink.retrieval.image_encoders import (ClipImageEncoder, EfficientNetLite0Encoder, ImageEncoder, ImageEncoderSpecError,
-                                      load_image_encoder)
+from vplink.core.errors import ModelLoadError, VplinkError
+from vplink.retrieval.image_encoders import (ClipImageEncoder, EfficientNetLite0Encoder, ImageEncoder,
+                                             ImageEncoderSpecError, load_image_encoder)
 from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -125,3 +125,19 @@ def test_torch_threads_is_scoped():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_imagenet_labels_are_package_data() -> None:
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from vplink.retrieval.image_encoders import IMAGENET_LABELS_FILE, imagenet_labels
+
+    labels = imagenet_labels()
+    # class indices every ImageNet-1k classifier shares
+    assert len(labels) == 1000 and labels[0] == "tench" and labels[652] == "military uniform"
+    assert labels[999] == "toilet paper"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["vplink.retrieval"]
+    assert any(fnmatch.fnmatch(IMAGENET_LABELS_FILE, p) for p in patterns), "the wheel would lack the labels"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
 from vplink.retrieval.images import ImageLoadError, load_image, loaded_scale, original_size
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

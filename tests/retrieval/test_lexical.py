@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from vplink.core.records import Entity
 from vplink.retrieval.lexical import LexicalIndex, normalize
-from vplink.retrieval.records import Entity
 
 
 def test_normalize_strips_accents_and_brackets() -> None:

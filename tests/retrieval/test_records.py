@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vplink.retrieval.errors import KBError
-from vplink.retrieval.records import Entity, load_kb
+from vplink.core.errors import KBError
+from vplink.core.records import Entity
+from vplink.retrieval.records import load_kb
 
 
 def write(path: Path, lines: list[str]) -> Path:
@@ -98,3 +99,29 @@ def test_content_hash_tracks_fields() -> None:
     assert a.content_hash() == Entity(id="Q1", name="A", description="x").content_hash()
     assert a.content_hash() != Entity(id="Q1", name="A", description="y").content_hash()
     assert Entity(id=42, name="N").id == "42"
+
+
+@pytest.mark.parametrize("image", ["../" * 40 + "etc/passwd", "/etc/passwd", "images/../../outside.jpg"])
+def test_image_paths_outside_the_kb_folder_are_refused(tmp_path: Path, shared_data: Path, image: str) -> None:
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    (tmp_path / "outside.jpg").write_bytes((shared_data / "people" / "images" / "obama.jpg").read_bytes())
+    kb = write(kb_dir / "kb.jsonl", ['{"id": "Q1", "name": "Fine"}',
+                                     json.dumps({"id": "Q2", "name": "Sneaky", "image": image})])
+    with pytest.raises(KBError, match=r"kb\.jsonl, line 2, field 'image': image path .* points outside the image "
+                                      r"folder .*--image-root"):
+        load_kb(kb)
+    skipped = load_kb(kb, skip_invalid=True)
+    assert [e.id for e in skipped.entities] == ["Q1"] and skipped.skipped[0].line == 2
+
+
+def test_image_root_allows_a_named_folder_and_nothing_else(tmp_path: Path, shared_data: Path) -> None:
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "a.jpg").write_bytes((shared_data / "people" / "images" / "obama.jpg").read_bytes())
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "inside.jpg").write_bytes(b"x")
+    kb = write(tmp_path / "kb" / "kb.jsonl", ['{"id": "Q1", "name": "A", "image": "../pictures/a.jpg"}'])
+    assert load_kb(kb, image_root=tmp_path / "pictures").entities[0].image == [str((tmp_path / "pictures" / "a.jpg").resolve())]
+    inside = write(tmp_path / "kb" / "kb2.jsonl", ['{"id": "Q1", "name": "A", "image": "inside.jpg"}'])
+    with pytest.raises(KBError, match="outside the image folder"):
+        load_kb(inside, image_root=tmp_path / "pictures")

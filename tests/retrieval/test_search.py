@@ -4,25 +4,42 @@ from __future__ import annotations
 
 import pytest
 
-from vplink.retrieval.search import ChannelMatrix, FusionConfig, MultiViewRetriever, QueryViews
+from vplink.retrieval.search import (DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews,
+                                     reciprocal_rank_fusion, weighted_score_fusion)
 
 
 def test_rrf_matches_hand_computation() -> None:
-    matrix = ChannelMatrix({"a": [("x", 0.9), ("y", 0.5)], "b": [("y", 0.8)]})
-    y, x = matrix.top({"a": 1.0, "b": 2.0}, k=5, method="rrf", rrf_k=10)
-    assert (y.id, x.id) == ("y", "x")
-    assert abs(x.score - 1 / 11) < 1e-6
-    assert abs(y.score - (1 / 12 + 2 / 11)) < 1e-6
-    assert y.hits["b"].rank == 1 and y.hits["a"].rank == 2 and "b" not in x.hits
+    fused = reciprocal_rank_fusion({"a": [("x", 0.9), ("y", 0.5)], "b": [("y", 0.8)]},
+                                   {"a": 1.0, "b": 2.0}, rrf_k=10)
+    assert abs(fused["x"][0] - 1 / 11) < 1e-12
+    assert abs(fused["y"][0] - (1 / 12 + 2 / 11)) < 1e-12
+    assert fused["y"][1]["b"].rank == 1 and fused["y"][1]["a"].rank == 2
 
 
-def test_score_fusion_uses_floors_and_breaks_ties_by_id() -> None:
-    rankings = {"context>name": [("q1", 0.9), ("q2", 0.5)], "mention>lexical": [("q3", 1.0), ("q2", 0.4)],
-                "mention>name": [("q9", 0.99)]}  # weight 0: its candidate is not fused
-    top = ChannelMatrix(rankings).top({"context>name": 1.0, "mention>lexical": 1.0}, k=10)
-    # q1: 0.9 + 0 (lexical floor); q2: 0.5 + 0.4; q3: 0.5 (dense floor = lowest returned) + 1.0
-    assert [(c.id, c.score) for c in top] == [("q3", 1.5), ("q1", 0.9), ("q2", 0.9)]
-    assert ChannelMatrix({"a": [("z", 0.5), ("b", 0.5)]}).top({"a": 1.0}, k=1)[0].id == "b"
+# Channel rankings of one query, as (entity, similarity) best first.
+RANKINGS = {
+    "mention>lexical": [("A", 3.0), ("B", 1.0)],          # weight 1; absent = 0 (no word matched)
+    "context>description": [("B", 0.8), ("C", 0.6)],      # weight 1; absent = 0.6, its lowest hit
+    "context>name": [("A", 0.5), ("C", 0.4)],             # weight 1; absent = 0.4
+    "context>dates": [("C", 1.0), ("A", -1.0)],           # weight 0.25; absent = 0 (no date evidence)
+    "names>name#1": [("B", 0.9), ("A", 0.3)],             # the 2nd name guess: "names>name" weight 0.5; absent = 0.3
+    "mention>name": [("D", 0.99)],                        # weight 0: not fused, D is no candidate
+}
+
+
+def test_default_score_fusion_by_hand(small_store, text_encoder) -> None:
+    # A: 3.0 + 0.6 (floor) + 0.5 + 0.25 * -1.0 + 0.5 * 0.3 = 4.0
+    # B: 1.0 + 0.8 + 0.4 (floor) + 0 (floor) + 0.5 * 0.9 = 2.65
+    # C: 0 (floor) + 0.6 + 0.4 + 0.25 * 1.0 + 0.5 * 0.3 (floor) = 1.4
+    expected = {"A": 4.0, "B": 2.65, "C": 1.4}
+    fused = weighted_score_fusion(RANKINGS, DEFAULT_WEIGHTS)
+    assert {eid: score for eid, (score, _) in fused.items()} == pytest.approx(expected)
+    hits = fused["A"][1]
+    assert (hits["mention>lexical"].rank, hits["context>dates"].rank, hits["names>name#1"].rank) == (1, 2, 2)
+    assert "context>description" not in hits  # a floor fills the score, not the hits
+    # the retriever's default fusion is this one, with these weights
+    default = MultiViewRetriever(small_store, text_encoder).fuse(RANKINGS)
+    assert {eid: score for eid, (score, _) in default.items()} == pytest.approx(expected)
 
 
 def test_dev_slice_recall(small_store, text_encoder, dev_slice) -> None:

