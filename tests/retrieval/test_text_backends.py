@@ -84,6 +84,28 @@ def test_store_records_its_backend_and_queries_follow_it(tmp_path: Path, small_k
     assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
 
 
+def test_a_store_without_a_recorded_backend_is_read_as_torch(tmp_path: Path, small_kb: Path) -> None:
+    entities = load_kb(small_kb).entities[:10]
+    torch_encoder = TextEncoder(backend="torch")
+
+    class BeforeBackends:
+        """The torch encoder as stores were built before backends existed: nothing says which backend ran."""
+
+        name, spec, weights = torch_encoder.name, torch_encoder.spec, torch_encoder.weights
+
+        def encode(self, texts):
+            return torch_encoder.encode(texts)
+
+    KBStore(tmp_path / "s").index(entities, BeforeBackends(), progress=False)
+    assert "backend" not in KBStore(tmp_path / "s")._meta("name")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendMismatchWarning)
+        retriever = open_retriever(tmp_path / "s")
+    assert retriever.text_encoder.backend == "torch"
+    first = entities[0]
+    assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
+
+
 def test_default_backend_follows_the_device_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from vplink.retrieval.text_encoder import TEXT_BACKEND_ENV, default_backend
 
