@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 _YEAR = re.compile(r"(?<![\d.,])(1[0-9]{3}|20[0-9]{2})(s)?(?!\d)")
 _BIRTH = re.compile(r"(?:\bBirth:\s*|\bborn\b[^.;()]{0,40}?)(\d{3,4})\b", re.IGNORECASE)
 _DEATH = re.compile(r"(?:\bDeath:\s*|\bdied\b[^.;()]{0,40}?)(\d{3,4})\b", re.IGNORECASE)
@@ -36,11 +38,24 @@ def lifespan(description: str | None) -> tuple[int | None, int | None]:
     return (int(birth.group(1)) if birth else None), (int(death.group(1)) if death else None)
 
 
+def life_window(span: tuple[int | None, int | None]) -> tuple[int, int] | None:
+    """The years someone can appear in a dated picture: birth to death, an unknown end filled by MAX_AGE."""
+    birth, death = span
+    if birth is None and death is None:
+        return None
+    return (birth if birth is not None else death - MAX_AGE), (death if death is not None else birth + MAX_AGE)
+
+
 def date_consistency(years: list[tuple[int, int]], span: tuple[int | None, int | None]) -> float:
     """+1 when a year of the text falls in the life span, -1 when none does, 0 when either is unknown."""
-    birth, death = span
-    if not years or (birth is None and death is None):
+    window = life_window(span)
+    if not years or window is None:
         return 0.0
-    start = birth if birth is not None else death - MAX_AGE
-    end = death if death is not None else birth + MAX_AGE
-    return 1.0 if any(lo <= end and hi >= start for lo, hi in years) else -1.0
+    return float(date_consistency_many(years, np.array([window[0]]), np.array([window[1]]))[0])
+
+
+def date_consistency_many(years: list[tuple[int, int]], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """:func:`date_consistency` of many life windows at once; NaN bounds (an unknown span) give 0."""
+    ranges = np.asarray(years, dtype=np.float64).reshape(-1, 2)
+    overlap = ((ranges[:, :1] <= ends[None, :]) & (ranges[:, 1:] >= starts[None, :])).any(axis=0)
+    return np.where(np.isnan(starts), 0.0, np.where(overlap, 1.0, -1.0))

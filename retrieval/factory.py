@@ -5,12 +5,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from vplink.core.errors import IncompleteStoreWarning, ModelLoadError, StoreError
+from vplink.core.errors import BackendMismatchWarning, IncompleteStoreWarning, ModelLoadError, StoreError
 from vplink.retrieval.search import FusionConfig, MultiViewRetriever
 from vplink.retrieval.store import CATALOGUE_VIEW, FACE_VIEW, IMAGE_VIEW, KBStore, is_url
 from vplink.retrieval.text_encoder import TextEncoder
 
-__all__ = ["IncompleteStoreWarning", "open_retriever", "open_store"]
+__all__ = ["BackendMismatchWarning", "IncompleteStoreWarning", "open_retriever", "open_store"]
 
 
 def open_store(location: str | Path, *, prefix: str | None = None, must_exist: bool = True) -> KBStore:
@@ -42,22 +42,29 @@ def open_store(location: str | Path, *, prefix: str | None = None, must_exist: b
 
 def open_retriever(location: str | Path, *, text_model: str | Path | None = None, image_encoder: str | None = None,
                    config: FusionConfig | None = None, prefix: str | None = None,
-                   face_models: str | Path | None = None) -> MultiViewRetriever:
-    """A retriever over an existing store, with the text and image encoders recorded in it by default.
+                   face_models: str | Path | None = None, text_backend: str | None = None) -> MultiViewRetriever:
+    """A retriever over an existing store, with the encoders and text backend recorded in it by default.
 
     ``text_model`` overrides the recorded model folder (e.g. when the store was moved to another
-    machine); its weights must still be the ones the store was built with.
+    machine); its weights must still be the ones the store was built with. A store that recorded
+    no backend was built before backends existed, with torch.
     """
     store = open_store(location, prefix=prefix)
     recorded = store.encoder_spec(CATALOGUE_VIEW)
+    built_with = store.backend_of(CATALOGUE_VIEW)
     try:
-        text_encoder = TextEncoder(text_model or recorded)
+        text_encoder = TextEncoder(text_model or recorded, backend=text_backend or built_with)
     except ModelLoadError as exc:
         if text_model:
             raise
         raise ModelLoadError(f"{exc}. The store at {location} was built with the text model at {recorded}; if it "
                              "moved, pass its folder with --text-model") from None
     store.check_encoder(CATALOGUE_VIEW, text_encoder.name, text_encoder.weights)
+    if built_with and text_encoder.backend != built_with:
+        warnings.warn(BackendMismatchWarning(
+            f"the store at {location} was embedded with the {built_with} text backend but queries use "
+            f"{text_encoder.backend}: their vectors differ slightly and rankings may shift. Fix: leave the "
+            "backend unset to use the store's"), stacklevel=2)
     image = None
     spec = image_encoder or store.encoder_spec(IMAGE_VIEW)
     if spec and spec != "none":

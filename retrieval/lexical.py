@@ -8,6 +8,8 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
+
 from vplink.core.records import Entity
 
 _PARENTHETICAL = re.compile(r"\s*\([^)]*\)")
@@ -37,7 +39,7 @@ class LexicalIndex:
 
     def __init__(self, entities: Iterable[Entity]) -> None:
         self._names: list[tuple[str, tuple[str, ...]]] = []  # (entity id, tokens of one name/alias)
-        self._postings: dict[str, list[int]] = defaultdict(list)
+        postings: dict[str, list[int]] = defaultdict(list)
         self._exact: dict[str, list[int]] = defaultdict(list)
         for entity in entities:
             for label in dict.fromkeys([entity.name, *entity.aliases]):
@@ -48,13 +50,21 @@ class LexicalIndex:
                 self._names.append((entity.id, toks))
                 self._exact[" ".join(toks)].append(slot)
                 for tok in set(toks):
-                    self._postings[tok].append(slot)
+                    postings[tok].append(slot)
         total = max(len(self._names), 1)
-        self._idf = {tok: math.log(1 + total / len(slots)) for tok, slots in self._postings.items()}
+        self._idf = {tok: math.log(1 + total / len(slots)) for tok, slots in postings.items()}
         self._unknown_idf = math.log(1 + total)
+        # Arrays for scoring every matching name at once: postings, each name's entity and its summed IDF.
+        self._postings = {tok: np.asarray(slots, dtype=np.intp) for tok, slots in postings.items()}
+        self._ids = list(dict.fromkeys(eid for eid, _ in self._names))
+        row = {eid: i for i, eid in enumerate(self._ids)}
+        self._id_array = np.asarray(self._ids, dtype=str)
+        self._slot_entity = np.fromiter((row[eid] for eid, _ in self._names), dtype=np.intp, count=len(self._names))
+        self._slot_weight = np.fromiter((sum(self._idf[t] for t in sorted(set(toks))) for _, toks in self._names),
+                                        dtype=np.float64, count=len(self._names))
 
     def __len__(self) -> int:
-        return len({eid for eid, _ in self._names})
+        return len(self._ids)
 
     def idf(self, token: str) -> float:
         """Inverse document frequency of a token over all names and aliases."""
@@ -62,22 +72,38 @@ class LexicalIndex:
 
     def search(self, query: str, k: int = 100) -> list[tuple[str, float]]:
         """Entities whose names share tokens with the query, best first, as ``(id, score in [0, 1])``."""
-        # Sorted token lists, not sets: a float sum in set order changes with PYTHONHASHSEED, and with it
-        # the order of near-equal scores between two runs.
-        q_toks = sorted(set(tokens(query)))
+        q_list = tokens(query)
+        # Sorted tokens, not sets: a float sum in set order changes with PYTHONHASHSEED, and with it the
+        # order of near-equal scores between two runs (np.bincount below adds in this order too).
+        q_toks = sorted(set(q_list))
         if not q_toks:
             return []
         q_weight = sum(self.idf(t) for t in q_toks)
-        best: dict[str, float] = {}
-        for slot in {s for t in q_toks for s in self._postings.get(t, ())}:
-            eid, n_toks = self._names[slot]
-            shared = sum(self.idf(t) for t in q_toks if t in n_toks)
-            score = round(2 * shared / (q_weight + sum(self.idf(t) for t in sorted(set(n_toks)))), 9)
-            if score > best.get(eid, 0.0):
-                best[eid] = score
-        for slot in self._exact.get(" ".join(tokens(query)), ()):
-            best[self._names[slot][0]] = 1.0
-        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
+        known = [t for t in q_toks if t in self._postings]
+        if not known:
+            return []
+        slots = np.concatenate([self._postings[t] for t in known])
+        idf = np.concatenate([np.full(len(self._postings[t]), self._idf[t]) for t in known])
+        # Each name lists a token once, so a name's shared IDF is the sum over the postings that reach it.
+        unique, inverse = np.unique(slots, return_inverse=True)
+        shared = np.bincount(inverse, weights=idf)
+        scores = np.round(2 * shared / (q_weight + self._slot_weight[unique]), 9)
+        exact = self._exact.get(" ".join(q_list), ())
+        if exact:
+            scores[np.isin(unique, exact)] = 1.0
+        # An entity scores as its best-matching name or alias.
+        entities = self._slot_entity[unique]
+        best = np.full(len(self._ids), -1.0)
+        np.maximum.at(best, entities, scores)
+        found = np.flatnonzero(best > 0)
+        order = np.lexsort((self._id_array[found], -best[found]))[:k]
+        return [(self._ids[i], float(best[i])) for i in found[order]]
+
+    def search_many(self, queries: Iterable[str], k: int = 100) -> list[list[tuple[str, float]]]:
+        """:meth:`search` for each query; a text repeated in the batch is scored once."""
+        queries = list(queries)
+        done = {text: self.search(text, k) for text in dict.fromkeys(queries)}
+        return [done[text] for text in queries]
 
 
 def find_names(index: LexicalIndex, text: str, *, min_tokens: int = 2, max_tokens: int = 5) -> list[tuple[str, list[str]]]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from functools import cached_property
+from itertools import chain, repeat
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from vplink.core.records import Candidate, Entity, ViewHit
-from vplink.retrieval.dates import date_consistency, lifespan, text_years
+from vplink.retrieval.dates import date_consistency_many, life_window, lifespan, text_years
 from vplink.retrieval.lexical import LexicalIndex, PersonNameIndex
 from vplink.retrieval.store import FACE_VIEW, IMAGE_VIEW, KBStore
 
@@ -75,6 +77,8 @@ LEXICAL_SUFFIX = ">lexical"
 DATES_CHANNEL = "context>dates"
 # Channels whose absence means "no evidence" (score 0), not "below the last hit".
 ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL, "face>face")
+# Query texts whose embeddings are kept between searches (least recently used dropped first).
+QUERY_CACHE_SIZE = 4096
 
 
 def _channel_weight(weights: dict[str, float], channel: str) -> float:
@@ -174,6 +178,8 @@ class MultiViewRetriever:
                  config: FusionConfig | None = None) -> None:
         self.store = store
         self.text_encoder = text_encoder
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the linker searches from several threads
         self.image_encoder = image_encoder
         #: dlib's face models when the store has a face view (:class:`vplink.retrieval.faces.FaceModels`).
         self.face_models = face_models
@@ -196,20 +202,33 @@ class MultiViewRetriever:
         return {eid: span for eid, span in spans.items() if span != (None, None)}
 
     @cached_property
+    def _windows(self) -> dict[str, tuple[int, int]]:
+        return {eid: life_window(span) for eid, span in self.lifespans.items()}
+
+    @cached_property
     def _catalogue(self) -> list[Entity]:
         return list(self.store.iter_entities())
+
+    @cached_property
+    def _entities(self) -> dict[str, Entity]:
+        # The catalogue is read once for the lexical index anyway; looking candidates up here spares a
+        # Chroma read and a JSON decode per candidate on every search.
+        return {e.id: e for e in self._catalogue}
 
     def add_date_channel(self, queries: Sequence[QueryViews], rankings: list[dict[str, list[tuple[str, float]]]]
                          ) -> None:
         """Add the temporal-consistency channel: every candidate found so far, scored by its life span
         against the years of the query's context (see :mod:`vplink.retrieval.dates`)."""
+        unknown = (np.nan, np.nan)
         for query, per_query in zip(queries, rankings):
             years = text_years(query.context)
             if not years:
                 continue
-            found = dict.fromkeys(eid for ranking in per_query.values() for eid, _ in ranking)
-            scored = [(eid, date_consistency(years, self.lifespans.get(eid, (None, None)))) for eid in found]
-            per_query[DATES_CHANNEL] = sorted(scored, key=lambda item: -item[1])
+            found = list(dict.fromkeys(chain.from_iterable(next(zip(*r), ()) for r in per_query.values())))
+            windows = np.array(list(map(self._windows.get, found, repeat(unknown, len(found)))), dtype=np.float64)
+            scores = date_consistency_many(years, *windows.reshape(-1, 2).T)
+            order = np.argsort(-scores, kind="stable")  # stable: ties keep the order channels found them in
+            per_query[DATES_CHANNEL] = [(found[i], float(scores[i])) for i in order]
 
     def search(self, query: QueryViews, k: int = 20) -> list[Candidate]:
         """The top-k fused candidates of one query."""
@@ -279,7 +298,7 @@ class MultiViewRetriever:
                     text_jobs.append((i, f"names>name#{g}", "name", guess))
         if text_jobs:
             unique = list(dict.fromkeys(job[3] for job in text_jobs))
-            vectors = self.text_encoder.encode(unique)
+            vectors = self.embed_queries(unique)
             row = {text: n for n, text in enumerate(unique)}
             for target in ("name", "description"):
                 jobs = [job for job in text_jobs if job[2] == target]
@@ -288,13 +307,14 @@ class MultiViewRetriever:
                 found = self.store.query(target, vectors[[row[job[3]] for job in jobs]], depth, self.text_encoder.name)
                 for (i, channel, _, _), ranking in zip(jobs, found):
                     out[i][channel] = ranking
-        # Lexical channels: the mention and each name guess against names and aliases.
-        for i, q in enumerate(queries):
-            if q.mention and "mention>lexical" in active:
-                out[i]["mention>lexical"] = self.lexical.search(q.mention, depth)
-            if "names>lexical" in active:
-                for g, guess in enumerate(q.names[:5]):
-                    out[i][f"names>lexical#{g}"] = self.lexical.search(guess, depth)
+        # Lexical channels: the mention and each name guess against names and aliases, one batch for all.
+        lexical_jobs = [(i, "mention>lexical", q.mention) for i, q in enumerate(queries)
+                        if q.mention and "mention>lexical" in active]
+        if "names>lexical" in active:
+            lexical_jobs += [(i, f"names>lexical#{g}", guess) for i, q in enumerate(queries)
+                             for g, guess in enumerate(q.names[:5])]
+        for (i, channel, _), ranking in zip(lexical_jobs, self.lexical.search_many([j[2] for j in lexical_jobs], depth)):
+            out[i][channel] = ranking
         # The face channel: the marked face against the KB's portraits.
         with_faces = [i for i, q in enumerate(queries) if q.face is not None]
         if with_faces and self.face_models is not None and "face>face" in active and FACE_VIEW in self.store.views():
@@ -312,8 +332,29 @@ class MultiViewRetriever:
             self.add_date_channel(queries, out)
         return out
 
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of query texts; recently embedded ones come from a small cache (the agent searches again
+        with the same caption after `describe`, and a caption serves the name and description channels)."""
+        cache = self._query_vectors
+        with self._cache_lock:
+            known = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
+            for text in known:
+                cache.move_to_end(text)
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            fresh = dict(zip(missing, self.text_encoder.encode(missing)))
+            known.update(fresh)
+            with self._cache_lock:
+                cache.update(fresh)
+                while len(cache) > QUERY_CACHE_SIZE:
+                    cache.popitem(last=False)
+        return np.stack([known[t] for t in texts])
+
     def _attach_entities(self, results: list[list[Candidate]]) -> None:
-        entities = self.store.get_entities([c.id for cands in results for c in cands])
+        entities = self._entities
+        missing = [c.id for cands in results for c in cands if c.id not in entities]
+        if missing:  # added to the store after the catalogue was read
+            entities = {**entities, **self.store.get_entities(missing)}
         for cands in results:
             for cand in cands:
                 cand.entity = entities.get(cand.id)

@@ -29,6 +29,11 @@ VIEWS = (*TEXT_VIEWS, IMAGE_VIEW, FACE_VIEW)
 _L2_VIEWS = (FACE_VIEW,)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
+# Texts embedded per encode call while indexing: big enough that length-sorted batches pad little and the
+# encoder runs without pauses, small enough that an interrupted run loses little (each chunk is upserted at once).
+ENCODE_CHUNK = 8192
+# What a store that recorded no backend was built with (every store before backends existed).
+LEGACY_BACKEND = "torch"
 #: Views up to this many entities are searched exactly in memory (150 MB of 384-d float64 vectors); larger by HNSW.
 EXACT_LIMIT = 50_000
 #: The file that makes a folder a Chroma store.
@@ -124,11 +129,12 @@ class KBStore:
         return f"{self.prefix}-{view}"
 
     def _collection(self, view: str, *, create_for: str | None = None, spec: str | None = None,
-                    weights: str | None = None):
+                    weights: str | None = None, backend: str | None = None):
         """The collection of a view; ``create_for`` (an encoder fingerprint) creates it if missing.
 
         ``spec`` is how to load that encoder again (a model folder or an image-encoder spec);
-        ``weights`` is the hash of its weight files.
+        ``weights`` is the hash of its weight files; ``backend`` what ran it (torch, onnx, onnx-int8),
+        so queries are encoded the same way.
         """
         if view in self._collections:
             return self._collections[view]
@@ -146,7 +152,8 @@ class KBStore:
                                                                         else "cosine"}},
                                                 metadata={"encoder": create_for, "view": view,
                                                           "spec": spec or "",
-                                                          **({"weights": weights} if weights else {})})
+                                                          **({"weights": weights} if weights else {}),
+                                                          **({"backend": backend} if backend else {})})
         self._collections[view] = col
         return col
 
@@ -163,6 +170,11 @@ class KBStore:
         """How to load the encoder that built a view again, as recorded at indexing time."""
         col = self._collection(view)
         return None if col is None else (col.metadata or {}).get("spec") or None
+
+    def backend_of(self, view: str) -> str | None:
+        """The text backend (torch, onnx, onnx-int8) that built a view; None if the view is absent."""
+        col = self._collection(view)
+        return None if col is None else (col.metadata or {}).get("backend", LEGACY_BACKEND)
 
     def check_encoder(self, view: str, encoder_name: str, weights: str | None = None) -> None:
         """Refuse vectors from another encoder (or the same one with other weights) than built the view."""
@@ -228,11 +240,12 @@ class KBStore:
     # ----------------------------------------------------------------- indexing
 
     def index(self, entities: Sequence[Entity], text_encoder, image_encoder=None, *, face_encoder=None,
-              batch_size: int = 256, rebuild: bool = False, progress: bool = True) -> IndexReport:
+              batch_size: int = 256, rebuild: bool = False, progress: bool = True,
+              encode_chunk: int = ENCODE_CHUNK) -> IndexReport:
         """Embed and upsert entities into every view, skipping unchanged ones and deleting removed ones.
 
-        Each batch is written as soon as it is embedded, so an interrupted run resumes where it
-        stopped: the next run finds those entities unchanged.
+        Each chunk of texts is written as soon as it is embedded, so an interrupted run resumes where
+        it stopped: the next run finds those entities unchanged.
         """
         if self.read_only:
             raise StoreError(f"the store at {self.location} was opened for reading. Fix: open it with "
@@ -254,7 +267,7 @@ class KBStore:
         # Complete only once every view holds every entity: an interrupted run leaves this False.
         self._set_meta(CATALOGUE_VIEW, complete=False)
         for view, encoder, wanted in plans:
-            self._sync_view(view, encoder, wanted, batch_size, progress, report)
+            self._sync_view(view, encoder, wanted, batch_size, progress, report, encode_chunk)
         content = hashlib.sha1("\n".join(sorted(f"{e.id}\t{e.content_hash()}" for e in entities)).encode())
         self._set_meta(CATALOGUE_VIEW, complete=True, entities=len(entities), content=content.hexdigest()[:16],
                        image_entities=self.count(IMAGE_VIEW), face_entities=self.count(FACE_VIEW))
@@ -266,20 +279,32 @@ class KBStore:
             weights = getattr(encoder, "weights", None)
             if self._collection(view) is not None:
                 self.check_encoder(view, encoder.name, weights)
+                self._check_backend(view, getattr(encoder, "backend", None))
         for view, encoder, _ in plans:
             weights = getattr(encoder, "weights", None)
-            self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None), weights=weights)
+            self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None), weights=weights,
+                             backend=getattr(encoder, "backend", None))
             if weights and not self._meta(view).get("weights"):
                 self._set_meta(view, weights=weights)  # a store from before weight fingerprints adopts them
 
+    def _check_backend(self, view: str, backend: str | None) -> None:
+        """Refuse to add vectors from another text backend to a view (mixed vectors in one index)."""
+        built_with = self.backend_of(view)
+        if backend and built_with != backend:
+            raise EncoderMismatchError(
+                f"the '{view}' view of {self.location} was embedded with the {built_with} backend, not {backend}: "
+                "mixing them would put slightly different vectors in one index. Fix: pass that --text-backend, "
+                "or `--rebuild`")
+
     def _sync_view(self, view: str, encoder, wanted: dict[str, tuple[str, Entity]], batch_size: int,
-                   progress: bool, report: IndexReport) -> None:
+                   progress: bool, report: IndexReport, encode_chunk: int = ENCODE_CHUNK) -> None:
         existing = self._collection(view)
         if existing is not None and (existing.metadata or {}).get("encoder") != encoder.name:
             raise EncoderMismatchError(
                 f"the '{view}' view of {self.location} was built with {(existing.metadata or {}).get('encoder')}, "
                 f"not {encoder.name}. Fix: pass the same model, or `--rebuild` to re-embed everything")
-        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None))
+        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None),
+                               backend=getattr(encoder, "backend", None))
         stored = self._stored_hashes(col)
         hashes = {eid: _hash(view, content, entity) for eid, (content, entity) in wanted.items()}
         todo = [eid for eid in wanted if stored.get(eid) != hashes[eid]]
@@ -291,19 +316,30 @@ class KBStore:
         for start in range(0, len(removed), batch_size):
             col.delete(ids=removed[start:start + batch_size])
         bar = tqdm(total=len(todo), desc=f"index {view}", unit="entity", disable=not progress or not todo)
-        for start in range(0, len(todo), batch_size):
-            ids = todo[start:start + batch_size]
-            if view in (IMAGE_VIEW, FACE_VIEW):
+        if view in (IMAGE_VIEW, FACE_VIEW):
+            for start in range(0, len(todo), batch_size):
                 # Image vectors are compared by cosine (normalised); face descriptors by distance (as they are).
-                ids, vectors = self._embed_pictures(ids, wanted, encoder, report, normalise=view == IMAGE_VIEW)
-            else:
-                vectors = encoder.encode([wanted[eid][0] for eid in ids])
-            if ids:
-                col.upsert(ids=ids, embeddings=vectors,
-                           documents=[_document(view, wanted[eid]) for eid in ids],
-                           metadatas=[_metadata(wanted[eid][1], hashes[eid]) for eid in ids])
-            bar.update(len(todo[start:start + batch_size]))
+                ids, vectors = self._embed_pictures(todo[start:start + batch_size], wanted, encoder, report,
+                                                    normalise=view == IMAGE_VIEW)
+                self._upsert(col, view, ids, vectors, wanted, hashes)
+                bar.update(len(todo[start:start + batch_size]))
+        else:
+            # Longest texts first across the whole view: every batch the encoder forms pads to similar lengths.
+            todo.sort(key=lambda eid: -len(wanted[eid][0]))
+            for chunk_start in range(0, len(todo), encode_chunk):
+                chunk = todo[chunk_start:chunk_start + encode_chunk]
+                vectors = encoder.encode([wanted[eid][0] for eid in chunk])
+                for start in range(0, len(chunk), batch_size):
+                    ids = chunk[start:start + batch_size]
+                    self._upsert(col, view, ids, vectors[start:start + batch_size], wanted, hashes)
+                    bar.update(len(ids))
         bar.close()
+
+    @staticmethod
+    def _upsert(col, view: str, ids: list[str], vectors: np.ndarray, wanted, hashes: dict[str, str]) -> None:
+        if ids:
+            col.upsert(ids=ids, embeddings=vectors, documents=[_document(view, wanted[eid]) for eid in ids],
+                       metadatas=[_metadata(wanted[eid][1], hashes[eid]) for eid in ids])
 
     @staticmethod
     def _embed_pictures(ids: list[str], wanted, encoder, report: IndexReport, *,

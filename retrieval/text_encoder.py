@@ -14,6 +14,28 @@ from vplink.core.errors import ModelLoadError
 from vplink.core.settings import settings
 
 DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
+TEXT_BACKEND_ENV = "VPLINK_TEXT_BACKEND"
+# torch: sentence-transformers as is (GPUs); onnx: the same model exported to ONNX (CPU, same vectors);
+# onnx-int8: its weights quantised to int8 (fastest on a CPU; vectors within ~0.99 cosine, a little accuracy lost).
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# A token never spans this many characters in real text, so cutting here changes no embedding but spares the
+# tokenizer from reading a whole article the model would truncate anyway.
+CHARS_PER_TOKEN_CAP = 32
+
+
+def default_backend(device: str = "cpu") -> str:
+    """``$VPLINK_TEXT_BACKEND``, else torch on a GPU and onnx on a CPU."""
+    # Not onnx-int8: with the default MiniLM it costs 0.07 points of WikiMEL dev Hits@1 but 0.19 on test
+    # (0.8788 against 0.8807; benchmarks/results/speed_int8.json), so it stays a choice, not the default.
+    return check_backend(settings().text_backend or ("onnx" if device == "cpu" else "torch"))
+
+
+def check_backend(backend: str) -> str:
+    """The backend name, or a clear error listing the known ones."""
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown text backend {backend!r}. Fix: use one of {', '.join(BACKENDS)} "
+                             f"(--text-backend or ${TEXT_BACKEND_ENV})")
+    return backend
 
 
 def default_text_model_path() -> Path:
@@ -33,7 +55,8 @@ def default_text_model_path() -> Path:
 class TextEncoder:
     """Embeds texts with a sentence-transformers model; vectors are L2-normalised float32."""
 
-    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu",
+                 backend: str | None = None) -> None:
         # Resolved: the path is recorded in the store and must work from any working directory.
         self.model_path = (Path(model_path) if model_path else default_text_model_path()).expanduser().resolve()
         if not (self.model_path / "config.json").is_file() and not (self.model_path / "modules.json").is_file():
@@ -42,6 +65,15 @@ class TextEncoder:
                 "modules.json/config.json (model hubs are not reached at run time)")
         self.batch_size = batch_size
         self.device = device
+        self.backend = check_backend(backend) if backend else default_backend(device)
+
+    @cached_property
+    def onnx(self):
+        """The ONNX runner of this model (exported and cached on first use)."""
+        from vplink.retrieval.onnx_text import OnnxSentenceEncoder, onnx_model_file
+
+        path = onnx_model_file(self.model_path, self.name, int8=self.backend == "onnx-int8")
+        return OnnxSentenceEncoder(self.model_path, path)
 
     @cached_property
     def model(self):
@@ -69,6 +101,8 @@ class TextEncoder:
     @property
     def dim(self) -> int:
         """The embedding size."""
+        if self.backend != "torch":
+            return self.onnx.dim
         return int(self.model.get_sentence_embedding_dimension())
 
     @cached_property
@@ -81,13 +115,25 @@ class TextEncoder:
                 digest.update(file.read_bytes())
         return f"sentence-transformers:{self.model_path.parent.name}/{self.model_path.name}:{digest.hexdigest()[:10]}"
 
+    @cached_property
+    def max_chars(self) -> int:
+        """Characters of a text worth tokenising: the model reads at most its max_seq_length tokens."""
+        if self.backend != "torch":
+            return self.onnx.max_seq_length * CHARS_PER_TOKEN_CAP
+        return int(self.model.max_seq_length or 512) * CHARS_PER_TOKEN_CAP
+
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Embed texts in batches; an empty list gives a (0, dim) array."""
+        """Embed texts in length-sorted batches; an empty list gives a (0, dim) array."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        cap = self.max_chars
+        texts = [text[:cap] for text in texts]
+        if self.backend != "torch":
+            return self.onnx.encode(texts, self.batch_size)
         import torch
 
         with torch.inference_mode():
-            vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            # sentence-transformers sorts by length itself before batching.
+            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=show_progress)
         return vectors.astype(np.float32, copy=False)

@@ -106,6 +106,8 @@ class ServerConfig(BaseModel):
     max_num_seqs: int | None = None
     dtype: str | None = None
     threads_bind: str | None = Field(default=None, description="VLLM_CPU_OMP_THREADS_BIND; None: all cores")
+    prefix_caching: bool = Field(default=True, description="reuse the KV cache of a shared prompt prefix (the "
+                                 "system prompt and instructions every box's prompt starts with)")
     compact_json: bool = Field(default=True, description="guided JSON without free whitespace (fewer tokens, "
                                "and random test models cannot loop on blank lines)")
     extra_args: list[str] = Field(default_factory=list)
@@ -150,6 +152,8 @@ class LLMServer:
             # the flag, unlike VLLM_CPU_KVCACHE_SPACE (whole GiB), takes fractions: tiny test
             # models need megabytes, and every GiB reserved here is RAM taken from the machine
             cmd += ["--kv-cache-memory-bytes", str(int(c.kv_cache_gib * 2**30))]
+        # Explicit, not left to vLLM's per-model default: an agent's prompts share long prefixes.
+        cmd += ["--enable-prefix-caching" if c.prefix_caching else "--no-enable-prefix-caching"]
         if c.compact_json:
             cmd += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
         return cmd + list(c.extra_args)

@@ -45,6 +45,7 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
           max_num_seqs: int = typer.Option(16, help="requests decoded together"),
           served_model_name: str | None = typer.Option(None, help="name clients use; default: the folder name"),
           threads_bind: str | None = typer.Option(None, help="VLLM_CPU_OMP_THREADS_BIND; default: all cores"),
+          prefix_caching: bool = typer.Option(True, help="reuse the KV cache of shared prompt prefixes"),
           log: Path | None = typer.Option(None, help="server log file; default: a temp file"),
           startup_timeout: float = typer.Option(900, help="seconds to wait for the server"),
           extra: list[str] = typer.Option([], "--extra", help="extra vLLM argument (repeatable)")) -> None:
@@ -57,7 +58,7 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
     name = served_model_name or model.name
     cfg = ServerConfig(model=str(model), host=host, port=port, max_model_len=max_model_len,
                        kv_cache_gib=kv_cache_gib, max_num_seqs=max_num_seqs, served_model_name=name,
-                       threads_bind=threads_bind, log_path=str(log) if log else None,
+                       threads_bind=threads_bind, prefix_caching=prefix_caching, log_path=str(log) if log else None,
                        startup_timeout_s=startup_timeout, extra_args=list(extra))
     server = LLMServer(cfg)
     console.print(escape(f"starting vLLM for {model} (log: {server.log_path}) ..."))

@@ -29,3 +29,15 @@ def test_consistency_tells_same_surname_people_apart() -> None:
     assert date_consistency(text_years("Born 1850s"), (None, 1920)) == 1.0  # death only: at most 100 years before
     assert date_consistency([], (1800, 1885)) == 0.0
     assert date_consistency(years, (None, None)) == 0.0
+
+
+def test_many_windows_at_once_match_one_at_a_time() -> None:
+    import numpy as np
+
+    from vplink.retrieval.dates import date_consistency_many, life_window
+
+    years = text_years("Halifax in the 1870s, and again in 1905")
+    spans = [(1800, 1885), (1661, 1715), (None, 1920), (1950, None), (None, None)]
+    windows = np.array([life_window(s) or (np.nan, np.nan) for s in spans], dtype=float)
+    together = date_consistency_many(years, windows[:, 0], windows[:, 1])
+    assert together.tolist() == [date_consistency(years, s) for s in spans] == [1.0, -1.0, 1.0, -1.0, 0.0]

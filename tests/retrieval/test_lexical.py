@@ -27,3 +27,13 @@ def test_alias_match_counts() -> None:
     index = LexicalIndex([Entity(id="Q76", name="Barack Obama", aliases=["Barack Hussein Obama II"])])
     assert index.search("Barack Hussein Obama II") == [("Q76", 1.0)]
     assert index.search("nobody") == []
+
+
+def test_batch_search_equals_single_searches() -> None:
+    index = LexicalIndex([
+        Entity(id="Q1", name="Michel Temer"), Entity(id="Q2", name="Michel Platini", aliases=["Platini"]),
+        Entity(id="Q3", name="Michel Foucault"), Entity(id="Q4", name="Temer", aliases=["Temer family"]),
+    ])
+    queries = ["Michel", "Temer", "Michel Temer", "platini", "nobody", "Michel"]
+    assert index.search_many(queries, k=3) == [index.search(q, k=3) for q in queries]
+    assert [eid for eid, _ in index.search("Michel", k=10)] == ["Q1", "Q2", "Q3"]  # a tie breaks by id

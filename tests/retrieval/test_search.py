@@ -81,3 +81,36 @@ def test_dates_channel_scores_candidates_by_life_span(small_store, text_encoder)
     [dead] = retriever.channel_rankings([QueryViews(context=f"{entity.name} in {death + 30}")])
     assert dict(alive["context>dates"])[entity.id] == 1.0
     assert dict(dead["context>dates"])[entity.id] == -1.0
+
+
+def test_batched_search_ranks_as_single_searches(small_store, text_encoder, dev_slice) -> None:
+    retriever = MultiViewRetriever(small_store, text_encoder)
+    queries = [QueryViews(mention=row["mention"], context=row["text"]) for row in dev_slice[:24]]
+    queries.append(QueryViews(names=[dev_slice[0]["mention"], "Nobody Atall"], description=dev_slice[1]["text"]))
+    batched = retriever.search_batch(queries, k=10)
+    for query, together in zip(queries, batched):
+        alone = retriever.search(query, k=10)
+        assert [c.id for c in alone] == [c.id for c in together]
+        assert [c.score for c in alone] == pytest.approx([c.score for c in together], abs=1e-5)
+        assert [sorted(c.hits) for c in alone] == [sorted(c.hits) for c in together]
+
+
+def test_query_embeddings_are_reused_across_searches(small_store, text_encoder, dev_slice) -> None:
+    class Counting:
+        """The real encoder, counting the texts it is asked to embed."""
+
+        def __init__(self, inner) -> None:
+            self.inner, self.name, self.texts = inner, inner.name, []
+
+        def encode(self, texts):
+            self.texts += list(texts)
+            return self.inner.encode(texts)
+
+    counting = Counting(text_encoder)
+    retriever = MultiViewRetriever(small_store, counting)
+    query = QueryViews(mention=dev_slice[0]["mention"], context=dev_slice[0]["text"])
+    first = retriever.search(query, k=5)
+    assert counting.texts == [dev_slice[0]["text"]]  # one caption, embedded once for two entity views
+    again = retriever.search(query.model_copy(update={"names": [dev_slice[0]["mention"]]}), k=5)
+    assert counting.texts == [dev_slice[0]["text"], dev_slice[0]["mention"]]  # the caption came from the cache
+    assert first[0].id == dev_slice[0]["answer"] and again[0].id == first[0].id

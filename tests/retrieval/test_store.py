@@ -45,7 +45,7 @@ def test_interrupted_index_resumes(tmp_path: Path, small_kb: Path, text_encoder)
     class Interrupting:
         """The real encoder, interrupted (as by Ctrl-C) on its third call."""
 
-        name, spec = text_encoder.name, text_encoder.spec
+        name, spec, backend = text_encoder.name, text_encoder.spec, text_encoder.backend
         calls = 0
 
         def encode(self, texts):
@@ -56,9 +56,9 @@ def test_interrupted_index_resumes(tmp_path: Path, small_kb: Path, text_encoder)
 
     store = KBStore(tmp_path / "s")
     with pytest.raises(KeyboardInterrupt):
-        store.index(kb, Interrupting(), batch_size=10, progress=False)
+        store.index(kb, Interrupting(), batch_size=10, progress=False, encode_chunk=10)
     assert store.count("name") == 20
-    resumed = KBStore(tmp_path / "s").index(kb, text_encoder, batch_size=10, progress=False)
+    resumed = KBStore(tmp_path / "s").index(kb, text_encoder, batch_size=10, progress=False, encode_chunk=10)
     assert resumed.unchanged["name"] == 20 and resumed.added["name"] == 10
     assert resumed.added["description"] == 30
 

@@ -147,6 +147,7 @@ def test_an_interrupted_index_warns_on_open_until_finished(tmp_path: Path, small
         """The real encoder, interrupted (as by Ctrl-C) on its third call."""
 
         name, spec, weights = text_encoder.name, text_encoder.spec, text_encoder.weights
+        backend = text_encoder.backend
         calls = 0
 
         def encode(self, texts):
@@ -156,7 +157,7 @@ def test_an_interrupted_index_warns_on_open_until_finished(tmp_path: Path, small
             return text_encoder.encode(texts)
 
     with pytest.raises(KeyboardInterrupt):
-        KBStore(tmp_path / "s").index(kb, Interrupting(), batch_size=10, progress=False)
+        KBStore(tmp_path / "s").index(kb, Interrupting(), batch_size=10, progress=False, encode_chunk=10)
     with pytest.warns(IncompleteStoreWarning, match=r"did not finish.*name 20, description 0.*re-run `vplink kb index"):
         open_store(tmp_path / "s")
     KBStore(tmp_path / "s").index(kb, text_encoder, batch_size=10, progress=False)

@@ -57,7 +57,8 @@ def test_upload_with_two_boxes_finds_each_person(client: TestClient, people_dir:
         assert isinstance(body["nil"], bool) and "rationale" in body and body["answer"] == body["ranking"][0]["id"]
         assert len(body["evidence"]["faces"]["faces"]) >= 2  # both faces are found on this photo
         assert {"prepare", "retrieve", "rerank", "decide"} <= set(body["timings_ms"])
-    assert set(Path(tempfile.gettempdir()).glob("vplink-upload-*")) == leftovers  # uploads are removed after
+    # Uploads are removed after; a subset, not equal: other runs sharing the temp folder remove their own meanwhile.
+    assert set(Path(tempfile.gettempdir()).glob("vplink-upload-*")) <= leftovers
 
 
 def test_path_under_the_image_root(client: TestClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import signal
@@ -41,6 +42,18 @@ def test_command_and_environment(tmp_path: Path) -> None:
     assert cmd[cmd.index("--kv-cache-memory-bytes") + 1] == str(3 * 2**30)
     assert "VLLM_CPU_KVCACHE_SPACE" not in env and env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_bind_all()
+    assert "--enable-prefix-caching" in cmd and "--no-enable-prefix-caching" not in cmd
+    structured = json.loads(cmd[cmd.index("--structured-outputs-config") + 1])
+    assert structured["disable_any_whitespace"] is True
+
+
+def test_speed_settings_can_be_turned_off() -> None:
+    server = LLMServer(ServerConfig(model="/m", port=1, python="/py", prefix_caching=False, compact_json=False,
+                                    threads_bind="1"))
+    cmd = server.command()
+    assert "--no-enable-prefix-caching" in cmd and "--enable-prefix-caching" not in cmd
+    assert "--structured-outputs-config" not in cmd
+    assert server.environment()["VLLM_CPU_OMP_THREADS_BIND"] == "1"
 
 
 def test_missing_interpreter_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

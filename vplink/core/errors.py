@@ -51,3 +51,7 @@ class VplinkWarning(UserWarning):
 
 class IncompleteStoreWarning(VplinkWarning):
     """A store opened for searching does not hold every entity in every view."""
+
+
+class BackendMismatchWarning(VplinkWarning):
+    """Queries are encoded with another text backend than the one that built the store."""

@@ -1,0 +1,198 @@
+"""Speed on a CPU: index a KB and run `retrieve` over a test split, against baselines measured in the same run.
+
+    python benchmarks/bench_speed.py [--data ../shared/data] [--backend onnx] [--reference] [--dev] \
+        [--out benchmarks/results/speed.json]
+
+In one run, on one machine:
+
+1. the naive baseline: plain ``SentenceTransformer.encode`` (torch) of every entity's name and description text;
+2. ``KBStore.index`` of the whole KB with the fast text backend (encoding and Chroma writes together);
+3. with ``--reference``, a store holding the baseline's torch vectors (same texts, only the backend differs);
+4. ``retrieve`` (the eval pipeline) over the whole test split: queries/s and Hits@k; with ``--reference``
+   also on the reference store with torch-encoded queries (the accuracy the fast backend may cost);
+5. with ``--dev``, the same on the dev split.
+
+Ratios are the claims: the machine may be shared, so absolute seconds are recorded with the load average, and
+CPU seconds beside wall seconds. The JSON is rewritten after each step ("complete" turns true at the end).
+The agent's seconds per box with and without routing are left to :func:`agent_section`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vplink.core.records import Entity
+from vplink.eval.datasets import read_dataset
+from vplink.eval.harness import git_version
+from vplink.eval.metrics import compute_metrics
+from vplink.eval.pipelines import RetrievePredictor
+from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.jsonl import write_json
+from vplink.retrieval.records import load_kb
+from vplink.retrieval.store import KBStore
+from vplink.retrieval.text_encoder import TextEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Clock:
+    """Wall and CPU seconds of a block (CPU time is less sensitive to other work on a shared machine)."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def as_dict(self) -> dict[str, float]:
+        return {"wall_s": round(self.wall, 3), "cpu_s": round(self.cpu, 3)}
+
+
+class PrecomputedEncoder:
+    """Hands the store vectors computed elsewhere (the naive baseline's), under the real encoder's fingerprint."""
+
+    def __init__(self, like: TextEncoder, vectors: dict[str, np.ndarray]) -> None:
+        self.name, self.spec, self.backend = like.name, like.spec, "torch"
+        self.vectors = vectors
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vectors[text] for text in texts]).astype(np.float32)
+
+
+def naive_encode(model_path: Path, entities: list[Entity]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Plain sentence-transformers (torch, default batch size) over the name and description texts."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_path), device="cpu")
+    model.encode(["warm up"])
+    vectors: dict[str, np.ndarray] = {}
+    timings = {}
+    for view, text_of in (("name", Entity.name_view), ("description", Entity.description_view)):
+        texts = [text_of(e) for e in entities]
+        with Clock() as clock:
+            encoded = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        vectors.update(zip(texts, encoded))
+        timings[view] = clock.as_dict()
+    timings["total"] = {key: round(timings["name"][key] + timings["description"][key], 3) for key in ("wall_s", "cpu_s")}
+    return vectors, timings
+
+
+def index_store(folder: Path, entities: list[Entity], encoder) -> dict[str, Any]:
+    """Index the whole KB into a fresh store folder (text views only) and time it."""
+    store = KBStore(folder)
+    store.drop()
+    with Clock() as clock:
+        report = store.index(entities, encoder, progress=False)
+    return {"store": str(folder), "entities": store.count(), "added": report.added, **clock.as_dict()}
+
+
+def retrieve(folder: Path, dataset: Path, batch: int) -> dict[str, Any]:
+    """Run the retrieve pipeline over a whole split in batches: queries/s and Hits@k."""
+    loaded = read_dataset(dataset, allow_missing_images=True)
+    predictor = RetrievePredictor(open_retriever(folder))
+    predictor.predict(loaded.examples[:8])  # warm: model, lexical index and catalogue are built on first use
+    predictions = []
+    with Clock() as clock:
+        for start in range(0, len(loaded.examples), batch):
+            predictions += predictor.predict(loaded.examples[start:start + batch])
+    metrics = compute_metrics(predictions, loaded.examples)
+    return {"dataset": str(dataset), "dataset_sha1": loaded.sha1, "n": len(loaded.examples),
+            "backend": predictor.retriever.text_encoder.backend, **clock.as_dict(),
+            "queries_per_s": round(len(loaded.examples) / clock.wall, 2),
+            "queries_per_cpu_s": round(len(loaded.examples) / clock.cpu, 2),
+            "hits": metrics.hits, "mrr": metrics.mrr}
+
+
+def agent_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent's seconds per box with and without routing: the hook for issue 11's routing item."""
+    return {"measured": False, "reason": "routing (agent/graph.py) is measured by its own change"}
+
+
+def machine() -> dict[str, Any]:
+    """What the timings ran on, and how busy it was."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "sentence-transformers", "onnxruntime", "chromadb", "numpy")}
+
+
+def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: Callable[[str], None] = print
+        ) -> dict[str, Any]:
+    """Every measurement of one run, as a JSON-ready dict; ``save`` gets the partial result after each step."""
+    wikimel = args.data / "wikimel"
+    entities = load_kb(wikimel / "kb.jsonl", check_images=False).entities
+    fast = TextEncoder(backend=args.backend)
+    fast.encode(["warm up"])  # exports the ONNX model once, outside the timing
+    out: dict[str, Any] = {"git": git_version(), "machine_before": machine(), "versions": versions(),
+                           "kb": {"path": str(wikimel / "kb.jsonl"), "entities": len(entities)},
+                           "text_encoder": fast.name, "fast_backend": args.backend}
+    out["complete"] = False
+    say(f"naive encode of {len(entities)} entities (torch)...")
+    vectors, out["naive_encode"] = naive_encode(fast.model_path, entities)
+    say(f"  {out['naive_encode']['total']}")
+    say(f"index with {args.backend}...")
+    out["index_fast"] = index_store(args.work / args.backend, entities, fast)
+    say(f"  {out['index_fast']['wall_s']} s wall")
+    naive = out["naive_encode"]["total"]
+    out["ratios"] = {"index_fast_over_naive_encode_wall": round(out["index_fast"]["wall_s"] / naive["wall_s"], 3),
+                     "index_fast_over_naive_encode_cpu": round(out["index_fast"]["cpu_s"] / naive["cpu_s"], 3)}
+    save(out)
+    if args.reference:
+        say("reference store with the naive vectors...")
+        out["index_reference_upsert_only"] = index_store(args.work / "torch", entities,
+                                                         PrecomputedEncoder(fast, vectors))
+    for split in ("test", *(["dev"] if args.dev else [])):
+        for name in (args.backend, *(["torch"] if args.reference else [])):
+            say(f"retrieve {split} on the {name} store...")
+            result = retrieve(args.work / name, wikimel / f"{split}.jsonl", args.batch)
+            out[f"retrieve_{split}_{name}"] = result
+            say(f"  {result['queries_per_s']} queries/s, H@1 {result['hits']['1']:.4f}")
+            save(out)
+        if not args.reference:
+            continue
+        fast_run, ref_run = out[f"retrieve_{split}_{args.backend}"], out[f"retrieve_{split}_torch"]
+        out["ratios"][f"retrieve_{split}_qps_fast_over_torch"] = round(fast_run["queries_per_s"] / ref_run["queries_per_s"], 3)
+        out["ratios"][f"retrieve_{split}_h1_points_fast_minus_torch"] = round(
+            100 * (fast_run["hits"]["1"] - ref_run["hits"]["1"]), 3)
+    out["agent"] = agent_section(args)
+    out["machine_after"] = machine()
+    out["complete"] = True
+    save(out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds wikimel/")
+    parser.add_argument("--backend", default="onnx", help="the fast text backend: onnx or onnx-int8")
+    parser.add_argument("--work", type=Path, default=ROOT / "stores" / "bench_speed", help="store folders go here")
+    parser.add_argument("--batch", type=int, default=256, help="queries per retrieve call")
+    parser.add_argument("--dev", action="store_true", help="also Hits@1 on the dev split")
+    parser.add_argument("--reference", action="store_true",
+                        help="also retrieve on a store of the naive torch vectors, queries encoded with torch")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = run(args, save=lambda partial: write_json(args.out, partial))
+    print(json.dumps(result["ratios"], indent=1))
+    print(f"wrote {args.out}; git {result['git']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The text encoder's backends on real KB texts: ONNX (fp32 and int8) against sentence-transformers' torch path,
+and the store recording which backend built it."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vplink.core.errors import BackendMismatchWarning, EncoderMismatchError, ModelLoadError
+from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.onnx_text import OnnxSentenceEncoder
+from vplink.retrieval.records import load_kb
+from vplink.retrieval.search import QueryViews
+from vplink.retrieval.store import KBStore
+from vplink.retrieval.text_encoder import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def kb_texts(small_kb: Path) -> list[str]:
+    """Real name and description texts of varied lengths, as the store embeds them."""
+    entities = load_kb(small_kb).entities[:60]
+    return [e.name_view() for e in entities] + [e.description_view() for e in entities]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(kb_texts: list[str]) -> np.ndarray:
+    return TextEncoder(backend="torch").encode(kb_texts)
+
+
+@pytest.mark.parametrize("backend, floor", [("onnx", 0.9999), ("onnx-int8", 0.95)])
+def test_onnx_matches_torch(backend: str, floor: float, kb_texts: list[str], torch_vectors: np.ndarray) -> None:
+    encoder = TextEncoder(backend=backend, batch_size=16)  # several batches of different padded lengths
+    vectors = encoder.encode(kb_texts)
+    assert vectors.shape == torch_vectors.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (vectors * torch_vectors).sum(axis=1)
+    assert cosines.mean() > 0.99 and cosines.min() > floor
+    # Same ranking of texts for a query: the vectors are interchangeable for search, not just close.
+    assert (np.argmax(vectors @ vectors[:5].T, axis=0) == np.arange(5)).all()
+
+
+def test_order_and_batching_do_not_change_vectors(kb_texts: list[str]) -> None:
+    encoder = TextEncoder(backend="onnx", batch_size=7)
+    whole = encoder.encode(kb_texts)
+    reversed_one_by_one = np.stack([encoder.encode([t])[0] for t in reversed(kb_texts[:12])])[::-1]
+    assert np.allclose(whole[:12], reversed_one_by_one, atol=1e-5)
+    assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+def test_text_past_the_model_limit_is_cut_without_changing_its_vector(kb_texts: list[str]) -> None:
+    encoder = TextEncoder(backend="onnx")
+    long = " ".join(kb_texts) * 40  # far beyond 256 tokens
+    assert len(long) > encoder.max_chars
+    assert np.allclose(encoder.encode([long]), encoder.encode([long[:encoder.max_chars // 2]]), atol=1e-5)
+
+
+def test_unknown_backend_and_unsupported_model_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="onnx-int8"):
+        TextEncoder(backend="tensorrt")
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"}]))
+    with pytest.raises(ModelLoadError, match="Dense.*--text-backend torch"):
+        OnnxSentenceEncoder(tmp_path, tmp_path / "model.onnx")
+
+
+def test_store_records_its_backend_and_queries_follow_it(tmp_path: Path, small_kb: Path) -> None:
+    entities = load_kb(small_kb).entities[:30]
+    store = KBStore(tmp_path / "s")
+    store.index(entities, TextEncoder(backend="onnx-int8"), progress=False)
+    assert store.backend_of("name") == store.backend_of("description") == "onnx-int8"
+    with pytest.raises(EncoderMismatchError, match="onnx-int8 backend, not torch"):
+        store.index(entities, TextEncoder(backend="torch"), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_retriever(tmp_path / "s").text_encoder.backend == "onnx-int8"
+    with pytest.warns(BackendMismatchWarning, match="onnx-int8"):
+        retriever = open_retriever(tmp_path / "s", text_backend="onnx")
+    first = entities[0]
+    assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
+
+
+def test_a_store_without_a_recorded_backend_is_read_as_torch(tmp_path: Path, small_kb: Path) -> None:
+    entities = load_kb(small_kb).entities[:10]
+    torch_encoder = TextEncoder(backend="torch")
+
+    class BeforeBackends:
+        """The torch encoder as stores were built before backends existed: nothing says which backend ran."""
+
+        name, spec, weights = torch_encoder.name, torch_encoder.spec, torch_encoder.weights
+
+        def encode(self, texts):
+            return torch_encoder.encode(texts)
+
+    KBStore(tmp_path / "s").index(entities, BeforeBackends(), progress=False)
+    assert "backend" not in KBStore(tmp_path / "s")._meta("name")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendMismatchWarning)
+        retriever = open_retriever(tmp_path / "s")
+    assert retriever.text_encoder.backend == "torch"
+    first = entities[0]
+    assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
+
+
+def test_default_backend_follows_the_device_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vplink.retrieval.text_encoder import TEXT_BACKEND_ENV, default_backend
+
+    monkeypatch.delenv(TEXT_BACKEND_ENV, raising=False)
+    assert default_backend("cpu") == "onnx" and default_backend("cuda") == "torch"
+    monkeypatch.setenv(TEXT_BACKEND_ENV, "onnx-int8")
+    assert default_backend("cpu") == "onnx-int8"
