@@ -11,14 +11,14 @@ the result is never one hard guess.
 from __future__ import annotations
 
 import math
-
-import numpy as np
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from vplink.agent.caption_people import CaptionPeople, PersonSpan
 from vplink.retrieval.lexical import normalize
+
 
 class AlignmentParams(BaseModel):
     """The alignment's knobs; the defaults were fitted by leave-one-picture-out cross-validation on the

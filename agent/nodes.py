@@ -49,6 +49,11 @@ def _ocr_text(evidence: dict[str, Any]) -> str:
     return " ".join(line.get("text", "") for line in (evidence.get("ocr") or {}).get("lines", []))
 
 
+def _alignment(state: LinkState) -> SpanAlignment:
+    """The box-to-person alignment that ``prepare`` left in the evidence (empty when there is none)."""
+    return SpanAlignment.model_validate((state.get("evidence") or {}).get("alignment") or {})
+
+
 def alignment_text(alignment: SpanAlignment) -> str:
     """A factual paragraph for the prompt: the people the caption names and which one the box likely marks."""
     if not alignment.spans:
@@ -136,7 +141,7 @@ class LinkerNodes:
             return False
         if state["query"].mention:
             return True
-        alignment = SpanAlignment.model_validate((state.get("evidence") or {}).get("alignment") or {})
+        alignment = _alignment(state)
         if len(alignment.spans) == 1:
             return False
         weights = alignment.weighted(self.config.people_sharpness)
@@ -149,7 +154,7 @@ class LinkerNodes:
         """Ask the model which caption person the box marks, or, with no caption people, what it shows."""
         query = state["query"]
         images = self._images(query) if self.llm.config.vision else []
-        alignment = SpanAlignment.model_validate((state.get("evidence") or {}).get("alignment") or {})
+        alignment = _alignment(state)
         if len(alignment.spans) >= 2 and not query.mention:
             return self._choose(state, alignment, images)
         messages = self.describe_prompt.render(
@@ -198,7 +203,7 @@ class LinkerNodes:
         evidence = state.get("evidence") or {}
         context = " ".join(t for t in (query.text, _ocr_text(evidence)) if t) or None
         names = list(description.names) if description else []
-        alignment = SpanAlignment.model_validate(evidence.get("alignment") or {})
+        alignment = _alignment(state)
         choice = state.get("choice")
         if choice is not None:
             alignment = with_choice(alignment, choice.person, self.config.choice_weight)

@@ -24,7 +24,7 @@ from vplink.agent.nodes import LinkerConfig
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.jsonl import append_jsonl, read_jsonl
+from vplink.retrieval.jsonl import append_jsonl, read_completed_ids, read_jsonl, write_json
 from vplink.retrieval.search import QueryViews, mix_fused
 
 GRID: dict[str, list[float]] = {
@@ -38,6 +38,7 @@ GRID: dict[str, list[float]] = {
 def collect(examples, out: Path) -> dict[str, dict[str, Any]]:
     """Faces and text in the box of every example, cached line by line in ``out/evidence.jsonl``."""
     path = out / "evidence.jsonl"
+    read_completed_ids(path)  # drops a line torn by an interrupted run, so the cache reads back whole
     done = {row["id"]: row for row in read_jsonl(path)} if path.is_file() else {}
     with path.open("a", encoding="utf-8") as handle:
         _collect_missing(examples, done, handle)
@@ -57,8 +58,7 @@ def _collect_missing(examples, done: dict[str, dict[str, Any]], handle) -> None:
         found = collect_evidence(image, example.box, tools=("faces", "ocr")).model_dump(mode="json")
         row = {"id": example.id, "faces": found["faces"], "box": marked, "width": image.width,
                "ocr": " ".join(line["text"] for line in (found.get("ocr") or {}).get("lines", []))}
-        append_jsonl(handle, row)
-        handle.flush()  # a line per box: an interrupted run keeps what it computed
+        append_jsonl(handle, row)  # flushed line by line: an interrupted run keeps what it computed
         done[example.id] = row
 
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
               "shipped_defaults_hits@1": round(sum(scores[default_point]) / len(items), 4),
               "note": "Hits@1 of retrieval mixed over the caption's people, no model; evidence: faces + OCR",
               "git": git_version()}
-    (args.out / "tune.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out / "tune.json", result)
     print(json.dumps(result, indent=2))
 
 
