@@ -7,7 +7,6 @@ and the dataset with its mentions (hidden from the run itself by ``--no-mention`
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from vplink.core.records import LabeledQuery
-from vplink.eval.harness import PREDICTIONS, read_predictions
+from vplink.eval.harness import PREDICTIONS, RunDirError, read_predictions
+from vplink.retrieval.jsonl import write_json
 from vplink.retrieval.lexical import normalize
 
 BOX_REPORT = "box_report.json"
@@ -30,7 +30,11 @@ def _names_mention(span: str, mention: str) -> bool:
 
 def box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, Any]:
     """Span recall, box-to-span accuracy, Hits@1/5 and MRR, answer diversity per picture, seconds per node."""
-    predictions = read_predictions(Path(run_dir) / PREDICTIONS)
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {PREDICTIONS} here. Fix: make the run first, e.g. `vplink eval DATASET "
+                          f"--store STORE --pipeline agent --no-mention --out {run_dir}`")
+    predictions = read_predictions(path)
     rows = [(e, predictions[e.id]) for e in examples if e.id in predictions]
     recall = aligned = scored = 0
     ranks: list[int | None] = []
@@ -71,8 +75,5 @@ def box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, A
 def write_box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, Any]:
     """Compute :func:`box_report` and write it as ``box_report.json`` in the run folder."""
     report = box_report(run_dir, examples)
-    path = Path(run_dir) / BOX_REPORT
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(Path(run_dir) / BOX_REPORT, report)
     return report
