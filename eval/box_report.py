@@ -54,6 +54,7 @@ def box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, A
         for node, ms in prediction.latency_ms.items():
             nodes[node].append(ms / 1000)
     multi = {image: tops for image, tops in per_picture.items() if len(tops) >= 2}
+    model = _model_choices(rows)
     n = len(rows)
     return {
         "examples": n,
@@ -67,9 +68,42 @@ def box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, A
         if multi else None,
         "pictures_where_every_box_differs": round(sum(1 for tops in multi.values() if len(set(tops)) == len(tops))
                                                   / len(multi), 4) if multi else None,
+        "model_choice": model,
         "seconds_per_box": {node: {"mean": round(statistics.fmean(v), 3), "p50": round(float(np.percentile(v, 50)), 3),
                                    "p95": round(float(np.percentile(v, 95)), 3)} for node, v in sorted(nodes.items())},
     }
+
+
+_CHOSE = "the model chose "
+
+
+def _chosen(prediction) -> str | None:
+    """The caption person the model chose, if it was asked (older runs carry it only in their notes)."""
+    choice = prediction.extra.get("choice")
+    if choice:
+        return choice.get("person")
+    note = next((n for n in prediction.extra.get("notes", []) if n.startswith(_CHOSE)), None)
+    return note[len(_CHOSE):].split(":", 1)[0] if note else None
+
+
+def _model_choices(rows) -> dict[str, int]:
+    """How often the model's choice named the hidden mention, overall and where it differed from the
+    alignment's likeliest person (and how often the alignment was right there)."""
+    out = {"asked": 0, "right": 0, "disagreed_with_alignment": 0, "right_where_disagreed": 0,
+           "alignment_right_where_disagreed": 0}
+    for example, prediction in rows:
+        person, alignment = _chosen(prediction), prediction.extra.get("alignment") or {}
+        if person is None or not example.mention or not alignment.get("spans"):
+            continue
+        best = alignment["spans"][int(np.argmax(alignment["probabilities"]))]
+        right = _names_mention(person, example.mention)
+        out["asked"] += 1
+        out["right"] += right
+        if person != best:
+            out["disagreed_with_alignment"] += 1
+            out["right_where_disagreed"] += right
+            out["alignment_right_where_disagreed"] += _names_mention(best, example.mention)
+    return out
 
 
 def write_box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, Any]:

@@ -90,6 +90,8 @@ def to_prediction(result: LinkResult) -> Prediction:
         extra["judgement"] = result.judgement.model_dump()
     if result.evidence_text:
         extra["evidence_text"] = result.evidence_text
+    if result.choice:
+        extra["choice"] = result.choice.model_dump()
     if result.evidence and result.evidence.get("alignment"):
         extra["alignment"] = result.evidence["alignment"]
     return Prediction(id=result.query.id, ranking=ranking, nil=result.nil, latency_ms=result.timings_ms,

@@ -47,9 +47,8 @@ class FaceModels:
 
     ``detector="hog"`` (default) is fast on a CPU (~0.2 s a picture); ``"cnn"`` (dlib's MMOD) finds
     more small and turned faces at several seconds a picture. ``upsample=None`` enlarges a picture
-    until its longer side reaches ~1,600 px (at most twice): HOG misses faces under ~40 px, and on the
-    10 WikiMEL pictures with several boxed people (512 px, 41 boxes) it found 30 faces vs 17 with one
-    (OpenCV's Haar cascade found 23; adding its confident detections to HOG's added one face).
+    until its longer side reaches ~1,600 px (at most twice): HOG misses faces under ~40 px, common in
+    512-px press photos of groups.
     """
 
     def __init__(self, model_dir: str | Path | None = None, *, detector: str = "hog", upsample: int | None = None,

@@ -24,12 +24,16 @@ def test_box_report_counts_spans_alignment_hits_and_differing_boxes(tmp_path: Pa
     rows = [_prediction("a", "Q1", ["Ann Lee", "Bo"], [0.7, 0.3]),   # right span, right entity
             _prediction("b", "Q1", ["Ann Lee", "Bo"], [0.6, 0.4]),   # wrong span, wrong entity
             _prediction("c", "Q9", ["Dee"], [1.0])]                   # mention not among the spans
+    rows[0]["extra"]["choice"] = {"person": "Bo", "reason": ""}           # the model disagrees, wrongly
+    rows[1]["extra"]["notes"] = ["the model chose Bo: the second face"]   # an older run: only the note
     (tmp_path / PREDICTIONS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     report = write_box_report(tmp_path, examples)
     assert report["span_recall"] == round(2 / 3, 4) and report["box_to_span_accuracy"] == round(1 / 3, 4)
     assert report["hits@1"] == round(1 / 3, 4) and report["multi_box_pictures"] == 1
     assert report["pictures_where_boxes_differ"] == 0.0  # both boxes on p.jpg got Q1
     assert report["seconds_per_box"]["prepare"]["mean"] == 1.0
+    assert report["model_choice"] == {"asked": 2, "right": 1, "disagreed_with_alignment": 2,
+                                      "right_where_disagreed": 1, "alignment_right_where_disagreed": 1}
     assert json.loads((tmp_path / BOX_REPORT).read_text(encoding="utf-8")) == report
 
 
