@@ -1,7 +1,7 @@
 """Speed on a CPU: index a KB and run `retrieve` over a test split, against baselines measured in the same run.
 
     python benchmarks/bench_speed.py [--data ../shared/data] [--backend onnx] [--reference] [--dev] \
-        [--out benchmarks/results/speed.json]
+        [--llm-url http://127.0.0.1:8801/v1] [--out benchmarks/results/speed.json]
 
 In one run, on one machine:
 
@@ -10,11 +10,13 @@ In one run, on one machine:
 3. with ``--reference``, a store holding the baseline's torch vectors (same texts, only the backend differs);
 4. ``retrieve`` (the eval pipeline) over the whole test split: queries/s and Hits@k; with ``--reference``
    also on the reference store with torch-encoded queries (the accuracy the fast backend may cost);
-5. with ``--dev``, the same on the dev split.
+5. with ``--dev``, the same on the dev split;
+6. with ``--llm-url``, the model server's tokens/s (``vplink llm bench``) and the agent on the 69 boxed
+   mentions (mention hidden) with routing and with the model asked on every box, at concurrency 1 and 8:
+   seconds per box, boxes per minute, the share of boxes that reached the model, Hits@1.
 
 Ratios are the claims: the machine may be shared, so absolute seconds are recorded with the load average, and
 CPU seconds beside wall seconds. The JSON is rewritten after each step ("complete" turns true at the end).
-The agent's seconds per box with and without routing are left to :func:`agent_section`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -114,9 +117,68 @@ def retrieve(folder: Path, dataset: Path, batch: int) -> dict[str, Any]:
             "hits": metrics.hits, "mrr": metrics.mrr}
 
 
-def agent_section(args: argparse.Namespace) -> dict[str, Any]:
-    """The agent's seconds per box with and without routing: the hook for issue 11's routing item."""
-    return {"measured": False, "reason": "routing (agent/graph.py) is measured by its own change"}
+#: The boxed mentions the agent runs on (mention hidden: the box is the mention), and the settings of the
+#: committed box runs (eval/results/README.md): the model's choice counts, no reflection.
+BOXED = ROOT / "tests" / "fixtures" / "wikimel_with_images_boxed.jsonl"
+AGENT_OPTIONS = ("max_reflections=0", "choice_weight=1.0")
+#: Routing off: no alignment is ever sure enough to skip the model (route_confidence is at most 1).
+ALWAYS_ASK = "route_confidence=1.01"
+
+
+def agent_run(args: argparse.Namespace, store: Path, name: str, concurrency: int, always_ask: bool) -> dict[str, Any]:
+    """One fresh `vplink eval -p agent --no-mention` run over the boxed mentions: seconds per box, boxes per
+    minute, the share of boxes that reached the model, Hits@1."""
+    from vplink.eval.box_report import box_report
+
+    run_dir = args.work / "agent" / name
+    options = [*AGENT_OPTIONS, *([ALWAYS_ASK] if always_ask else [])]
+    command = [sys.executable, "-m", "vplink", "eval", "run", str(BOXED), "--store", str(store), "-p", "agent",
+               "--no-mention", "--images", str(args.data / "wikimel"), "--out", str(run_dir), "--restart",
+               "--llm-url", args.llm_url, "--concurrency", str(concurrency), "--batch-size", "1",
+               *(part for option in options for part in ("-O", option))]
+    with Clock() as clock:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    examples = read_dataset(BOXED, images=args.data / "wikimel").examples
+    report = box_report(run_dir, examples)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    asked = sum(1 for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+                if "describe" in json.loads(line).get("latency_ms", {}))
+    return {"run": str(run_dir), "concurrency": concurrency, "always_ask": always_ask, "options": options,
+            "boxes": report["examples"], "boxes_to_model": asked, "share_to_model": round(asked / report["examples"], 4),
+            "hits@1": report["hits@1"], "mrr": report["mrr"],
+            # one box from start to answer, and boxes finished per minute once the run has started
+            "seconds_per_box": report["seconds_per_box"]["total"]["mean"],
+            "boxes_per_min": round(60 * metrics["throughput_qps"], 2),
+            "command": {**clock.as_dict(), "note": "the whole command, loading models included"}}
+
+
+def agent_section(args: argparse.Namespace, store: Path, out: dict[str, Any], save: Callable[[], None],
+                  say: Callable[[str], None]) -> None:
+    """Fill ``out`` with the agent on the 69 boxed mentions with and without routing, at each concurrency
+    (needs --llm-url); ``save`` is called after each run."""
+    if not args.llm_url:
+        out.update(measured=False, reason="no --llm-url: the agent's routing needs a model server")
+        return
+    out.update(measured=True, llm_url=args.llm_url, dataset=str(BOXED), runs={})
+    say("model server throughput (vplink llm bench)...")
+    throughput = args.work / "llm_throughput.json"
+    levels = [part for c in args.agent_concurrency for part in ("--concurrency", str(c))]
+    subprocess.run([sys.executable, "-m", "vplink", "llm", "bench", "--url", args.llm_url, *levels,
+                    "--out", str(throughput)], check=True, stdout=subprocess.DEVNULL)
+    out["llm_throughput"] = json.loads(throughput.read_text(encoding="utf-8"))
+    save()
+    for concurrency in args.agent_concurrency:
+        for always_ask in (False, True):
+            name = f"{'always' if always_ask else 'routed'}-c{concurrency}"
+            say(f"agent on {BOXED.name}, {name}...")
+            out["runs"][name] = result = agent_run(args, store, name, concurrency, always_ask)
+            say(f"  {result['seconds_per_box']} s/box, {result['boxes_to_model']} boxes to the model, "
+                f"H@1 {result['hits@1']}")
+            save()
+        routed, always = out["runs"][f"routed-c{concurrency}"], out["runs"][f"always-c{concurrency}"]
+        out[f"c{concurrency}_seconds_per_box_routed_over_always"] = round(
+            routed["seconds_per_box"] / always["seconds_per_box"], 3)
+        out[f"c{concurrency}_h1_points_routed_minus_always"] = round(100 * (routed["hits@1"] - always["hits@1"]), 2)
 
 
 def machine() -> dict[str, Any]:
@@ -169,7 +231,8 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: C
         out["ratios"][f"retrieve_{split}_qps_fast_over_torch"] = round(fast_run["queries_per_s"] / ref_run["queries_per_s"], 3)
         out["ratios"][f"retrieve_{split}_h1_points_fast_minus_torch"] = round(
             100 * (fast_run["hits"]["1"] - ref_run["hits"]["1"]), 3)
-    out["agent"] = agent_section(args)
+    out["agent"] = {}
+    agent_section(args, args.work / args.backend, out["agent"], lambda: save(out), say)
     out["machine_after"] = machine()
     out["complete"] = True
     save(out)
@@ -185,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dev", action="store_true", help="also Hits@1 on the dev split")
     parser.add_argument("--reference", action="store_true",
                         help="also retrieve on a store of the naive torch vectors, queries encoded with torch")
+    parser.add_argument("--llm-url", help="a vLLM server (vplink llm serve): also time the agent with and without routing")
+    parser.add_argument("--agent-concurrency", type=int, nargs="+", default=[1, 8],
+                        help="boxes linked at once in the agent runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -70,7 +70,7 @@ def hits_at_1(params: AlignmentParams, sharpness: float, items: list[dict[str, A
         weights = dict(alignment.weighted(sharpness))
         parts = [(weights.get(text, 0.0), fused) for text, fused in item["fused"].items() if weights.get(text, 0) > 0]
         mixed = mix_fused(parts) if parts else item["no_people"]
-        top = min(mixed.items(), key=lambda kv: (-kv[1][0], kv[0]))[0] if mixed else None
+        top = min(mixed.scores.items(), key=lambda kv: (-kv[1], kv[0]))[0] if mixed else None
         out.append(top == item["answer"])
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from itertools import chain, repeat
 from typing import Literal
@@ -85,12 +85,54 @@ def _channel_weight(weights: dict[str, float], channel: str) -> float:
     return weights.get(channel, weights.get(channel.split("#")[0], 0.0))
 
 
-def _hits(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, ViewHit]]:
-    hits: dict[str, dict[str, ViewHit]] = defaultdict(dict)
-    for channel, ranking in rankings.items():
-        for rank, (eid, score) in enumerate(ranking, start=1):
-            hits[eid][channel] = ViewHit(rank=rank, score=round(float(score), 6))
-    return hits
+class FusedRanking(Mapping[str, tuple[float, dict[str, ViewHit]]]):
+    """One query's fused ranking: every candidate's fused score, and its per-channel hits built on demand.
+
+    Reads like ``{id: (score, hits)}``. Only the top k are ever shown, and building hits for every
+    candidate of every channel cost more than the search itself (1.9M records on the test split).
+    """
+
+    def __init__(self, scores: dict[str, float], hits_of: Callable[[str], dict[str, ViewHit]]) -> None:
+        self.scores = scores
+        self._hits_of = hits_of
+
+    @classmethod
+    def from_channels(cls, ids: Sequence[str], fused: np.ndarray,
+                      rankings: dict[str, list[tuple[str, float]]]) -> FusedRanking:
+        """Scores of ``ids``, with hits looked up in the channel rankings they were fused from."""
+        positions: dict[str, dict[str, tuple[int, float]]] = {}
+
+        def hits_of(eid: str) -> dict[str, ViewHit]:
+            if not positions:
+                positions.update({channel: {e: (rank, s) for rank, (e, s) in enumerate(ranking, start=1)}
+                                  for channel, ranking in rankings.items()})
+            # model_construct: the values are ints and floats already; validating 0.5M of them cost seconds.
+            return {channel: ViewHit.model_construct(rank=found[0], score=round(float(found[1]), 6))
+                    for channel, listed in positions.items() if (found := listed.get(eid))}
+
+        return cls(dict(zip(ids, fused.tolist())), hits_of)
+
+    def __getitem__(self, eid: str) -> tuple[float, dict[str, ViewHit]]:
+        return self.scores[eid], self._hits_of(eid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scores)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def hits(self, eid: str) -> dict[str, ViewHit]:
+        """Where each channel ranked ``eid`` (channels that missed it are left out)."""
+        return self._hits_of(eid)
+
+    def top(self, k: int, *, explain: bool = True) -> list[Candidate]:
+        """The k best candidates: scores rounded by :func:`rank_scores` first, ties to the smaller id, so
+        float noise below 1e-6 cannot reorder two runs. ``explain=False`` leaves their hits empty."""
+        ids = sorted(self.scores)
+        rounded = rank_scores(np.fromiter(map(self.scores.__getitem__, ids), dtype=np.float64, count=len(ids)))
+        best = np.argsort(-rounded, kind="stable")[:k]  # stable: among equal scores the smaller id first
+        return [Candidate(id=ids[i], score=float(rounded[i]), hits=self._hits_of(ids[i]) if explain else {})
+                for i in best.tolist()]
 
 
 #: Decimals a fused score keeps before ranking: float noise below this cannot reorder two runs.
@@ -113,11 +155,14 @@ def channel_matrix(rankings: dict[str, list[tuple[str, float]]], channels: Seque
     ranks = np.full((len(ids), len(channels)), np.inf)
     for j, channel in enumerate(channels):
         listed = rankings.get(channel, [])
+        if not listed:
+            continue
+        rows = [row[eid] for eid, _ in listed]
+        values = np.round(np.fromiter((s for _, s in listed), dtype=np.float64, count=len(listed)), 6)
         if not channel.split("#")[0].endswith(ZERO_FLOOR):
-            scores[:, j] = min((round(float(s), 6) for _, s in listed), default=0.0)
-        for rank, (eid, score) in enumerate(listed, start=1):
-            ranks[row[eid], j] = rank
-            scores[row[eid], j] = round(float(score), 6)
+            scores[:, j] = values.min()
+        ranks[rows, j] = np.arange(1, len(listed) + 1)
+        scores[rows, j] = values
     return ids, scores, ranks
 
 
@@ -137,38 +182,36 @@ def _weighted_channels(rankings: dict[str, list], weights: dict[str, float]) -> 
 
 
 def reciprocal_rank_fusion(rankings: dict[str, list[tuple[str, float]]], weights: dict[str, float],
-                           rrf_k: float) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+                           rrf_k: float) -> FusedRanking:
     """Fuse ranked lists: score(e) = Σ_channel weight / (rrf_k + rank); rank starts at 1."""
     channels = _weighted_channels(rankings, weights)
     ids, _, ranks = channel_matrix(rankings, channels)
     fused = fused_scores(1.0 / (rrf_k + ranks), [_channel_weight(weights, c) for c in channels])
-    hits = _hits(rankings)
-    return {eid: (float(score), hits[eid]) for eid, score in zip(ids, fused)}
+    return FusedRanking.from_channels(ids, fused, rankings)
 
 
 def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]],
-                          weights: dict[str, float]) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+                          weights: dict[str, float]) -> FusedRanking:
     """Fuse by Σ_channel weight × similarity; a candidate missing from a channel gets its floor."""
     channels = _weighted_channels(rankings, weights)
     ids, scores, _ = channel_matrix(rankings, channels)
     fused = fused_scores(scores, [_channel_weight(weights, c) for c in channels])
-    hits = _hits(rankings)
-    return {eid: (float(score), hits[eid]) for eid, score in zip(ids, fused)}
+    return FusedRanking.from_channels(ids, fused, rankings)
 
 
-def mix_fused(parts: Sequence[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]
-              ) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+def mix_fused(parts: Sequence[tuple[float, FusedRanking]]) -> FusedRanking:
     """Mix several fused rankings by weight: score(e) = Σ weight_i × score_i(e), where a ranking that
     lacks e gives it its own lowest score. Hits come from the heaviest ranking that holds e."""
     total = sum(weight for weight, _ in parts) or 1.0
-    floors = [min((score for score, _ in fused.values()), default=0.0) for _, fused in parts]
-    mixed: dict[str, tuple[float, dict[str, ViewHit]]] = {}
-    for eid in {eid for _, fused in parts for eid in fused}:
-        score = sum(weight * (fused[eid][0] if eid in fused else floor)
-                    for (weight, fused), floor in zip(parts, floors)) / total
-        heaviest = max((part for part in parts if eid in part[1]), key=lambda part: part[0])
-        mixed[eid] = (score, heaviest[1][eid][1])
-    return mixed
+    floors = [min(fused.scores.values(), default=0.0) for _, fused in parts]
+    mixed = {eid: sum(weight * fused.scores.get(eid, floor) for (weight, fused), floor in zip(parts, floors)) / total
+             for eid in dict.fromkeys(chain.from_iterable(fused.scores for _, fused in parts))}
+    heaviest_first = sorted(parts, key=lambda part: -part[0])
+
+    def hits_of(eid: str) -> dict[str, ViewHit]:
+        return next(fused.hits(eid) for _, fused in heaviest_first if eid in fused.scores)
+
+    return FusedRanking(mixed, hits_of)
 
 
 class MultiViewRetriever:
@@ -234,11 +277,14 @@ class MultiViewRetriever:
         """The top-k fused candidates of one query."""
         return self.search_batch([query], k)[0]
 
-    def search_batch(self, queries: Sequence[QueryViews], k: int = 20) -> list[list[Candidate]]:
+    def search_batch(self, queries: Sequence[QueryViews], k: int = 20, *, explain: bool = True
+                     ) -> list[list[Candidate]]:
         """The top-k fused candidates of each query; encoders and Chroma are called once per view.
 
         A query without a mention but with weighted ``people`` is searched once per person (that
         person as the mention) and the fused scores are mixed by the people's probabilities.
+        ``explain=False`` leaves each candidate's per-channel ``hits`` empty (a ranking-only evaluation
+        needs none, and they are a quarter of its time).
         """
         expanded: list[tuple[int, float, QueryViews]] = []
         for i, query in enumerate(queries):
@@ -248,23 +294,16 @@ class MultiViewRetriever:
             else:
                 expanded.append((i, 1.0, query))
         rankings = self.channel_rankings([views for _, _, views in expanded])
-        parts: list[list[tuple[float, dict[str, tuple[float, dict[str, ViewHit]]]]]] = [[] for _ in queries]
+        parts: list[list[tuple[float, FusedRanking]]] = [[] for _ in queries]
         for (i, weight, views), per_query in zip(expanded, rankings):
             parts[i].append((weight, self.fuse(per_query, self._query_weights(per_query))))
-        results = []
-        for mixture in parts:
-            fused = mixture[0][1] if len(mixture) == 1 else mix_fused(mixture)
-            # Rounded before sorting, ties by id: float noise below 1e-6 cannot reorder two runs.
-            ids = list(fused)
-            rounded = rank_scores(np.array([fused[eid][0] for eid in ids]))
-            top = sorted(((eid, float(score), fused[eid][1]) for eid, score in zip(ids, rounded)),
-                         key=lambda item: (-item[1], item[0]))[:k]
-            results.append([Candidate(id=eid, score=score, hits=hits) for eid, score, hits in top])
+        results = [(mixture[0][1] if len(mixture) == 1 else mix_fused(mixture)).top(k, explain=explain)
+                   for mixture in parts]
         self._attach_entities(results)
         return results
 
     def fuse(self, rankings: dict[str, list[tuple[str, float]]],
-             weights: dict[str, float] | None = None) -> dict[str, tuple[float, dict[str, ViewHit]]]:
+             weights: dict[str, float] | None = None) -> FusedRanking:
         """Fuse one query's channel rankings with the configured method."""
         weights = weights if weights is not None else self.config.weights
         if self.config.method == "rrf":

@@ -114,3 +114,12 @@ def test_query_embeddings_are_reused_across_searches(small_store, text_encoder, 
     again = retriever.search(query.model_copy(update={"names": [dev_slice[0]["mention"]]}), k=5)
     assert counting.texts == [dev_slice[0]["text"], dev_slice[0]["mention"]]  # the caption came from the cache
     assert first[0].id == dev_slice[0]["answer"] and again[0].id == first[0].id
+
+
+def test_a_ranking_without_explanations_is_the_same_ranking(small_store, text_encoder, dev_slice) -> None:
+    retriever = MultiViewRetriever(small_store, text_encoder)
+    queries = [QueryViews(mention=row["mention"], context=row["text"]) for row in dev_slice[:20]]
+    explained = retriever.search_batch(queries, k=10)
+    bare = retriever.search_batch(queries, k=10, explain=False)
+    assert [[(c.id, c.score) for c in r] for r in bare] == [[(c.id, c.score) for c in r] for r in explained]
+    assert all(c.hits for r in explained for c in r) and not any(c.hits for r in bare for c in r)

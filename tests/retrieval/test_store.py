@@ -138,3 +138,25 @@ def test_a_chroma_server_with_several_kbs_needs_a_prefix(chroma_server: str, sma
     assert retriever.store.count() == 10
     target = kb[55]
     assert retriever.search(QueryViews(mention=target.name, context=target.description), k=1)[0].id == target.id
+
+
+def test_exact_search_is_the_brute_force_ranking_however_batched(small_store: KBStore, text_encoder,
+                                                                   dev_slice) -> None:
+    """The float32 preselection must not change the answer: the top k equal a full float64 product, rounded
+    to 6 decimals, ties to the smaller id, for a batch and for queries one at a time."""
+    import numpy as np
+
+    names = [e.name for e in small_store.iter_entities()]
+    texts = [row["text"] for row in dev_slice] + names[:20]  # a name scores 1.0 against itself: ties at the top
+    vectors = text_encoder.encode(texts)
+    ids, matrix, _ = small_store._matrix("name")  # the stored vectors, rows in id order
+    k = 30
+    expected = []
+    for vector in vectors.astype(np.float64):
+        scores = np.round(matrix @ vector, 6)
+        order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]
+        expected.append([(ids[i], float(scores[i])) for i in order])
+    batched = small_store.query("name", vectors, k, text_encoder.name)
+    alone = [small_store.query("name", vector[None, :], k, text_encoder.name)[0] for vector in vectors]
+    assert batched == expected
+    assert alone == expected
