@@ -9,6 +9,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ VIEWS = (*TEXT_VIEWS, IMAGE_VIEW, FACE_VIEW)
 _L2_VIEWS = (FACE_VIEW,)
 # The name view doubles as the entity catalogue: its metadata holds every field a caller shows.
 CATALOGUE_VIEW = "name"
-# Texts embedded per encode call while indexing: big enough that length-sorted batches pad little and the
-# encoder runs without pauses, small enough that an interrupted run loses little (each chunk is upserted at once).
-ENCODE_CHUNK = 8192
+# Texts embedded per encode call while indexing (the view is sorted longest first, so batches pad little): each
+# chunk is written while the next is encoded, and an interrupted run loses at most one chunk.
+ENCODE_CHUNK = 2048
+#: Rows per Chroma write of a text view: few large writes cost less than many small ones.
+WRITE_BATCH = 2048
 # What a store that recorded no backend was built with (every store before backends existed).
 LEGACY_BACKEND = "torch"
 #: Views up to this many entities are searched exactly in memory (150 MB of 384-d float64 vectors); larger by HNSW.
@@ -136,7 +139,7 @@ class KBStore:
         """The collection of a view; ``create_for`` (an encoder fingerprint) creates it if missing.
 
         ``spec`` is how to load that encoder again (a model folder or an image-encoder spec);
-        ``weights`` is the hash of its weight files; ``backend`` what ran it (torch, onnx, onnx-int8),
+        ``weights`` is the hash of its weight files; ``backend`` what ran it (torch, onnx, openvino, onnx-int8),
         so queries are encoded the same way.
         """
         if view in self._collections:
@@ -175,7 +178,7 @@ class KBStore:
         return None if col is None else (col.metadata or {}).get("spec") or None
 
     def backend_of(self, view: str) -> str | None:
-        """The text backend (torch, onnx, onnx-int8) that built a view; None if the view is absent."""
+        """The text backend (torch, onnx, openvino, onnx-int8) that built a view; None if the view is absent."""
         col = self._collection(view)
         return None if col is None else (col.metadata or {}).get("backend", LEGACY_BACKEND)
 
@@ -329,20 +332,37 @@ class KBStore:
         else:
             # Longest texts first across the whole view: every batch the encoder forms pads to similar lengths.
             todo.sort(key=lambda eid: -len(wanted[eid][0]))
-            for chunk_start in range(0, len(todo), encode_chunk):
-                chunk = todo[chunk_start:chunk_start + encode_chunk]
-                vectors = encoder.encode([wanted[eid][0] for eid in chunk])
-                for start in range(0, len(chunk), batch_size):
-                    ids = chunk[start:start + batch_size]
-                    self._upsert(col, view, ids, vectors[start:start + batch_size], wanted, hashes)
-                    bar.update(len(ids))
+            rows = min(WRITE_BATCH, self.client.get_max_batch_size())
+
+            def write(chunk: list[str], vectors: np.ndarray) -> None:
+                for start in range(0, len(chunk), rows):
+                    self._upsert(col, view, chunk[start:start + rows], vectors[start:start + rows], wanted, hashes)
+                    bar.update(len(chunk[start:start + rows]))
+
+            # A chunk is written while the next one is encoded: Chroma's writes keep a core busy for about a
+            # quarter of the encoding time, which would otherwise be spent waiting. At most one write is in
+            # flight, and leaving the block (an error, Ctrl-C) waits for it: what was encoded is kept.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as writer:
+                pending: Future | None = None
+                for chunk_start in range(0, len(todo), encode_chunk):
+                    chunk = todo[chunk_start:chunk_start + encode_chunk]
+                    vectors = encoder.encode([wanted[eid][0] for eid in chunk])
+                    if pending is not None:
+                        pending.result()  # a failed write stops the run here
+                    pending = writer.submit(write, chunk, vectors)
+                if pending is not None:
+                    pending.result()
         bar.close()
 
     @staticmethod
     def _upsert(col, view: str, ids: list[str], vectors: np.ndarray, wanted, hashes: dict[str, str]) -> None:
+        """Write vectors with what the store reads back: every field of the entity in the catalogue view, only
+        the content hash elsewhere. No documents: nothing searches Chroma's text, and its full-text index
+        cost more than half of the writing time."""
         if ids:
-            col.upsert(ids=ids, embeddings=vectors, documents=[_document(view, wanted[eid]) for eid in ids],
-                       metadatas=[_metadata(wanted[eid][1], hashes[eid]) for eid in ids])
+            col.upsert(ids=ids, embeddings=vectors,
+                       metadatas=[_metadata(wanted[eid][1], hashes[eid]) if view == CATALOGUE_VIEW
+                                  else {"hash": hashes[eid]} for eid in ids])
 
     @staticmethod
     def _embed_pictures(ids: list[str], wanted, encoder, report: IndexReport, *,
@@ -505,10 +525,6 @@ def _hash(view: str, content: str, entity: Entity) -> str:
     # The catalogue view stores the whole record, so any field change must re-upsert it.
     payload = content + ("\x00" + entity.content_hash() if view == CATALOGUE_VIEW else "")
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def _document(view: str, planned: tuple[str, Entity]) -> str:
-    return planned[1].name if view == IMAGE_VIEW else planned[0]
 
 
 def _metadata(entity: Entity, content_hash: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def torch_vectors(kb_texts: list[str]) -> np.ndarray:
     return TextEncoder(backend="torch").encode(kb_texts)
 
 
-@pytest.mark.parametrize("backend, floor", [("onnx", 0.9999), ("onnx-int8", 0.95)])
+@pytest.mark.parametrize("backend, floor", [("onnx", 0.9999), ("openvino", 0.9999), ("onnx-int8", 0.95)])
 def test_onnx_matches_torch(backend: str, floor: float, kb_texts: list[str], torch_vectors: np.ndarray) -> None:
     encoder = TextEncoder(backend=backend, batch_size=16)  # several batches of different padded lengths
     vectors = encoder.encode(kb_texts)
@@ -43,8 +43,9 @@ def test_onnx_matches_torch(backend: str, floor: float, kb_texts: list[str], tor
     assert (np.argmax(vectors @ vectors[:5].T, axis=0) == np.arange(5)).all()
 
 
-def test_order_and_batching_do_not_change_vectors(kb_texts: list[str]) -> None:
-    encoder = TextEncoder(backend="onnx", batch_size=7)
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_order_and_batching_do_not_change_vectors(backend: str, kb_texts: list[str]) -> None:
+    encoder = TextEncoder(backend=backend, batch_size=7)
     whole = encoder.encode(kb_texts)
     reversed_one_by_one = np.stack([encoder.encode([t])[0] for t in reversed(kb_texts[:12])])[::-1]
     assert np.allclose(whole[:12], reversed_one_by_one, atol=1e-5)
@@ -110,6 +111,6 @@ def test_default_backend_follows_the_device_and_the_environment(monkeypatch: pyt
     from vplink.retrieval.text_encoder import TEXT_BACKEND_ENV, default_backend
 
     monkeypatch.delenv(TEXT_BACKEND_ENV, raising=False)
-    assert default_backend("cpu") == "onnx" and default_backend("cuda") == "torch"
+    assert default_backend("cpu") == "openvino" and default_backend("cuda") == "torch"  # openvino is installed
     monkeypatch.setenv(TEXT_BACKEND_ENV, "onnx-int8")
     assert default_backend("cpu") == "onnx-int8"
