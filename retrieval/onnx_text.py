@@ -129,9 +129,9 @@ class OnnxRuntimeRunner:
 
 
 class OpenVinoRunner:
-    """The same ONNX file compiled by OpenVINO for the CPU, in float32 (its default on CPUs with bf16 units
-    would be bf16: 0.99996 cosine, not the same vectors). Measured on the 2-core machine: 15% faster than
-    onnxruntime on WikiMEL descriptions, vectors within 3e-7."""
+    """The same ONNX file compiled by OpenVINO for the CPU, in float32: its default on CPUs with bf16 units
+    would be bf16, whose vectors are close but not the same. Faster than onnxruntime on the project's CPU
+    machine (benchmarks/bench_speed.py times the whole index with it)."""
 
     def __init__(self, onnx_file: Path) -> None:
         try:

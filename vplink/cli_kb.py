@@ -39,7 +39,7 @@ def index(
 ) -> None:
     """Embed every entity into one Chroma collection per view; re-running updates only what changed."""
     from vplink.retrieval.records import load_kb
-    from vplink.retrieval.store import KBStore
+    from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
     from vplink.retrieval.text_encoder import TextEncoder
 
     location = _location(store, chroma_url)
@@ -57,9 +57,12 @@ def index(
 
         face_encoder = FaceEncoder(FaceModels(face_models))
     started = time.perf_counter()
-    report = KBStore(location, prefix=prefix).index(loaded.entities, TextEncoder(text_model, backend=text_backend),
-                                                      images, face_encoder=face_encoder, batch_size=batch_size,
-                                                      rebuild=rebuild)
+    kb_store = KBStore(location, prefix=prefix)
+    # Re-indexing keeps the backend the store was built with (a store made before openvino was the CPU
+    # default stays onnx): only --text-backend or --rebuild changes it.
+    backend = text_backend or (None if rebuild else kb_store.backend_of(CATALOGUE_VIEW))
+    report = kb_store.index(loaded.entities, TextEncoder(text_model, backend=backend), images,
+                            face_encoder=face_encoder, batch_size=batch_size, rebuild=rebuild)
     console.print(escape(report.summary()))
     for problem in report.image_errors:
         console.print(f"[yellow]image skipped[/] {escape(str(problem))}")

@@ -61,3 +61,21 @@ def test_packages_install_under_the_vplink_namespace_only(tmp_path):
     top_level, namespaced = out.stdout.splitlines()
     assert top_level == "[]"
     assert namespaced == str(sorted(['agent', 'prompts', 'retrieval', 'distill', 'eval']))
+
+
+def test_kb_index_again_keeps_the_backend_the_store_was_built_with(tmp_path) -> None:
+    """A store built with another backend than today's default takes new entities without --text-backend."""
+    from vplink.retrieval.store import KBStore
+
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text('{"id": "Q1", "name": "Ada Lovelace", "description": "mathematician"}\n', encoding="utf-8")
+    store = str(tmp_path / "s")
+    first = CliRunner().invoke(app, ["kb", "index", str(kb), "--store", store, "--text-backend", "onnx",
+                                     "--image-encoder", "none"])
+    assert first.exit_code == 0, first.output
+    with kb.open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "Q2", "name": "Alan Turing", "description": "computer scientist"}\n')
+    again = CliRunner().invoke(app, ["kb", "index", str(kb), "--store", store, "--image-encoder", "none"])
+    assert again.exit_code == 0, again.output
+    assert "name: 1 added" in again.stdout
+    assert KBStore(store).backend_of("name") == "onnx"
