@@ -26,7 +26,8 @@ class LinkerConfig(BaseModel):
     reflect_margin: float = Field(default=0.1, ge=0, description="relative top-1/top-2 margin under which to reflect")
     reflect_top: int = Field(default=5, ge=2, description="candidates shown to the model when reflecting")
     max_reflections: int = Field(default=1, ge=0, le=3)
-    nil_threshold: float | None = Field(default=None, description="top score under which the answer is NIL")
+    nil_threshold: float | None = Field(default=None, description="top score under which the answer is NIL; "
+                                        "None: the reranker's own calibrated threshold, if it has one")
     evidence_tools: list[str] = Field(default_factory=lambda: ["geometry", "faces", "ocr", "labels"])
     image_retrieval: bool = True
     describe_max_tokens: int = Field(default=320, ge=32)
@@ -251,16 +252,24 @@ class LinkerNodes:
         top, second = ranking[0].score, ranking[1].score
         return top <= 0 or (top - second) / abs(top) < self.config.reflect_margin
 
+    @property
+    def nil_threshold(self) -> float | None:
+        """The top score under which the answer is NIL: the configured one, else the one the distilled scorer
+        was calibrated with on its dev split (its scores are on its own scale); None: never NIL."""
+        if self.config.nil_threshold is not None:
+            return self.config.nil_threshold
+        return getattr(self.reranker, "nil_threshold", None)
+
     @timed("decide")
     def decide(self, state: LinkState) -> dict[str, Any]:
-        """NIL when the top score is under the calibrated threshold; otherwise keep the ranking."""
+        """NIL when the top score is under the NIL threshold; otherwise keep the ranking."""
         ranking = state.get("ranking") or []
         if not ranking:
             return {"nil": True}
+        threshold = self.nil_threshold
         judgement = state.get("judgement")
-        if judgement is not None and judgement.choice.upper() == "NIL" and self.config.nil_threshold is not None:
+        if judgement is not None and judgement.choice.upper() == "NIL" and threshold is not None:
             return {"nil": True}
-        threshold = self.config.nil_threshold
         return {"nil": threshold is not None and ranking[0].score < threshold}
 
     @timed("reflect")

@@ -20,8 +20,8 @@ with ... Interaction Units" — here over frozen features, so the whole model is
 
 The fused score is a learned weighted sum of the unit scores plus a *retrieval prior* (learned weights on
 the fused score relative to the list's best, and on 1/position). Retrieval alone is a strong ranker (WikiMEL top-1 ≈ 0.6-0.9 of the
-time), and a few hundred teacher labels cannot relearn it: the units start quiet (weight 0.1) so the
-untrained student ranks like retrieval and training learns *corrections* to it. Training (see :mod:`vplink.distill.losses`) puts
+time), and a few hundred teacher labels cannot relearn it: the units' fusion weights start at zero, so the
+untrained student ranks exactly like retrieval and training learns *corrections* to it. Training (see :mod:`vplink.distill.losses`) puts
 an InfoNCE loss on every unit as well as on the fused score (the unit-consistent objective), so each unit
 ranks on its own and none free-rides on the others; the query representation of the global unit is
 also pulled toward the embedding of the teacher's rationale.
@@ -89,8 +89,10 @@ class StudentScorer(nn.Module):
         self.x_cand_desc = _proj(d, h, p)
         # per-unit temperatures (as log-scales) and the fusion weights; visual starts switched off
         self.log_scale = nn.Parameter(torch.full((len(UNITS),), 2.3))  # e^2.3 ≈ 10
-        # units start quiet (0.1) next to the retrieval prior, so the untrained student ranks like retrieval
-        self.fuse = nn.Parameter(torch.tensor([0.1, 0.1, 0.0, 0.1]))
+        # The correction starts at zero: the untrained student's score is the retrieval prior alone, so it
+        # ranks exactly as retrieval does, and training can only move it as far as the labels justify.
+        # (The units still learn from the start through their own InfoNCE terms.)
+        self.fuse = nn.Parameter(torch.zeros(len(UNITS)))
         # the retrieval prior: weights of the relative fused score and of 1/position
         self.prior = nn.Parameter(torch.tensor([1.0, 1.0]))
         # the head that maps the query representation into the rationale's embedding space

@@ -60,6 +60,14 @@ class TrainConfig(BaseModel):
     loss: LossConfig = Field(default_factory=LossConfig)
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices only: decaying the retrieval prior, the fusion weights, temperatures
+    and biases would pull the student away from retrieval (and the scales toward 1) for no reason."""
+    matrices = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    others = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
 def load_rationales(path: str | Path) -> list[RationaleRecord]:
     """Read a rationales file; the last record of a repeated id wins."""
     records: dict[str, RationaleRecord] = {}
@@ -107,7 +115,11 @@ def evaluate(scores: torch.Tensor, tensors: Tensors) -> dict[str, float]:
         return {"agreement": 0.0, "mrr": 0.0, "n": 0}
     s = scores[keep]
     t = target[keep]
-    ranks = (s > s.gather(1, t[:, None])).sum(1) + 1
+    # Ties go to the earlier candidate, as in serving (a stable sort of retrieval's order): a scorer that
+    # gives every candidate the same score is retrieval, not a perfect ranker.
+    gold = s.gather(1, t[:, None])
+    earlier = torch.arange(s.shape[1])[None, :] < t[:, None]
+    ranks = (s > gold).sum(1) + ((s == gold) & earlier).sum(1) + 1
     return {"agreement": float((ranks == 1).float().mean()), "mrr": float((1.0 / ranks.float()).mean()),
             "n": int(keep.sum())}
 
@@ -156,9 +168,14 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
     tmp.replace(path)
 
 
+#: Bumped when the student's initialisation or optimiser changes: a checkpoint of the old one must not resume.
+TRAINING_VERSION = "zero-correction-v2"
+
+
 def _fingerprint(config: TrainConfig, records: list[RationaleRecord], gold: Mapping | None) -> str:
     # epochs and patience may change between runs: raising them continues the same run
     digest = hashlib.sha1(config.model_dump_json(exclude={"epochs", "patience"}).encode())
+    digest.update(TRAINING_VERSION.encode())
     for rec in records:
         digest.update(rec.id.encode())
     digest.update(b"gold" if gold is not None else b"teacher")
@@ -205,7 +222,7 @@ def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], ou
 
     seed_everything(config.seed)
     model = StudentScorer(config.student)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
     loss_fn = DistillLoss(config.loss)
     fingerprint = _fingerprint(config, records, gold)
     ckpt = out / "checkpoint"

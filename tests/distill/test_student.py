@@ -40,3 +40,30 @@ def test_visual_unit_is_off_without_evidence_and_gated_with_it():
     assert torch.all(off["gate"] == 0) and torch.all(off["visual"][off["visual"] > -1e3] == 0)
     on = model(_batch(visual=True))
     assert torch.all(on["gate"] > 0) and torch.all(on["gate"] < 1)
+
+
+def test_the_untrained_student_ranks_exactly_as_retrieval(small_store, text_encoder, dev_slice):
+    """Real candidates of real dev mentions, scored through the serving path: before any training the
+    student's order is retrieval's order (its correction starts at zero, so it cannot subtract)."""
+    from vplink.core.records import LinkQuery
+    from vplink.distill.scorer import DistilledScorer
+    from vplink.retrieval.search import MultiViewRetriever, QueryViews
+
+    torch.manual_seed(0)
+    scorer = DistilledScorer(StudentScorer(), {}, text_encoder, small_store)
+    retriever = MultiViewRetriever(small_store, text_encoder)
+    rows = dev_slice[:20]
+    found = retriever.search_batch([QueryViews(mention=r["mention"], context=r["text"]) for r in rows], k=20)
+    for row, candidates in zip(rows, found):
+        scores = scorer.score(LinkQuery(text=row["text"], mention=row["mention"]), None, "evidence text", candidates)
+        assert all(a > b for a, b in zip(scores, scores[1:])), row["id"]  # strictly retrieval's order
+
+
+def test_the_correction_is_what_training_moves():
+    model = StudentScorer().eval()
+    batch = _batch()
+    assert torch.all(model.fuse == 0)
+    before = model(batch)["fused"]
+    with torch.no_grad():
+        model.fuse.fill_(0.5)
+    assert not torch.allclose(model(batch)["fused"], before)  # the units do reach the score once weighted
