@@ -60,3 +60,20 @@ class RationaleRecord(BaseModel):
             ranked.remove(self.choice)
             ranked.insert(0, self.choice)
         return ranked
+
+
+def disagreement_with_retrieval(records: list[RationaleRecord], answers: dict[str, str | None]) -> dict[str, object]:
+    """Where the teacher's choice differs from retrieval's first candidate (both as recorded), who was right:
+    the measure of whether the teacher knows more than retrieval. Gold is used to measure, never to train."""
+    scored = [r for r in records if r.id in answers and r.candidates]
+    differ = [r for r in scored if r.choice != r.candidates[0]]
+    teacher_right = sum(r.choice == answers[r.id] for r in differ)
+    retrieval_right = sum(r.candidates[0] == answers[r.id] for r in differ)
+    return {"n": len(scored), "agree": len(scored) - len(differ), "disagree": len(differ),
+            "disagree_nil": sum(r.is_nil for r in differ),
+            "teacher_right_where_disagree": teacher_right, "retrieval_right_where_disagree": retrieval_right,
+            "teacher_precision_where_disagree": round(teacher_right / len(differ), 4) if differ else None,
+            "retrieval_precision_where_disagree": round(retrieval_right / len(differ), 4) if differ else None,
+            "retrieval_hits@1": round(sum(r.candidates[0] == answers[r.id] for r in scored) / len(scored), 4)
+            if scored else None,
+            "teacher_hits@1": round(sum(r.choice == answers[r.id] for r in scored) / len(scored), 4) if scored else None}

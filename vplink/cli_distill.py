@@ -92,9 +92,9 @@ def bench_teacher_cmd(
     """Score the teacher as a linker (its choice first, then its scores) and its agreement with other runs."""
     import numpy as np
 
-    from vplink.distill.records import RationaleRecord
+    from vplink.distill.records import RationaleRecord, disagreement_with_retrieval
     from vplink.eval.datasets import load_dataset, sample_examples
-    from vplink.eval.harness import read_predictions
+    from vplink.eval.harness import git_version, read_predictions
     from vplink.core.records import RankedEntity
     from vplink.eval.metrics import Prediction, compute_metrics
     from vplink.retrieval.jsonl import iter_jsonl, write_json, write_jsonl
@@ -120,7 +120,9 @@ def bench_teacher_cmd(
            # NIL counted as the teacher says (a miss at every k), and ignored (its ranking kept)
            "metrics": compute_metrics(preds(True), scored).model_dump(),
            "metrics_nil_ignored": compute_metrics(preds(False), scored).model_dump(),
-           "note": "the teacher saw the top-k retrieved candidates only, so its Hits@k for k > its k equal Hits@k"}
+           "note": "the teacher saw the top-k retrieved candidates only, so its Hits@k for k > its k equal Hits@k",
+           "disagreement_with_retrieval": disagreement_with_retrieval(list(records.values()), answers),
+           "git": git_version()}
     agreement = {}
     for run in runs:
         predictions = read_predictions(run / "predictions.jsonl")
@@ -135,7 +137,8 @@ def bench_teacher_cmd(
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "predictions.jsonl", preds(True))
     write_json(out / "metrics.json", doc)
-    typer.echo(json.dumps({k: doc[k] for k in ("n_annotated", "teacher_nil_rate", "agreement_with_runs")}, indent=2))
+    typer.echo(json.dumps({k: doc[k] for k in ("n_annotated", "teacher_nil_rate", "agreement_with_runs",
+                                                "disagreement_with_retrieval")}, indent=2))
     typer.echo(json.dumps(doc["metrics"]["hits"]) + f" MRR {doc['metrics']['mrr']}")
 
 

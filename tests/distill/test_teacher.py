@@ -107,3 +107,18 @@ def test_candidate_listing_trims_descriptions(small_store):
     lines = candidate_listing(cands).splitlines()
     assert all(line.startswith(f"- {c.id}: {c.name}.") and len(line) < len(c.name) + len(c.id) + 140
                for line, c in zip(lines, cands))
+
+
+def test_disagreement_with_retrieval_counts_who_was_right():
+    from vplink.distill.records import RationaleRecord, disagreement_with_retrieval
+
+    def record(rid: str, choice: str) -> RationaleRecord:
+        return RationaleRecord(id=rid, candidates=["A", "B", "C"], choice=choice, model="m", prompt_version="p")
+
+    records = [record("agree", "A"), record("retrieval-right", "B"), record("teacher-right", "B"),
+               record("nil", "NIL"), record("no-gold", "C")]
+    answers = {"agree": "A", "retrieval-right": "A", "teacher-right": "B", "nil": "C"}
+    report = disagreement_with_retrieval(records, answers)
+    assert (report["n"], report["agree"], report["disagree"], report["disagree_nil"]) == (4, 1, 3, 1)
+    assert (report["teacher_right_where_disagree"], report["retrieval_right_where_disagree"]) == (1, 1)
+    assert report["teacher_hits@1"] == 0.5 and report["retrieval_hits@1"] == 0.5
