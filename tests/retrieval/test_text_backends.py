@@ -114,3 +114,16 @@ def test_default_backend_follows_the_device_and_the_environment(monkeypatch: pyt
     assert default_backend("cpu") == "openvino" and default_backend("cuda") == "torch"  # openvino is installed
     monkeypatch.setenv(TEXT_BACKEND_ENV, "onnx-int8")
     assert default_backend("cpu") == "onnx-int8"
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_encoding_from_several_threads_gives_the_same_vectors(backend: str, kb_texts: list[str]) -> None:
+    """The linker and the web service search from several threads at once through one encoder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = TextEncoder(backend=backend, batch_size=8)
+    alone = encoder.encode(kb_texts)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda part: encoder.encode(kb_texts[part::4]), range(4)))
+    for part, vectors in enumerate(together):
+        assert np.allclose(vectors, alone[part::4], atol=1e-5)
