@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -107,10 +108,17 @@ class LLMConfig(BaseModel):
         return url if url.endswith("/v1") else url + "/v1"
 
 
+#: What a server answered: text, finish reason, prompt and completion tokens, and (when asked for) the
+#: log-probability of each generated token.
+_Answer = tuple[str, "str | None", int, int, "list[tuple[str, float]] | None"]
+
+
 class CompletionInfo(BaseModel):
     """What one structured completion cost and how it went."""
 
     raw_text: str
+    #: (token, log-probability) of each generated token of the answer that was parsed, when requested.
+    token_logprobs: list[tuple[str, float]] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -383,23 +391,25 @@ class LLMClient:
             request["extra_body"] = body  # vLLM's own sampling fields (ignore_eos, ...)
         return request
 
-    def _read(self, resp: Any) -> tuple[str, str | None, int, int]:
+    def _read(self, resp: Any) -> _Answer:
         choices = getattr(resp, "choices", None)
         if not choices:
             raise self._not_openai(_one_line(resp) if isinstance(resp, str) else "an answer without choices")
         choice = choices[0]
         text = (choice.message.content if choice.message else None) or ""
         usage = resp.usage
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        logprobs = [(t.token, float(t.logprob)) for t in content] if content else None
         return text, choice.finish_reason, int(getattr(usage, "prompt_tokens", 0) or 0), \
-            int(getattr(usage, "completion_tokens", 0) or 0)
+            int(getattr(usage, "completion_tokens", 0) or 0), logprobs
 
-    def _create(self, request: dict[str, Any]) -> tuple[str, str | None, int, int]:
+    def _create(self, request: dict[str, Any]) -> _Answer:
         try:
             return self._read(self._client.chat.completions.create(**request))
         except openai.OpenAIError as exc:
             raise self._translate(exc, self.config.timeout_s) from None
 
-    async def _acreate(self, request: dict[str, Any]) -> tuple[str, str | None, int, int]:
+    async def _acreate(self, request: dict[str, Any]) -> _Answer:
         client, sem = self._async_parts()
         async with sem:
             try:
@@ -408,10 +418,11 @@ class LLMClient:
                 raise self._translate(exc, self.config.timeout_s) from None
 
     def complete_structured(self, messages: Sequence[Message], response_model: type[T],
-                            images: Sequence[Image.Image] = (), max_tokens: int | None = None
-                            ) -> tuple[T, CompletionInfo]:
-        """Ask for an answer under ``response_model``'s JSON schema; return the instance and its cost."""
-        run = _Attempts(self, response_model, max_tokens)
+                            images: Sequence[Image.Image] = (), max_tokens: int | None = None,
+                            logprobs: bool = False) -> tuple[T, CompletionInfo]:
+        """Ask for an answer under ``response_model``'s JSON schema; return the instance and its cost
+        (with ``logprobs``, each generated token's log-probability in ``info.token_logprobs``)."""
+        run = _Attempts(self, response_model, max_tokens, logprobs)
         while True:
             try:
                 return run.parse(self._create(run.request(messages, images)))
@@ -419,11 +430,11 @@ class LLMClient:
                 run.failed(exc)
 
     async def acomplete_structured(self, messages: Sequence[Message], response_model: type[T],
-                                   images: Sequence[Image.Image] = (), max_tokens: int | None = None
-                                   ) -> tuple[T, CompletionInfo]:
+                                   images: Sequence[Image.Image] = (), max_tokens: int | None = None,
+                                   logprobs: bool = False) -> tuple[T, CompletionInfo]:
         """Async :meth:`complete_structured`; at most ``max_concurrency`` run at once."""
         _ = self.model  # resolve the model name once, before the requests fan out
-        run = _Attempts(self, response_model, max_tokens)
+        run = _Attempts(self, response_model, max_tokens, logprobs)
         while True:
             try:
                 return run.parse(await self._acreate(run.request(messages, images)))
@@ -445,8 +456,8 @@ class LLMClient:
         answer = await self._acreate(self._request(messages, None, images, 1, max_tokens, extra))
         return answer[0], self._info(answer, t0)
 
-    def _info(self, answer: tuple[str, str | None, int, int], t0: float) -> CompletionInfo:
-        text, finish, p_tok, c_tok = answer
+    def _info(self, answer: _Answer, t0: float) -> CompletionInfo:
+        text, finish, p_tok, c_tok, _ = answer
         return CompletionInfo(raw_text=text, prompt_tokens=p_tok, completion_tokens=c_tok,
                               seconds=time.perf_counter() - t0, finish_reason=finish, model=self.model)
 
@@ -499,9 +510,11 @@ class LLMClient:
 class _Attempts:
     """One structured request's attempts: the budget grows after a cut-off answer, tokens add up."""
 
-    def __init__(self, client: LLMClient, response_model: type[BaseModel], max_tokens: int | None) -> None:
+    def __init__(self, client: LLMClient, response_model: type[BaseModel], max_tokens: int | None,
+                 logprobs: bool = False) -> None:
         self.client = client
         self.response_model = response_model
+        self.extra = {"logprobs": True} if logprobs else None
         self.budget = max_tokens or client.config.max_tokens
         self.attempt = 0
         self.tokens = [0, 0]
@@ -509,10 +522,13 @@ class _Attempts:
 
     def request(self, messages: Sequence[Message], images: Sequence[Image.Image]) -> dict[str, Any]:
         self.attempt += 1
-        return self.client._request(messages, self.response_model, images, self.attempt, self.budget)
+        request = self.client._request(messages, self.response_model, images, self.attempt, self.budget)
+        if self.extra:
+            request.update(self.extra)  # the OpenAI field itself, not a vLLM extra
+        return request
 
-    def parse(self, answer: tuple[str, str | None, int, int]) -> tuple[Any, CompletionInfo]:
-        text, finish, p_tok, c_tok = answer
+    def parse(self, answer: _Answer) -> tuple[Any, CompletionInfo]:
+        text, finish, p_tok, c_tok, logprobs = answer
         self.tokens[0] += p_tok
         self.tokens[1] += c_tok
         try:
@@ -522,7 +538,8 @@ class _Attempts:
             raise
         return instance, CompletionInfo(raw_text=text, prompt_tokens=self.tokens[0], completion_tokens=self.tokens[1],
                                         seconds=time.perf_counter() - self.t0, attempts=self.attempt,
-                                        repaired=repaired, finish_reason=finish, model=self.client.model)
+                                        repaired=repaired, finish_reason=finish, model=self.client.model,
+                                        token_logprobs=logprobs)
 
     def failed(self, exc: LLMResponseError) -> None:
         """Re-raise when no attempt is left; else give a cut-off answer room to finish next time."""
@@ -530,3 +547,22 @@ class _Attempts:
             raise exc
         if exc.finish_reason == "length":
             self.budget *= 2
+
+
+def value_probability(info: CompletionInfo, key: str, value: str) -> float | None:
+    """The probability the model gave to ``value`` as the JSON string of ``key`` in its answer: the product of
+    the probabilities of the tokens that spell it (a label's confidence). None without log-probabilities or
+    when the value is not found in the answer as generated."""
+    if not info.token_logprobs or not value:
+        return None
+    text = "".join(token for token, _ in info.token_logprobs)
+    match = re.search(rf'"{re.escape(key)}"\s*:\s*"({re.escape(value)})"', text)
+    if match is None:
+        return None
+    start, end = match.span(1)
+    total, position = 0.0, 0
+    for token, logprob in info.token_logprobs:
+        if position < end and position + len(token) > start:  # the token overlaps the value
+            total += logprob
+        position += len(token)
+    return math.exp(total)

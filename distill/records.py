@@ -46,6 +46,9 @@ class RationaleRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     notes: list[str] = Field(default_factory=list)
+    #: The probability the model gave to the id (or NIL) it wrote as its choice; None when the server
+    #: returned no log-probabilities (records from before they were asked for).
+    confidence: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def is_nil(self) -> bool:
@@ -62,11 +65,26 @@ class RationaleRecord(BaseModel):
         return ranked
 
 
+#: Confidence cut-offs at which kept labels are counted (a label under the cut is not a label).
+CONFIDENCE_CUTS = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
 def disagreement_with_retrieval(records: list[RationaleRecord], answers: dict[str, str | None]) -> dict[str, object]:
     """Where the teacher's choice differs from retrieval's first candidate (both as recorded), who was right:
-    the measure of whether the teacher knows more than retrieval. Gold is used to measure, never to train."""
+    the measure of whether the teacher knows more than retrieval. Gold is used to measure, never to train.
+    With confidences, the same for the labels kept at each cut-off, and the precision of all kept labels."""
     scored = [r for r in records if r.id in answers and r.candidates]
     differ = [r for r in scored if r.choice != r.candidates[0]]
+    by_cut = {}
+    for cut in CONFIDENCE_CUTS if any(r.confidence is not None for r in scored) else ():
+        kept = [r for r in scored if r.confidence is not None and r.confidence >= cut]
+        kept_differ = [r for r in kept if r.choice != r.candidates[0]]
+        by_cut[str(cut)] = {
+            "kept": len(kept), "kept_share": round(len(kept) / len(scored), 4),
+            "kept_precision": round(sum(r.choice == answers[r.id] for r in kept) / len(kept), 4) if kept else None,
+            "kept_disagree": len(kept_differ),
+            "teacher_right_where_disagree": sum(r.choice == answers[r.id] for r in kept_differ),
+            "retrieval_right_where_disagree": sum(r.candidates[0] == answers[r.id] for r in kept_differ)}
     teacher_right = sum(r.choice == answers[r.id] for r in differ)
     retrieval_right = sum(r.candidates[0] == answers[r.id] for r in differ)
     return {"n": len(scored), "agree": len(scored) - len(differ), "disagree": len(differ),
@@ -76,4 +94,5 @@ def disagreement_with_retrieval(records: list[RationaleRecord], answers: dict[st
             "retrieval_precision_where_disagree": round(retrieval_right / len(differ), 4) if differ else None,
             "retrieval_hits@1": round(sum(r.candidates[0] == answers[r.id] for r in scored) / len(scored), 4)
             if scored else None,
-            "teacher_hits@1": round(sum(r.choice == answers[r.id] for r in scored) / len(scored), 4) if scored else None}
+            "teacher_hits@1": round(sum(r.choice == answers[r.id] for r in scored) / len(scored), 4) if scored else None,
+            "by_confidence": by_cut}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from vplink.agent.llm_client import LLMClient, LLMError, LLMUnavailableError
+from vplink.agent.llm_client import LLMClient, LLMError, LLMUnavailableError, value_probability
 from vplink.core.errors import VplinkError
 from vplink.core.records import Candidate, LabeledQuery, LinkQuery
 from vplink.distill.records import CandidateView, NIL, RationaleRecord, TeacherAnswer
@@ -139,7 +139,8 @@ def annotate(queries: list[LinkQuery], retriever: MultiViewRetriever, llm: LLMCl
                 messages = render_judge(prompt, query, cands)
                 async with sem:
                     try:
-                        answer, info = await llm.acomplete_structured(messages, TeacherAnswer, max_tokens=max_tokens)
+                        answer, info = await llm.acomplete_structured(messages, TeacherAnswer, max_tokens=max_tokens,
+                                                                      logprobs=True)
                     except LLMUnavailableError:
                         raise
                     except LLMError as exc:
@@ -154,7 +155,8 @@ def annotate(queries: list[LinkQuery], retriever: MultiViewRetriever, llm: LLMCl
                                              hits={ch: h.model_dump() for ch, h in c.hits.items()}) for c in cands],
                     choice=choice, rationale=answer.rationale.strip(), scores=scores, model=model,
                     prompt_version=prompt.version, seconds=round(info.seconds, 3),
-                    prompt_tokens=info.prompt_tokens, completion_tokens=info.completion_tokens, notes=notes)
+                    prompt_tokens=info.prompt_tokens, completion_tokens=info.completion_tokens, notes=notes,
+                    confidence=value_probability(info, "choice", answer.choice))
                 append_jsonl(handle, record)
                 stats["annotated"] += 1
                 stats["nil"] += choice == NIL

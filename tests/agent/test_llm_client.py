@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Literal
 
 import pytest
@@ -10,9 +11,9 @@ from PIL import Image
 from pydantic import BaseModel
 
 from tests.stub_servers import chat_completion, html_server, scripted_server, silent_server
-from vplink.agent.llm_client import (LLMClient, LLMConfig, LLMConfigError, LLMHTTPError, LLMProtocolError,
-                                     LLMRequestError, LLMResponseError, LLMTimeoutError, LLMUnavailableError,
-                                     extract_json, parse_structured)
+from vplink.agent.llm_client import (CompletionInfo, LLMClient, LLMConfig, LLMConfigError, LLMHTTPError,
+                                     LLMProtocolError, LLMRequestError, LLMResponseError, LLMTimeoutError,
+                                     LLMUnavailableError, extract_json, parse_structured, value_probability)
 from vplink.core.errors import VplinkError
 from vplink.serving.llm_server import free_port
 
@@ -171,6 +172,26 @@ def test_guided_decoding_yields_schema_instance(tiny_text_llm: LLMConfig) -> Non
     # compact JSON: the server was started without free whitespace in guided JSON
     assert info.raw_text.startswith('{"kind":"')
     assert info.prompt_tokens > 5 and info.completion_tokens > 3 and info.seconds > 0
+
+
+def test_token_logprobs_give_the_probability_of_a_chosen_value(tiny_text_llm: LLMConfig) -> None:
+    client = LLMClient(tiny_text_llm)
+    verdict, info = client.complete_structured(MSG, Verdict, logprobs=True)
+    # the tokens spell the answer (then, here, the stop token)
+    assert info.token_logprobs and "".join(t for t, _ in info.token_logprobs).startswith(info.raw_text)
+    assert all(lp <= 0 for _, lp in info.token_logprobs)
+    p = value_probability(info, "kind", verdict.kind)
+    assert p is not None and 0 < p <= 1
+    assert value_probability(info, "kind", "not-the-answer") is None
+    _, plain = client.complete_structured(MSG, Verdict)
+    assert plain.token_logprobs is None and value_probability(plain, "kind", verdict.kind) is None
+
+
+def test_value_probability_multiplies_the_tokens_that_spell_the_value() -> None:
+    tokens = [('{"', -0.1), ("kind", -0.2), ('":"', -0.3), ("per", -0.5), ("son", -0.25), ('","', -0.4),
+              ("sure", 0.0), ('":', 0.0), ("true", -1.0), ("}", 0.0)]
+    info = CompletionInfo(raw_text="".join(t for t, _ in tokens), token_logprobs=tokens)
+    assert value_probability(info, "kind", "person") == pytest.approx(math.exp(-0.75))
 
 
 def test_model_is_auto_detected(tiny_text_llm: LLMConfig) -> None:

@@ -56,6 +56,8 @@ def test_annotate_writes_valid_records_and_resumes(tiny_text_llm, retriever, dev
         assert all(0.0 <= v <= 1.0 for v in rec.scores.values())
         assert rec.model == tiny_text_llm.model and rec.prompt_version == report.prompt_version
         assert "answer" not in json.loads(line)
+    # the choice's probability, from the token log-probabilities the server returned
+    assert any(RationaleRecord.model_validate_json(line).confidence is not None for line in lines)
     # no gold leakage: the sentinel answer is in no request and no record
     assert client.bodies and not any(SENTINEL in body for body in client.bodies)
     assert SENTINEL not in out.read_text()
@@ -122,3 +124,8 @@ def test_disagreement_with_retrieval_counts_who_was_right():
     assert (report["n"], report["agree"], report["disagree"], report["disagree_nil"]) == (4, 1, 3, 1)
     assert (report["teacher_right_where_disagree"], report["retrieval_right_where_disagree"]) == (1, 1)
     assert report["teacher_hits@1"] == 0.5 and report["retrieval_hits@1"] == 0.5
+    assert report["by_confidence"] == {}  # records without confidences: no cut-offs to report
+    records[1].confidence, records[2].confidence, records[0].confidence = 0.6, 0.97, 0.99
+    cut = disagreement_with_retrieval(records, answers)["by_confidence"]["0.95"]
+    assert (cut["kept"], cut["kept_disagree"], cut["teacher_right_where_disagree"]) == (2, 1, 1)
+    assert cut["kept_precision"] == 1.0 and cut["kept_share"] == 0.5
