@@ -556,7 +556,10 @@ def value_probability(info: CompletionInfo, key: str, value: str) -> float | Non
     if not info.token_logprobs or not value:
         return None
     text = "".join(token for token, _ in info.token_logprobs)
-    match = re.search(rf'"{re.escape(key)}"\s*:\s*"({re.escape(value)})"', text)
+    # The model wrote JSON: the value may stand escaped (\u00e9, \") or as is.
+    spellings = dict.fromkeys((value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]))
+    match = next((m for m in (re.search(rf'"{re.escape(key)}"\s*:\s*"({re.escape(s)})"', text) for s in spellings)
+                  if m is not None), None)
     if match is None:
         return None
     start, end = match.span(1)

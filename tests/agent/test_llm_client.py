@@ -192,6 +192,9 @@ def test_value_probability_multiplies_the_tokens_that_spell_the_value() -> None:
               ("sure", 0.0), ('":', 0.0), ("true", -1.0), ("}", 0.0)]
     info = CompletionInfo(raw_text="".join(t for t, _ in tokens), token_logprobs=tokens)
     assert value_probability(info, "kind", "person") == pytest.approx(math.exp(-0.75))
+    escaped = [('{"', 0.0), ("name", 0.0), ('":"', 0.0), ("Jos", -0.5), ("\\u00e9", -0.5), ('"}', 0.0)]
+    info = CompletionInfo(raw_text="".join(t for t, _ in escaped), token_logprobs=escaped)
+    assert value_probability(info, "name", "José") == pytest.approx(math.exp(-1.0))
 
 
 def test_model_is_auto_detected(tiny_text_llm: LLMConfig) -> None:

@@ -56,8 +56,9 @@ def test_annotate_writes_valid_records_and_resumes(tiny_text_llm, retriever, dev
         assert all(0.0 <= v <= 1.0 for v in rec.scores.values())
         assert rec.model == tiny_text_llm.model and rec.prompt_version == report.prompt_version
         assert "answer" not in json.loads(line)
-    # the choice's probability, from the token log-probabilities the server returned
-    assert any(RationaleRecord.model_validate_json(line).confidence is not None for line in lines)
+    # a choice of a shown id carries its probability, from the token log-probabilities the server returned
+    records = [RationaleRecord.model_validate_json(line) for line in lines]
+    assert all(rec.confidence is not None for rec in records if rec.choice in rec.candidates)
     # no gold leakage: the sentinel answer is in no request and no record
     assert client.bodies and not any(SENTINEL in body for body in client.bodies)
     assert SENTINEL not in out.read_text()
