@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from itertools import chain, repeat
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vplink.core.records import Candidate, Entity, ViewHit
 from vplink.retrieval.dates import date_consistency_many, life_window, lifespan, text_years
 from vplink.retrieval.lexical import LexicalIndex, PersonNameIndex
-from vplink.retrieval.store import FACE_VIEW, IMAGE_VIEW, KBStore
+from vplink.retrieval.store import FACE_VIEW, IMAGE_VIEW, SCORE_DECIMALS, KBStore
 
 
 class QueryViews(BaseModel):
@@ -107,7 +107,7 @@ class FusedRanking(Mapping[str, tuple[float, dict[str, ViewHit]]]):
                 positions.update({channel: {e: (rank, s) for rank, (e, s) in enumerate(ranking, start=1)}
                                   for channel, ranking in rankings.items()})
             # model_construct: the values are ints and floats already; validating 0.5M of them cost seconds.
-            return {channel: ViewHit.model_construct(rank=found[0], score=round(float(found[1]), 6))
+            return {channel: ViewHit.model_construct(rank=found[0], score=round(float(found[1]), SCORE_DECIMALS))
                     for channel, listed in positions.items() if (found := listed.get(eid))}
 
         return cls(dict(zip(ids, fused.tolist())), hits_of)
@@ -135,10 +135,6 @@ class FusedRanking(Mapping[str, tuple[float, dict[str, ViewHit]]]):
                 for i in best.tolist()]
 
 
-#: Decimals a fused score keeps before ranking: float noise below this cannot reorder two runs.
-SCORE_DECIMALS = 6
-
-
 def rank_scores(scores: np.ndarray) -> np.ndarray:
     """Fused scores as they are ranked: rounded to :data:`SCORE_DECIMALS` (ties then go to the smaller id)."""
     return np.round(np.asarray(scores, dtype=np.float64), SCORE_DECIMALS)
@@ -158,7 +154,7 @@ def channel_matrix(rankings: dict[str, list[tuple[str, float]]], channels: Seque
         if not listed:
             continue
         rows = [row[eid] for eid, _ in listed]
-        values = np.round(np.fromiter((s for _, s in listed), dtype=np.float64, count=len(listed)), 6)
+        values = np.round(np.fromiter((s for _, s in listed), dtype=np.float64, count=len(listed)), SCORE_DECIMALS)
         if not channel.split("#")[0].endswith(ZERO_FLOOR):
             scores[:, j] = values.min()
         ranks[rows, j] = np.arange(1, len(listed) + 1)

@@ -37,8 +37,10 @@ ENCODE_CHUNK = 2048
 WRITE_BATCH = 2048
 # What a store that recorded no backend was built with (every store before backends existed).
 LEGACY_BACKEND = "torch"
-#: Views up to this many entities are searched exactly in memory (150 MB of 384-d float64 vectors); larger by HNSW.
+#: Views up to this many entities are searched exactly in memory (75 MB of 384-d float32 vectors); larger by HNSW.
 EXACT_LIMIT = 50_000
+#: Decimals a similarity (and a fused score) keeps: float noise below this cannot reorder two runs.
+SCORE_DECIMALS = 6
 #: How far below a query's k-th best float32 score the exact float64 rescoring still looks; float32 products
 #: of unit vectors err by ~1e-7, so nothing of the exact top k can fall outside.
 PRESELECT_MARGIN = 1e-4
@@ -116,7 +118,7 @@ class KBStore:
         if snapshot is not None:
             weakref.finalize(self, shutil.rmtree, snapshot, ignore_errors=True)
         self._collections: dict[str, Any] = {}
-        self._matrices: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
+        self._matrices: dict[str, tuple[list[str], np.ndarray]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -304,13 +306,7 @@ class KBStore:
 
     def _sync_view(self, view: str, encoder, wanted: dict[str, tuple[str, Entity]], batch_size: int,
                    progress: bool, report: IndexReport, encode_chunk: int = ENCODE_CHUNK) -> None:
-        existing = self._collection(view)
-        if existing is not None and (existing.metadata or {}).get("encoder") != encoder.name:
-            raise EncoderMismatchError(
-                f"the '{view}' view of {self.location} was built with {(existing.metadata or {}).get('encoder')}, "
-                f"not {encoder.name}. Fix: pass the same model, or `--rebuild` to re-embed everything")
-        col = self._collection(view, create_for=encoder.name, spec=getattr(encoder, "spec", None),
-                               backend=getattr(encoder, "backend", None))
+        col = self._collection(view)  # checked against this encoder, or created, by _prepare_views
         stored = self._stored_hashes(col)
         hashes = {eid: _hash(view, content, entity) for eid, (content, entity) in wanted.items()}
         todo = [eid for eid in wanted if stored.get(eid) != hashes[eid]]
@@ -420,17 +416,19 @@ class KBStore:
             return [[] for _ in range(len(vectors))]
         if col.count() > EXACT_LIMIT:
             return self._query_hnsw(col, vectors, k, view)
-        ids, matrix, matrix32 = self._matrix(view)
+        ids, matrix = self._matrix(view)
         queries = np.asarray(vectors, dtype=np.float64)
         # A float32 product finds each query's pool: every row within PRESELECT_MARGIN of its k-th best
         # (far more than float32 error). Only the pool is rescored in float64 and rounded to 6 decimals,
         # so the answer is the exact one, whatever the batch, at a fraction of a full float64 product.
-        rough = np.ascontiguousarray(self._scores(view, matrix32, queries.T.astype(np.float32)).T)  # queries x rows
+        rough = np.ascontiguousarray(self._scores(view, matrix, queries.T.astype(np.float32)).T)  # queries x rows
         kth = np.partition(rough, len(ids) - k, axis=1)[:, len(ids) - k]
         out = []
         for j, query in enumerate(queries):
             pool = np.flatnonzero(rough[j] >= kth[j] - PRESELECT_MARGIN)
-            scores = np.round(self._scores(view, matrix[pool], query[:, None])[:, 0], 6)
+            # The stored vectors are float32: in float64 the pool's products are exact up to the rounding.
+            scores = np.round(self._scores(view, matrix[pool].astype(np.float64), query[:, None])[:, 0],
+                              SCORE_DECIMALS)
             # Sorted by score, then by row: rows are in id order, so ties go to the smaller id.
             order = np.lexsort((pool, -scores))[:k]
             out.append(list(zip(map(ids.__getitem__, pool[order].tolist()), scores[order].tolist())))
@@ -452,12 +450,12 @@ class KBStore:
         """Approximate search through Chroma's index, for views too large to hold in memory."""
         n = min(col.count(), 2 * k)  # a wider pool, cut by exact score, makes the top k far more stable
         result = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=n, include=["distances"])
-        return [sorted(((eid, round(_similarity(view, float(dist)), 6)) for eid, dist in zip(ids, dists)),
+        return [sorted(((eid, round(_similarity(view, float(dist)), SCORE_DECIMALS)) for eid, dist in zip(ids, dists)),
                        key=lambda item: (-item[1], item[0]))[:k]
                 for ids, dists in zip(result["ids"], result["distances"])]
 
-    def _matrix(self, view: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Every vector of a view, rows in id order, in float64 and float32; read from Chroma once per store."""
+    def _matrix(self, view: str) -> tuple[list[str], np.ndarray]:
+        """Every vector of a view (float32, as stored), rows in id order; read from Chroma once per store."""
         with self._lock:
             if view not in self._matrices:
                 col = self._collection(view)
@@ -472,9 +470,8 @@ class KBStore:
                     rows.append(np.asarray(got["embeddings"], dtype=np.float32))
                     offset += len(got["ids"])
                 order = sorted(range(len(ids)), key=ids.__getitem__)
-                matrix = np.ascontiguousarray(np.concatenate(rows)[order].astype(np.float64)) if rows \
-                    else np.zeros((0, 0))
-                self._matrices[view] = ([ids[i] for i in order], matrix, matrix.astype(np.float32))
+                matrix = np.ascontiguousarray(np.concatenate(rows)[order]) if rows else np.zeros((0, 0), np.float32)
+                self._matrices[view] = ([ids[i] for i in order], matrix)
             return self._matrices[view]
 
     def get_entities(self, ids: Sequence[str]) -> dict[str, Entity]:

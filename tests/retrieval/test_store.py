@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.text_models import InterruptedEncoder
 from vplink.core.errors import EncoderMismatchError, StoreError
 from vplink.core.records import Entity
 from vplink.retrieval.factory import open_retriever, open_store
@@ -41,22 +42,9 @@ def test_reindex_is_idempotent_and_tracks_changes(tmp_path: Path, small_kb: Path
 
 def test_interrupted_index_resumes(tmp_path: Path, small_kb: Path, text_encoder) -> None:
     kb = entities(30, small_kb)
-
-    class Interrupting:
-        """The real encoder, interrupted (as by Ctrl-C) on its third call."""
-
-        name, spec, backend = text_encoder.name, text_encoder.spec, text_encoder.backend
-        calls = 0
-
-        def encode(self, texts):
-            Interrupting.calls += 1
-            if Interrupting.calls == 3:
-                raise KeyboardInterrupt
-            return text_encoder.encode(texts)
-
     store = KBStore(tmp_path / "s")
     with pytest.raises(KeyboardInterrupt):
-        store.index(kb, Interrupting(), batch_size=10, progress=False, encode_chunk=10)
+        store.index(kb, InterruptedEncoder(text_encoder, at_call=3), batch_size=10, progress=False, encode_chunk=10)
     assert store.count("name") == 20
     resumed = KBStore(tmp_path / "s").index(kb, text_encoder, batch_size=10, progress=False, encode_chunk=10)
     assert resumed.unchanged["name"] == 20 and resumed.added["name"] == 10
@@ -149,11 +137,11 @@ def test_exact_search_is_the_brute_force_ranking_however_batched(small_store: KB
     names = [e.name for e in small_store.iter_entities()]
     texts = [row["text"] for row in dev_slice] + names[:20]  # a name scores 1.0 against itself: ties at the top
     vectors = text_encoder.encode(texts)
-    ids, matrix, _ = small_store._matrix("name")  # the stored vectors, rows in id order
+    ids, matrix = small_store._matrix("name")  # the stored (float32) vectors, rows in id order
     k = 30
     expected = []
     for vector in vectors.astype(np.float64):
-        scores = np.round(matrix @ vector, 6)
+        scores = np.round(matrix.astype(np.float64) @ vector, 6)
         order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]
         expected.append([(ids[i], float(scores[i])) for i in order])
     batched = small_store.query("name", vectors, k, text_encoder.name)
