@@ -375,7 +375,7 @@ class LLMClient:
     # -- request / response
     def _request(self, messages: Sequence[Message], response_model: type[BaseModel] | None,
                  images: Sequence[Image.Image], attempt: int, max_tokens: int | None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, logprobs: bool = False) -> dict[str, Any]:
         if images and not self.config.vision:
             raise LLMRequestError(f"{len(images)} image(s) given but LLMConfig.vision is False; "
                                   "set vision=True for a vision-language server or send no images")
@@ -386,6 +386,8 @@ class LLMClient:
                                    "max_tokens": max_tokens or self.config.max_tokens}
         if response_model is not None:
             request["response_format"] = response_format(response_model)  # vLLM's guided JSON decoding
+        if logprobs:
+            request["logprobs"] = True  # each generated token's log-probability (an OpenAI field)
         body = {**self.config.extra_body, **(extra or {})}
         if body:
             request["extra_body"] = body  # vLLM's own sampling fields (ignore_eos, ...)
@@ -514,7 +516,7 @@ class _Attempts:
                  logprobs: bool = False) -> None:
         self.client = client
         self.response_model = response_model
-        self.extra = {"logprobs": True} if logprobs else None
+        self.logprobs = logprobs
         self.budget = max_tokens or client.config.max_tokens
         self.attempt = 0
         self.tokens = [0, 0]
@@ -522,10 +524,8 @@ class _Attempts:
 
     def request(self, messages: Sequence[Message], images: Sequence[Image.Image]) -> dict[str, Any]:
         self.attempt += 1
-        request = self.client._request(messages, self.response_model, images, self.attempt, self.budget)
-        if self.extra:
-            request.update(self.extra)  # the OpenAI field itself, not a vLLM extra
-        return request
+        return self.client._request(messages, self.response_model, images, self.attempt, self.budget,
+                                    logprobs=self.logprobs)
 
     def parse(self, answer: _Answer) -> tuple[Any, CompletionInfo]:
         text, finish, p_tok, c_tok, logprobs = answer

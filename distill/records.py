@@ -74,25 +74,33 @@ def disagreement_with_retrieval(records: list[RationaleRecord], answers: dict[st
     the measure of whether the teacher knows more than retrieval. Gold is used to measure, never to train.
     With confidences, the same for the labels kept at each cut-off, and the precision of all kept labels."""
     scored = [r for r in records if r.id in answers and r.candidates]
-    differ = [r for r in scored if r.choice != r.candidates[0]]
+
+    def teacher_right(rows: list[RationaleRecord]) -> int:
+        return sum(r.choice == answers[r.id] for r in rows)
+
+    def retrieval_right(rows: list[RationaleRecord]) -> int:
+        return sum(r.candidates[0] == answers[r.id] for r in rows)
+
+    def disagreeing(rows: list[RationaleRecord]) -> list[RationaleRecord]:
+        return [r for r in rows if r.choice != r.candidates[0]]
+
     by_cut = {}
     for cut in CONFIDENCE_CUTS if any(r.confidence is not None for r in scored) else ():
         kept = [r for r in scored if r.confidence is not None and r.confidence >= cut]
-        kept_differ = [r for r in kept if r.choice != r.candidates[0]]
+        kept_differ = disagreeing(kept)
         by_cut[str(cut)] = {
             "kept": len(kept), "kept_share": round(len(kept) / len(scored), 4),
-            "kept_precision": round(sum(r.choice == answers[r.id] for r in kept) / len(kept), 4) if kept else None,
+            "kept_precision": round(teacher_right(kept) / len(kept), 4) if kept else None,
             "kept_disagree": len(kept_differ),
-            "teacher_right_where_disagree": sum(r.choice == answers[r.id] for r in kept_differ),
-            "retrieval_right_where_disagree": sum(r.candidates[0] == answers[r.id] for r in kept_differ)}
-    teacher_right = sum(r.choice == answers[r.id] for r in differ)
-    retrieval_right = sum(r.candidates[0] == answers[r.id] for r in differ)
+            "teacher_right_where_disagree": teacher_right(kept_differ),
+            "retrieval_right_where_disagree": retrieval_right(kept_differ)}
+    differ = disagreeing(scored)
     return {"n": len(scored), "agree": len(scored) - len(differ), "disagree": len(differ),
             "disagree_nil": sum(r.is_nil for r in differ),
-            "teacher_right_where_disagree": teacher_right, "retrieval_right_where_disagree": retrieval_right,
-            "teacher_precision_where_disagree": round(teacher_right / len(differ), 4) if differ else None,
-            "retrieval_precision_where_disagree": round(retrieval_right / len(differ), 4) if differ else None,
-            "retrieval_hits@1": round(sum(r.candidates[0] == answers[r.id] for r in scored) / len(scored), 4)
-            if scored else None,
-            "teacher_hits@1": round(sum(r.choice == answers[r.id] for r in scored) / len(scored), 4) if scored else None,
+            "teacher_right_where_disagree": teacher_right(differ),
+            "retrieval_right_where_disagree": retrieval_right(differ),
+            "teacher_precision_where_disagree": round(teacher_right(differ) / len(differ), 4) if differ else None,
+            "retrieval_precision_where_disagree": round(retrieval_right(differ) / len(differ), 4) if differ else None,
+            "retrieval_hits@1": round(retrieval_right(scored) / len(scored), 4) if scored else None,
+            "teacher_hits@1": round(teacher_right(scored) / len(scored), 4) if scored else None,
             "by_confidence": by_cut}
