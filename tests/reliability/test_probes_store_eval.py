@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA
+from tests.text_models import InterruptedEncoder, text_model_copy
 
 pytestmark = pytest.mark.slow
 
@@ -95,21 +96,7 @@ def test_probe_2_a_store_with_several_kbs_needs_a_prefix(data, tmp_path):
 
 
 def test_probe_3_a_changed_model_under_the_same_name_is_refused(data, tmp_path):
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
-    from vplink.retrieval.text_encoder import default_text_model_path
-
-    source = default_text_model_path().resolve()
-    model = tmp_path / source.parent.name / source.name
-    model.mkdir(parents=True)
-    for item in source.iterdir():
-        if item.name != "model.safetensors":
-            (model / item.name).symlink_to(item)
-    tensors = load_file(str(source / "model.safetensors"))
-    name = next(n for n in tensors if n.endswith("attention.self.query.weight"))
-    tensors[name] = tensors[name] + np.float32(0.05)
-    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
+    model = text_model_copy(tmp_path, perturb=True)
     extend = vplink("kb", "index", data["kb"], "--store", data["store"], "--text-model", model,
                     "--image-encoder", "none")
     assert extend.returncode == 2 and "other weight files" in extend.stderr, extend.stderr
@@ -123,17 +110,12 @@ def test_probe_4_an_interrupted_index_is_reported_on_open(data, tmp_path):
     from vplink.retrieval.text_encoder import TextEncoder
 
     encoder = TextEncoder()
-
-    class Interrupted:
-        name, spec, weights = encoder.name, encoder.spec, encoder.weights
-
-        def encode(self, texts):
-            raise KeyboardInterrupt  # Ctrl-C while the new entities are embedded
-
     entities = load_kb(data["kb"]).entities[:40]
     KBStore(tmp_path / "s").index(entities, encoder, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        KBStore(tmp_path / "s").index([*entities, *load_kb(data["kb"]).entities[40:60]], Interrupted(), progress=False)
+        # Ctrl-C while the new entities are embedded
+        KBStore(tmp_path / "s").index([*entities, *load_kb(data["kb"]).entities[40:60]], InterruptedEncoder(encoder),
+                                      progress=False)
     search = vplink("kb", "search", tmp_path / "s", "a politician")
     assert search.returncode == 0
     assert "warning:" in search.stderr and "incomplete" in search.stderr and "vplink kb index" in search.stderr

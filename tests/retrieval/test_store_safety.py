@@ -8,15 +8,15 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from tests.text_models import InterruptedEncoder, text_model_copy
 from vplink.core.errors import EncoderMismatchError, ModelLoadError, StoreError
 from vplink.retrieval.factory import IncompleteStoreWarning, open_retriever, open_store
 from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
-from vplink.retrieval.text_encoder import TextEncoder, default_text_model_path
+from vplink.retrieval.text_encoder import TextEncoder
 
 VPLINK = [sys.executable, "-c", "from vplink.cli import main; main()"]
 
@@ -89,28 +89,8 @@ def test_one_kb_is_found_without_its_prefix(tmp_path: Path, small_kb: Path, text
     assert open_store(tmp_path / "s").prefix == "mine"
 
 
-def _model_copy(root: Path, perturb: bool) -> Path:
-    """The default text model under the same folder names, its weights copied (and changed when asked)."""
-    source = default_text_model_path().resolve()
-    target = root / source.parent.name / source.name
-    target.mkdir(parents=True)
-    for item in source.iterdir():
-        if item.name != "model.safetensors":
-            (target / item.name).symlink_to(item)
-    if not perturb:
-        (target / "model.safetensors").symlink_to(source / "model.safetensors")
-        return target
-    from safetensors.numpy import load_file, save_file
-
-    tensors = load_file(str(source / "model.safetensors"))
-    name = next(n for n in tensors if n.endswith("attention.self.query.weight"))
-    tensors[name] = tensors[name] + np.float32(0.05)
-    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
-    return target
-
-
 def test_other_weights_under_the_same_model_name_are_refused(tmp_path: Path, small_kb: Path, text_encoder) -> None:
-    other = TextEncoder(_model_copy(tmp_path / "b", perturb=True))
+    other = TextEncoder(text_model_copy(tmp_path / "b", perturb=True))
     assert other.name == text_encoder.name  # the config-based name cannot tell them apart
     assert other.weights != text_encoder.weights
     entities = load_kb(small_kb).entities
@@ -124,7 +104,7 @@ def test_other_weights_under_the_same_model_name_are_refused(tmp_path: Path, sma
 
 
 def test_text_model_path_is_stored_resolved_and_can_be_overridden(tmp_path: Path, small_kb: Path, monkeypatch) -> None:
-    model = _model_copy(tmp_path / "models", perturb=False)
+    model = text_model_copy(tmp_path / "models", perturb=False)
     monkeypatch.chdir(model.parent.parent)
     relative = Path(model.parent.name) / model.name
     encoder = TextEncoder(relative)
@@ -143,21 +123,9 @@ def test_text_model_path_is_stored_resolved_and_can_be_overridden(tmp_path: Path
 def test_an_interrupted_index_warns_on_open_until_finished(tmp_path: Path, small_kb: Path, text_encoder) -> None:
     kb = load_kb(small_kb).entities[:30]
 
-    class Interrupting:
-        """The real encoder, interrupted (as by Ctrl-C) on its third call."""
-
-        name, spec, weights = text_encoder.name, text_encoder.spec, text_encoder.weights
-        backend = text_encoder.backend
-        calls = 0
-
-        def encode(self, texts):
-            Interrupting.calls += 1
-            if Interrupting.calls == 3:
-                raise KeyboardInterrupt
-            return text_encoder.encode(texts)
-
     with pytest.raises(KeyboardInterrupt):
-        KBStore(tmp_path / "s").index(kb, Interrupting(), batch_size=10, progress=False, encode_chunk=10)
+        KBStore(tmp_path / "s").index(kb, InterruptedEncoder(text_encoder, at_call=3), batch_size=10, progress=False,
+                                      encode_chunk=10)
     with pytest.warns(IncompleteStoreWarning, match=r"did not finish.*name 20, description 0.*re-run `vplink kb index"):
         open_store(tmp_path / "s")
     KBStore(tmp_path / "s").index(kb, text_encoder, batch_size=10, progress=False)

@@ -66,6 +66,17 @@ def link_and_wait(browser) -> None:
                                       or d.find_element(By.ID, "error").is_displayed())
 
 
+def link_box(browser, box: tuple[int, int, int, int]) -> list[str]:
+    """Draw ``box``, type the caption, press Link: the ids of the top five (the page must show no error)."""
+    from selenium.webdriver.common.by import By
+
+    drag_box(browser, box)
+    browser.find_element(By.ID, "text").send_keys(CAPTION)
+    link_and_wait(browser)
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    return [row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")[:5]]
+
+
 def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -76,12 +87,7 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
     browser.find_element(By.ID, "file").send_keys(str(people_dir / "images" / "two_people.jpg"))
     wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
 
-    drag_box(browser, RIGHT)
-    browser.find_element(By.ID, "text").send_keys(CAPTION)
-    link_and_wait(browser)
-    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
-    rows = browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
-    assert "Q6279" in [row.get_attribute("data-id") for row in rows[:5]]
+    assert "Q6279" in link_box(browser, RIGHT)
     steps = browser.find_elements(By.CSS_SELECTOR, "#steps li")
     assert [s.get_attribute("data-node") for s in steps] == ["prepare", "describe", "retrieve", "rerank", "decide"]
     assert all("done" in s.get_attribute("class") for s in steps)
@@ -116,12 +122,7 @@ def test_pick_a_picture_link_the_other_box_then_a_bad_box(browser, served: str, 
     wait.until(lambda d: d.find_element(By.ID, "picker-label").is_displayed())
     Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
     wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
-    drag_box(browser, LEFT)
-    browser.find_element(By.ID, "text").send_keys(CAPTION)
-    link_and_wait(browser)
-    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
-    rows = browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")
-    assert "Q76" in [row.get_attribute("data-id") for row in rows[:5]]
+    assert "Q76" in link_box(browser, LEFT)
 
     field = browser.find_element(By.ID, "box")
     field.clear()
