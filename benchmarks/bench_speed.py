@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from vplink.core.errors import VplinkError
 from vplink.core.records import Entity
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
@@ -196,6 +197,10 @@ def versions() -> dict[str, str]:
 def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: Callable[[str], None] = print
         ) -> dict[str, Any]:
     """Every measurement of one run, as a JSON-ready dict; ``save`` gets the partial result after each step."""
+    if args.llm_url:  # a wrong URL fails now, not after the index and retrieve steps
+        from vplink.agent.llm_client import LLMClient, LLMConfig
+
+        LLMClient(LLMConfig(url=args.llm_url)).check()
     wikimel = args.data / "wikimel"
     entities = load_kb(wikimel / "kb.jsonl", check_images=False).entities
     fast = TextEncoder(backend=args.backend)
@@ -255,7 +260,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = run(args, save=lambda partial: write_json(args.out, partial))
+    try:
+        result = run(args, save=lambda partial: write_json(args.out, partial))
+    except VplinkError as error:
+        sys.exit(f"error: {error}")
     print(json.dumps(result["ratios"], indent=1))
     print(f"wrote {args.out}; git {result['git']}")
 
