@@ -89,7 +89,7 @@ class FusedRanking(Mapping[str, tuple[float, dict[str, ViewHit]]]):
     """One query's fused ranking: every candidate's fused score, and its per-channel hits built on demand.
 
     Reads like ``{id: (score, hits)}``. Only the top k are ever shown, and building hits for every
-    candidate of every channel cost more than the search itself (1.9M records on the test split).
+    candidate of every channel took longer than the search itself (a profile of the test split).
     """
 
     def __init__(self, scores: dict[str, float], hits_of: Callable[[str], dict[str, ViewHit]]) -> None:

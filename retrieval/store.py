@@ -354,7 +354,7 @@ class KBStore:
     def _upsert(col, view: str, ids: list[str], vectors: np.ndarray, wanted, hashes: dict[str, str]) -> None:
         """Write vectors with what the store reads back: every field of the entity in the catalogue view, only
         the content hash elsewhere. No documents: nothing searches Chroma's text, and its full-text index
-        cost more than half of the writing time."""
+        slowed every write."""
         if ids:
             col.upsert(ids=ids, embeddings=vectors,
                        metadatas=[_metadata(wanted[eid][1], hashes[eid]) if view == CATALOGUE_VIEW
