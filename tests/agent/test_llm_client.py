@@ -234,10 +234,11 @@ def test_unknown_model_gives_http_error_with_vllm_message(tiny_text_llm: LLMConf
 
 def test_tiny_timeout_gives_timeout_error(tiny_text_llm: LLMConfig) -> None:
     client = LLMClient(tiny_text_llm.model_copy(update={"timeout_s": 0.001, "max_retries": 0}))
-    # A long answer: the tiny model can finish 64 tokens in a few ms, and an answer already waiting in the
-    # socket when the client reads it beats any timeout (seen under load).
+    # A long answer that cannot end early: a structured answer may close its JSON after a few tokens, and an
+    # answer already waiting in the socket when the client reads it beats any timeout (failed CI that way).
+    # ignore_eos makes the server generate all 2,048 tokens, far longer than the 1 ms read timeout.
     with pytest.raises(LLMTimeoutError, match="timeout_s"):
-        client.complete_structured(MSG, Note, max_tokens=1024)
+        client.complete_text(MSG, max_tokens=2048, ignore_eos=True)
 
 
 def test_vllm_sampling_fields_reach_the_server(tiny_text_llm: LLMConfig) -> None:
