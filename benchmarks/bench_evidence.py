@@ -9,7 +9,6 @@ Timings are wall-clock on whatever else the machine is doing: the load average i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -50,7 +50,6 @@ def free_port() -> int:
 def served(people_store: str, people_dir: Path, tmp_path_factory) -> Iterator[str]:
     """The real `vplink serve` command on a free loopback port; yields its base URL."""
     import subprocess
-    import sys
     import time
 
     import httpx
