@@ -258,7 +258,7 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: C
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds wikimel/")
-    parser.add_argument("--backend", default="openvino", help="the fast text backend: openvino, onnx or onnx-int8")
+    parser.add_argument("--backend", default="openvino", help="the fast text backend: openvino, openvino-bf16, onnx or onnx-int8")
     parser.add_argument("--work", type=Path, default=ROOT / "stores" / "bench_speed", help="store folders go here")
     parser.add_argument("--batch", type=int, default=256, help="queries per retrieve call")
     parser.add_argument("--dev", action="store_true", help="also Hits@1 on the dev split")

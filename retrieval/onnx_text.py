@@ -129,19 +129,26 @@ class OnnxRuntimeRunner:
 
 
 class OpenVinoRunner:
-    """The same ONNX file compiled by OpenVINO for the CPU, in float32: its default on CPUs with bf16 units
-    would be bf16, whose vectors are close but not the same. Faster than onnxruntime on the project's CPU
-    machine (benchmarks/bench_speed.py times the whole index with it)."""
+    """The same ONNX file compiled by OpenVINO for the CPU, in float32 unless told ``bf16``.
 
-    def __init__(self, onnx_file: Path) -> None:
+    The precision is always set: OpenVINO's own default on CPUs with bf16 units is bf16, so a store built on
+    one CPU would hold other vectors than one built on another. Faster than onnxruntime on the project's CPU
+    machine (benchmarks/bench_speed.py times the whole index with it).
+    """
+
+    def __init__(self, onnx_file: Path, precision: str = "f32") -> None:
         try:
             import openvino as ov
         except ImportError:
             raise ModelLoadError("the openvino text backend needs the openvino package. Fix: `pip install "
                                  "openvino`, or use --text-backend onnx") from None
         core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            # OpenVINO would quietly compute in float32 instead: the store would record vectors it does not hold.
+            raise ModelLoadError("this CPU has no bfloat16 instructions, so the openvino-bf16 text backend "
+                                 "cannot run here. Fix: use --text-backend openvino")
         self.compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU",
-                                           {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+                                           {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.dim = int(self.compiled.output(0).get_partial_shape()[-1].get_length())
 
@@ -154,7 +161,7 @@ class OnnxSentenceEncoder:
     """Tokenise, run the ONNX transformer, pool and normalise, as the sentence-transformers modules would."""
 
     def __init__(self, model_path: Path, onnx_file: Path, *, runtime: str = "onnxruntime",
-                 threads: int | None = None) -> None:
+                 precision: str = "f32", threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
 
@@ -170,7 +177,8 @@ class OnnxSentenceEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         bert_config = _read_json(model_path / "sentence_bert_config.json", {})
         self.max_seq_length = int(bert_config.get("max_seq_length") or min(self.tokenizer.model_max_length, 512))
-        self.runner = OpenVinoRunner(onnx_file) if runtime == "openvino" else OnnxRuntimeRunner(onnx_file, threads)
+        self.runner = (OpenVinoRunner(onnx_file, precision) if runtime == "openvino"
+                       else OnnxRuntimeRunner(onnx_file, threads))
         self.input_names = self.runner.input_names
         self.dim = self.runner.dim
 

@@ -141,7 +141,7 @@ class KBStore:
         """The collection of a view; ``create_for`` (an encoder fingerprint) creates it if missing.
 
         ``spec`` is how to load that encoder again (a model folder or an image-encoder spec);
-        ``weights`` is the hash of its weight files; ``backend`` what ran it (torch, onnx, openvino, onnx-int8),
+        ``weights`` is the hash of its weight files; ``backend`` what ran it (one of text_encoder.BACKENDS),
         so queries are encoded the same way.
         """
         if view in self._collections:
@@ -180,7 +180,7 @@ class KBStore:
         return None if col is None else (col.metadata or {}).get("spec") or None
 
     def backend_of(self, view: str) -> str | None:
-        """The text backend (torch, onnx, openvino, onnx-int8) that built a view; None if the view is absent."""
+        """The text backend (one of text_encoder.BACKENDS) that built a view; None if the view is absent."""
         col = self._collection(view)
         return None if col is None else (col.metadata or {}).get("backend", LEGACY_BACKEND)
 

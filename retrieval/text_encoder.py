@@ -18,8 +18,9 @@ DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
 TEXT_BACKEND_ENV = "VPLINK_TEXT_BACKEND"
 # torch: sentence-transformers as is (GPUs); onnx: the same model exported to ONNX and run by onnxruntime (CPU,
 # same vectors); openvino: that ONNX file compiled by OpenVINO in float32 (CPU, same vectors, faster);
-# onnx-int8: its weights quantised to int8 (fastest on a CPU; vectors within ~0.99 cosine, a little accuracy lost).
-BACKENDS = ("torch", "onnx", "openvino", "onnx-int8")
+# openvino-bf16: OpenVINO computing in bfloat16 on CPUs that have it (faster still; vectors within 0.9999 cosine
+# of torch's); onnx-int8: its weights quantised to int8 (vectors within ~0.99 cosine, a little accuracy lost).
+BACKENDS = ("torch", "onnx", "openvino", "openvino-bf16", "onnx-int8")
 # A token never spans this many characters in real text, so cutting here changes no embedding but spares the
 # tokenizer from reading a whole article the model would truncate anyway.
 CHARS_PER_TOKEN_CAP = 32
@@ -79,8 +80,10 @@ class TextEncoder:
         from vplink.retrieval.onnx_text import OnnxSentenceEncoder, onnx_model_file
 
         path = onnx_model_file(self.model_path, self.name, int8=self.backend == "onnx-int8")
-        return OnnxSentenceEncoder(self.model_path, path,
-                                   runtime="openvino" if self.backend == "openvino" else "onnxruntime")
+        if self.backend.startswith("openvino"):
+            return OnnxSentenceEncoder(self.model_path, path, runtime="openvino",
+                                       precision="bf16" if self.backend == "openvino-bf16" else "f32")
+        return OnnxSentenceEncoder(self.model_path, path, runtime="onnxruntime")
 
     @cached_property
     def model(self):

@@ -24,8 +24,9 @@ def index(
     chroma_url: Annotated[Optional[str], typer.Option(help="A Chroma server instead, e.g. http://127.0.0.1:8000")] = None,
     text_model: Annotated[Optional[Path], typer.Option(help="Local sentence-transformers folder")] = None,
     text_backend: Annotated[Optional[str], typer.Option(
-        help="torch (GPU), openvino (CPU, same vectors; the CPU default), onnx (onnxruntime, same vectors) or "
-             "onnx-int8 (fastest, a little less accurate); $VPLINK_TEXT_BACKEND sets the default")] = None,
+        help="torch (GPU), openvino (CPU, same vectors; the CPU default), onnx (onnxruntime, same vectors), "
+             "openvino-bf16 (CPUs with bfloat16: faster, nearly the same vectors) or onnx-int8 (int8 weights, "
+             "a little less accurate); $VPLINK_TEXT_BACKEND sets the default")] = None,
     image_encoder: Annotated[str, typer.Option(help="efficientnet-lite0, clip:/path/to/clip, or none")] = "efficientnet-lite0",
     faces: Annotated[bool, typer.Option(help="Add a face view (dlib descriptors of the entities' portraits)")] = True,
     face_models: Annotated[Optional[Path], typer.Option(help="Folder of dlib's face model files "

@@ -31,7 +31,18 @@ def torch_vectors(kb_texts: list[str]) -> np.ndarray:
     return TextEncoder(backend="torch").encode(kb_texts)
 
 
-@pytest.mark.parametrize("backend, floor", [("onnx", 0.9999), ("openvino", 0.9999), ("onnx-int8", 0.95)])
+def cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bfloat16 instructions")
+
+
+@pytest.mark.parametrize("backend, floor", [("onnx", 0.9999), ("openvino", 0.9999),
+                                            pytest.param("openvino-bf16", 0.9995, marks=needs_bf16),
+                                            ("onnx-int8", 0.95)])
 def test_onnx_matches_torch(backend: str, floor: float, kb_texts: list[str], torch_vectors: np.ndarray) -> None:
     encoder = TextEncoder(backend=backend, batch_size=16)  # several batches of different padded lengths
     vectors = encoder.encode(kb_texts)
@@ -41,6 +52,15 @@ def test_onnx_matches_torch(backend: str, floor: float, kb_texts: list[str], tor
     assert cosines.mean() > 0.99 and cosines.min() > floor
     # Same ranking of texts for a query: the vectors are interchangeable for search, not just close.
     assert (np.argmax(vectors @ vectors[:5].T, axis=0) == np.arange(5)).all()
+
+
+@needs_bf16
+def test_bf16_is_really_bf16(kb_texts: list[str]) -> None:
+    # OpenVINO computes in float32 when the precision is left to it on some CPUs: the two backends must differ,
+    # or the store would record a backend its vectors did not come from.
+    f32 = TextEncoder(backend="openvino").encode(kb_texts)
+    bf16 = TextEncoder(backend="openvino-bf16").encode(kb_texts)
+    assert np.abs(f32 - bf16).max() > 1e-4
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     text_model: Path | None = None
     """A local sentence-transformers folder to use instead of the packaged all-MiniLM-L6-v2."""
     text_backend: str | None = None
-    """The text encoder's runtime (torch, onnx, openvino, onnx-int8) instead of torch on a GPU and openvino on a CPU."""
+    """The text encoder's runtime (torch, onnx, openvino, openvino-bf16, onnx-int8) instead of torch on a GPU and openvino on a CPU."""
     llm_url: str = "http://127.0.0.1:8801/v1"
     """The model server the agent talks to when none is named."""
     vllm_python: Path | None = None
