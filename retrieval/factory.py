@@ -47,13 +47,14 @@ def open_retriever(location: str | Path, *, text_model: str | Path | None = None
 
     ``text_model`` overrides the recorded model folder (e.g. when the store was moved to another
     machine); its weights must still be the ones the store was built with. A store that recorded
-    no backend was built before backends existed, with torch.
+    no backend was built before backends existed, with torch. A store built in bfloat16, opened on a CPU
+    without it, is queried in float32 under a BackendMismatchWarning.
     """
     store = open_store(location, prefix=prefix)
     recorded = store.encoder_spec(CATALOGUE_VIEW)
     built_with = store.backend_of(CATALOGUE_VIEW)
     try:
-        text_encoder = TextEncoder(text_model or recorded, backend=text_backend or built_with)
+        text_encoder = TextEncoder(text_model or recorded, backend=text_backend or _runnable(built_with))
     except ModelLoadError as exc:
         if text_model:
             raise
@@ -78,3 +79,11 @@ def open_retriever(location: str | Path, *, text_model: str | Path | None = None
         faces = FaceModels(face_models)
         store.check_encoder(FACE_VIEW, faces.name)
     return MultiViewRetriever(store, text_encoder, image_encoder=image, face_models=faces, config=config)
+
+
+def _runnable(backend: str | None) -> str | None:
+    """The store's backend, or float32 OpenVINO where the store's bfloat16 cannot run (the vectors differ by
+    less than the backends' test tolerance, so search still works; the caller warns)."""
+    from vplink.retrieval.onnx_text import cpu_has_bf16
+
+    return "openvino" if backend == "openvino-bf16" and not cpu_has_bf16() else backend

@@ -128,6 +128,15 @@ class OnnxRuntimeRunner:
         return self.session.run(None, feed)[0]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO can compute in bfloat16 on this machine's CPU (False without openvino)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 class OpenVinoRunner:
     """The same ONNX file compiled by OpenVINO for the CPU, in float32 unless told ``bf16``.
 
@@ -143,7 +152,7 @@ class OpenVinoRunner:
             raise ModelLoadError("the openvino text backend needs the openvino package. Fix: `pip install "
                                  "openvino`, or use --text-backend onnx") from None
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not cpu_has_bf16():
             # OpenVINO would quietly compute in float32 instead: the store would record vectors it does not hold.
             raise ModelLoadError("this CPU has no bfloat16 instructions, so the openvino-bf16 text backend "
                                  "cannot run here. Fix: use --text-backend openvino")

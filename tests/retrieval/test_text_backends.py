@@ -12,7 +12,7 @@ import pytest
 
 from vplink.core.errors import BackendMismatchWarning, EncoderMismatchError, ModelLoadError
 from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.onnx_text import OnnxSentenceEncoder
+from vplink.retrieval.onnx_text import OnnxSentenceEncoder, cpu_has_bf16
 from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
@@ -29,12 +29,6 @@ def kb_texts(small_kb: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def torch_vectors(kb_texts: list[str]) -> np.ndarray:
     return TextEncoder(backend="torch").encode(kb_texts)
-
-
-def cpu_has_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bfloat16 instructions")
@@ -101,6 +95,22 @@ def test_store_records_its_backend_and_queries_follow_it(tmp_path: Path, small_k
         assert open_retriever(tmp_path / "s").text_encoder.backend == "onnx-int8"
     with pytest.warns(BackendMismatchWarning, match="onnx-int8"):
         retriever = open_retriever(tmp_path / "s", text_backend="onnx")
+    first = entities[0]
+    assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
+
+
+@needs_bf16
+def test_a_bf16_store_on_a_cpu_without_bf16_is_queried_in_float32(tmp_path: Path, small_kb: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    entities = load_kb(small_kb).entities[:30]
+    KBStore(tmp_path / "s").index(entities, TextEncoder(backend="openvino-bf16"), progress=False)
+    # The store moves to a CPU without bfloat16 (this one has it: its answer is replaced).
+    monkeypatch.setattr("vplink.retrieval.onnx_text.cpu_has_bf16", lambda: False)
+    with pytest.raises(ModelLoadError, match="no bfloat16.*--text-backend openvino"):
+        TextEncoder(backend="openvino-bf16").encode(["a text"])
+    with pytest.warns(BackendMismatchWarning, match="openvino-bf16 text backend but queries use openvino"):
+        retriever = open_retriever(tmp_path / "s")
+    assert retriever.text_encoder.backend == "openvino"
     first = entities[0]
     assert retriever.search(QueryViews(context=first.description_view()), k=3)[0].id == first.id
 
