@@ -18,7 +18,7 @@ DEFAULT_TEXT_MODEL_ENV = "VPLINK_TEXT_MODEL"
 TEXT_BACKEND_ENV = "VPLINK_TEXT_BACKEND"
 # torch: sentence-transformers as is (GPUs); onnx: the same model exported to ONNX and run by onnxruntime (CPU,
 # same vectors); openvino: that ONNX file compiled by OpenVINO in float32 (CPU, same vectors, faster);
-# openvino-bf16: OpenVINO computing in bfloat16 on CPUs that have it (faster still; vectors within 0.9999 cosine
+# openvino-bf16: OpenVINO computing in bfloat16 on CPUs that have it (faster still; vectors within 0.9995 cosine
 # of torch's); onnx-int8: its weights quantised to int8 (vectors within ~0.99 cosine, a little accuracy lost).
 BACKENDS = ("torch", "onnx", "openvino", "openvino-bf16", "onnx-int8")
 # A token never spans this many characters in real text, so cutting here changes no embedding but spares the
