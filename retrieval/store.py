@@ -317,38 +317,39 @@ class KBStore:
         report.deleted[view] = len(removed)
         for start in range(0, len(removed), batch_size):
             col.delete(ids=removed[start:start + batch_size])
-        bar = tqdm(total=len(todo), desc=f"index {view}", unit="entity", disable=not progress or not todo)
-        if view in (IMAGE_VIEW, FACE_VIEW):
-            for start in range(0, len(todo), batch_size):
-                # Image vectors are compared by cosine (normalised); face descriptors by distance (as they are).
-                ids, vectors = self._embed_pictures(todo[start:start + batch_size], wanted, encoder, report,
-                                                    normalise=view == IMAGE_VIEW)
-                self._upsert(col, view, ids, vectors, wanted, hashes)
-                bar.update(len(todo[start:start + batch_size]))
-        else:
-            # Longest texts first across the whole view: every batch the encoder forms pads to similar lengths.
-            todo.sort(key=lambda eid: -len(wanted[eid][0]))
-            rows = min(WRITE_BATCH, self.client.get_max_batch_size())
+        # A context: the bar ends its line before an error or Ctrl-C message is printed below it.
+        with tqdm(total=len(todo), desc=f"index {view}", unit="entity", disable=not progress or not todo) as bar:
+            if view in (IMAGE_VIEW, FACE_VIEW):
+                for start in range(0, len(todo), batch_size):
+                    # Image vectors are compared by cosine (normalised); face descriptors by distance (as they are).
+                    ids, vectors = self._embed_pictures(todo[start:start + batch_size], wanted, encoder, report,
+                                                        normalise=view == IMAGE_VIEW)
+                    self._upsert(col, view, ids, vectors, wanted, hashes)
+                    bar.update(len(todo[start:start + batch_size]))
+            else:
+                # Longest texts first across the whole view: every batch the encoder forms pads to similar lengths.
+                todo.sort(key=lambda eid: -len(wanted[eid][0]))
+                rows = min(WRITE_BATCH, self.client.get_max_batch_size())
 
-            def write(chunk: list[str], vectors: np.ndarray) -> None:
-                for start in range(0, len(chunk), rows):
-                    self._upsert(col, view, chunk[start:start + rows], vectors[start:start + rows], wanted, hashes)
-                    bar.update(len(chunk[start:start + rows]))
+                def write(chunk: list[str], vectors: np.ndarray) -> None:
+                    for start in range(0, len(chunk), rows):
+                        self._upsert(col, view, chunk[start:start + rows], vectors[start:start + rows], wanted, hashes)
+                        bar.update(len(chunk[start:start + rows]))
 
-            # A chunk is written while the next one is encoded: Chroma's writes keep a core busy for about a
-            # quarter of the encoding time, which would otherwise be spent waiting. At most one write is in
-            # flight, and leaving the block (an error, Ctrl-C) waits for it: what was encoded is kept.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as writer:
-                pending: Future | None = None
-                for chunk_start in range(0, len(todo), encode_chunk):
-                    chunk = todo[chunk_start:chunk_start + encode_chunk]
-                    vectors = encoder.encode([wanted[eid][0] for eid in chunk])
+                # A chunk is handed to a writer thread before the next one is encoded. Chroma's upsert holds the GIL
+                # for the whole call, so the next chunk's tokenising waits for it and the overlap is small (a
+                # profile of the WikiMEL index). At most one write is in flight, and leaving the block (an error,
+                # Ctrl-C) waits for it: what was encoded is kept.
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as writer:
+                    pending: Future | None = None
+                    for chunk_start in range(0, len(todo), encode_chunk):
+                        chunk = todo[chunk_start:chunk_start + encode_chunk]
+                        vectors = encoder.encode([wanted[eid][0] for eid in chunk])
+                        if pending is not None:
+                            pending.result()  # a failed write stops the run here
+                        pending = writer.submit(write, chunk, vectors)
                     if pending is not None:
-                        pending.result()  # a failed write stops the run here
-                    pending = writer.submit(write, chunk, vectors)
-                if pending is not None:
-                    pending.result()
-        bar.close()
+                        pending.result()
 
     @staticmethod
     def _upsert(col, view: str, ids: list[str], vectors: np.ndarray, wanted, hashes: dict[str, str]) -> None:

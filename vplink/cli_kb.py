@@ -62,8 +62,15 @@ def index(
     # Re-indexing keeps the backend the store was built with (a store made before openvino was the CPU
     # default stays onnx): only --text-backend or --rebuild changes it.
     backend = text_backend or (None if rebuild else kb_store.backend_of(CATALOGUE_VIEW))
-    report = kb_store.index(loaded.entities, TextEncoder(text_model, backend=backend), images,
-                            face_encoder=face_encoder, batch_size=batch_size, rebuild=rebuild)
+    try:
+        report = kb_store.index(loaded.entities, TextEncoder(text_model, backend=backend), images,
+                                face_encoder=face_encoder, batch_size=batch_size, rebuild=rebuild)
+    except KeyboardInterrupt:
+        # Every chunk embedded before the interruption is written; the store's hashes skip them next time.
+        data_console(stderr=True).print(f"[yellow]interrupted[/]: what was embedded so far is kept in "
+                                        f"{escape(str(location))}. Run the same command again to resume: "
+                                        "unchanged entities are skipped")
+        raise typer.Exit(130) from None
     console.print(escape(report.summary()))
     for problem in report.image_errors:
         console.print(f"[yellow]image skipped[/] {escape(str(problem))}")

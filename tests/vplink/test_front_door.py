@@ -79,3 +79,25 @@ def test_kb_index_again_keeps_the_backend_the_store_was_built_with(tmp_path) -> 
     assert again.exit_code == 0, again.output
     assert "name: 1 added" in again.stdout
     assert KBStore(store).backend_of("name") == "onnx"
+
+
+def test_kb_index_interrupted_says_so_and_resumes(tmp_path, monkeypatch) -> None:
+    """Ctrl-C in the middle of `kb index` (here: on the second encode, the second text view) names the store and
+    the way to resume; running the same command again embeds only what was missing."""
+    from tests.text_models import InterruptedEncoder
+    from vplink.retrieval import text_encoder
+
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text('{"id": "Q1", "name": "Ada Lovelace", "description": "mathematician"}\n'
+                  '{"id": "Q2", "name": "Alan Turing", "description": "computer scientist"}\n', encoding="utf-8")
+    command = ["kb", "index", str(kb), "--store", str(tmp_path / "s"), "--image-encoder", "none"]
+    real = text_encoder.TextEncoder
+    with monkeypatch.context() as patch:
+        patch.setattr(text_encoder, "TextEncoder", lambda *a, **kw: InterruptedEncoder(real(*a, **kw), at_call=2))
+        stopped = CliRunner().invoke(app, command)
+    assert stopped.exit_code == 130, stopped.output
+    assert "interrupted" in stopped.stderr and "Run the same command again to resume" in stopped.stderr
+    assert "Traceback" not in stopped.output
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert "2 unchanged" in again.stdout and "2 added" in again.stdout  # one view kept, the other embedded now
