@@ -126,7 +126,8 @@ def store_matches(store, encoder_name: str) -> bool:
 
 #: The retrieval channels whose rank and score the student sees (others are ignored).
 CHANNELS: tuple[str, ...] = ("mention>name", "mention>lexical", "context>description", "context>name",
-                             "names>name#0", "names>lexical#0", "description>description", "image>image")
+                             "context>dates", "names>name#0", "names>lexical#0", "description>description",
+                             "image>image", "face>face")
 N_NUMERIC = 3 * len(CHANNELS) + 3
 
 

@@ -20,7 +20,7 @@ from vplink.distill.data import candidate_texts
 from vplink.distill.features import N_NUMERIC, retrieval_features, store_matches, store_vectors
 from vplink.distill.student import StudentConfig, StudentScorer
 
-FORMAT = "vplink-distilled-scorer/2"  # 2: the fused score enters relative to the list's best
+FORMAT = "vplink-distilled-scorer/3"  # 3: the pair unit and the dates and face channels
 
 
 class ScorerLoadError(VplinkError):

@@ -5,7 +5,7 @@ the caption, and an optional *visual evidence* vector (the embedding of what a v
 marked region shows, with a presence mask); for each candidate its name view and description view, plus
 numbers describing how retrieval found it (per-channel found / 1/rank / score, fused score, position).
 
-Four interaction units each score every candidate (MIMIC: Zhang et al., 2023, "Multimodal Entity Linking
+Five interaction units each score every candidate (MIMIC: Zhang et al., 2023, "Multimodal Entity Linking
 with ... Interaction Units" — here over frozen features, so the whole model is ~0.6 M parameters):
 
 - **global text unit** — the caption and mention together vs the candidate's description (cosine of
@@ -16,7 +16,9 @@ with ... Interaction Units" — here over frozen features, so the whole model is
   the evidence (times its presence mask) can switch it off. On text-only data (WikiMEL) the mask is 0, the
   unit scores 0 and its fused weight starts at 0, so an untrained unit can never add noise;
 - **cross-modal unit** — a fused query (caption + gated visual evidence) vs a fused candidate (name +
-  description), the interaction across views.
+  description), the interaction across views;
+- **pair unit** — an MLP over the element-wise products of the caption and mention with the candidate's
+  description and name (plus the retrieval numbers): the query read against the candidate jointly.
 
 The fused score is a learned weighted sum of the unit scores plus a *retrieval prior* (learned weights on
 the fused score relative to the list's best, and on 1/position). Retrieval alone is a strong ranker (WikiMEL top-1 ≈ 0.6-0.9 of the
@@ -39,7 +41,7 @@ from vplink.distill.features import N_NUMERIC
 # where the relative fused score and 1/(position+1) sit in the numeric features
 PRIOR_FUSED, PRIOR_POSITION = N_NUMERIC - 3, N_NUMERIC - 2
 
-UNITS: tuple[str, ...] = ("global", "local", "visual", "cross")
+UNITS: tuple[str, ...] = ("global", "local", "visual", "cross", "pair")
 MASKED = -1e4  # a finite "minus infinity" keeps softmax and KL free of NaN on padded slots
 
 
@@ -87,6 +89,9 @@ class StudentScorer(nn.Module):
         self.x_query_vis = _proj(d, h, p)
         self.x_cand_name = _proj(d, h, p)
         self.x_cand_desc = _proj(d, h, p)
+        # pair unit: the caption and mention read against the candidate jointly, dimension by dimension
+        # (element-wise products of the normalised vectors, so it learns which directions matter in-domain)
+        self.p_mlp = nn.Sequential(nn.Dropout(p), nn.Linear(3 * d + c.n_numeric + 4, h), nn.GELU(), nn.Linear(h, 1))
         # per-unit temperatures (as log-scales) and the fusion weights; visual starts switched off
         self.log_scale = nn.Parameter(torch.full((len(UNITS),), 2.3))  # e^2.3 ≈ 10
         # The correction starts at zero: the untrained student's score is the retrieval prior alone, so it
@@ -120,7 +125,12 @@ class StudentScorer(nn.Module):
         c_x = torch.tanh(self.x_cand_name(cn) + self.x_cand_desc(cd))
         s_cross = scale[3] * _cos(q_x, c_x)
 
-        units = {"global": s_global, "local": s_local, "visual": s_visual, "cross": s_cross}
+        qcn, qmn, cnn, cdn = (F.normalize(t, dim=-1) for t in (qc, qm, cn, cd))
+        joint = torch.cat([qcn.unsqueeze(1) * cdn, qmn.unsqueeze(1) * cnn, qcn.unsqueeze(1) * cnn,
+                           batch["numeric"], raw], dim=-1)
+        s_pair = self.p_mlp(joint).squeeze(-1)
+
+        units = {"global": s_global, "local": s_local, "visual": s_visual, "cross": s_cross, "pair": s_pair}
         num = batch["numeric"]
         prior = self.prior[0] * num[..., PRIOR_FUSED] + self.prior[1] * num[..., PRIOR_POSITION] \
             if self.config.retrieval_prior else 0.0

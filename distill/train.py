@@ -11,8 +11,8 @@
 - NIL threshold (``config.json: nil_threshold``), calibrated on dev with the best weights: when the dev split
   holds both NIL and non-NIL examples (the teacher's NIL; with ``gold``, a gold answer of None), the top fused score that best separates them (balanced
   accuracy of "NIL iff top score < threshold"); when the teacher never said NIL (WikiMEL: every mention is in
-  the KB), the ``nil_quantile`` quantile of the dev top scores, i.e. about that fraction of in-KB queries
-  would be called NIL. ``nil_source`` records which rule made it.
+  the KB), none unless ``nil_quantile`` > 0 asks for that quantile of the dev top scores (about that fraction of in-KB queries
+  would then be called NIL). ``nil_source`` records which rule made it.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from vplink.core.records import Entity
 from vplink.distill.data import Tensors, build_tensors
 from vplink.distill.features import FeatureCache, store_matches
 from vplink.distill.losses import DistillLoss, LossConfig
-from vplink.distill.records import RationaleRecord
+from vplink.distill.records import NIL, RationaleRecord
+from vplink.distill.scorer import FORMAT
 from vplink.distill.student import StudentConfig, StudentScorer, count_parameters
 from vplink.retrieval.jsonl import atomic_write, iter_jsonl, write_json
 from vplink.retrieval.progress import tqdm
 from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
-
-FORMAT = "vplink-distilled-scorer/2"
 
 
 class TrainConfig(BaseModel):
@@ -55,7 +54,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     dev_fraction: float = Field(default=0.15, gt=0, lt=1)
     patience: int = Field(default=6, ge=1)
-    nil_quantile: float = Field(default=0.02, ge=0, le=1)
+    # Without NIL examples in dev a threshold can only be a guess: the share of in-KB answers to give up.
+    # 0 (the default) sets none, so the scorer only ranks; NIL then comes from the linker's calibrated confidence.
+    nil_quantile: float = Field(default=0.0, ge=0, le=1)
     student: StudentConfig = Field(default_factory=StudentConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
 
@@ -135,7 +136,9 @@ def calibrate_nil(scores: torch.Tensor, tensors: Tensors, quantile: float) -> tu
         cuts = np.concatenate([[cands[0] - 1e-6], (cands[:-1] + cands[1:]) / 2, [cands[-1] + 1e-6]])
         best = max(cuts, key=lambda t: (0.5 * ((top[nil] < t).mean() + (top[~nil] >= t).mean()), -t))
         return float(best), "teacher-nil-separation"
-    return float(np.quantile(top, quantile)), f"quantile-{quantile:g}"
+    if quantile > 0:
+        return float(np.quantile(top, quantile)), f"quantile-{quantile:g}"
+    return None, "none: the dev split has no NIL answer to calibrate on"
 
 
 # ---------------------------------------------------------------- checkpoints (safetensors only)
@@ -172,59 +175,100 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
 TRAINING_VERSION = "zero-correction-v2"
 
 
-def _fingerprint(config: TrainConfig, records: list[RationaleRecord], gold: Mapping | None) -> str:
+def _fingerprint(config: TrainConfig, train_recs: list[RationaleRecord], dev_recs: list[RationaleRecord],
+                 gold: Mapping | None) -> str:
     # epochs and patience may change between runs: raising them continues the same run
     digest = hashlib.sha1(config.model_dump_json(exclude={"epochs", "patience"}).encode())
     digest.update(TRAINING_VERSION.encode())
-    for rec in records:
-        digest.update(rec.id.encode())
+    for split, recs in (("train", train_recs), ("dev", dev_recs)):
+        digest.update(split.encode())
+        for rec in recs:  # the rationales are targets too: a run with other rationales is another run
+            digest.update(f"{rec.id}\0{rec.choice}\0{rec.rationale}\0".encode())
     digest.update(b"gold" if gold is not None else b"teacher")
     return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- training
 
-def train(rationales_path: str | Path, store: KBStore | Mapping[str, Entity], out_dir: str | Path, *, gold: Mapping[str, str | None] | None = None,
+def with_rationales(records: list[RationaleRecord], rationales: list[RationaleRecord]) -> list[RationaleRecord]:
+    """``records`` with the teacher's rationale (and judgement) of every example the teacher annotated.
+
+    The rationale is a second target only (distilling step-by-step): it never reaches the student as an input.
+    """
+    by_id = {r.id: r for r in rationales}
+    merged = []
+    for rec in records:
+        judged = by_id.get(rec.id)
+        if judged is None:
+            merged.append(rec)
+            continue
+        merged.append(rec.model_copy(update={
+            "rationale": judged.rationale, "model": judged.model, "prompt_version": judged.prompt_version,
+            # the teacher judged its own (shorter) list: its choice counts where it is among these candidates
+            "choice": judged.choice if judged.choice in rec.candidates else NIL,
+            "scores": {c: judged.scores.get(c, 0.0) for c in rec.candidates}}))
+    return merged
+
+
+def train(records_path: str | Path, store: KBStore | Mapping[str, Entity], out_dir: str | Path, *,
+          gold: Mapping[str, str | None] | None = None, rationales: str | Path | None = None,
+          dev_path: str | Path | None = None, dev_gold: Mapping[str, str | None] | None = None,
           config: TrainConfig | None = None, cache_dir: str | Path | None = None, text_encoder=None,
           progress: bool = True, **overrides) -> dict:
-    """Train (or resume training) a student from ``rationales_path``; write the scorer folder ``out_dir``.
+    """Train (or resume training) a student from ``records_path``; write the scorer folder ``out_dir``.
 
-    ``gold`` ({example id: entity id}) switches the targets to gold answers and turns the teacher terms
-    (KL, rationale) off: the reference student. ``overrides`` set TrainConfig fields (epochs=, lr=, ...).
+    ``records_path`` holds candidate records (``vplink distill candidates``) or the teacher's rationale records
+    (``vplink distill annotate``). ``gold`` ({example id: entity id}) makes gold answers the targets (the teacher's
+    KL term is then off); without it the teacher's choices are. ``rationales``: a teacher's rationale file whose
+    rationales become the second target of the examples it covers (distilling step-by-step; the term's weight is
+    ``config.loss.rationale``). ``dev_path`` (+ ``dev_gold``): a separate dev split for early stopping and
+    every choice; without it a hashed share of the records is held out. ``overrides`` set TrainConfig fields.
     Returns a summary (best epoch, dev numbers, NIL threshold, sizes).
     """
     config = (config or TrainConfig()).model_copy(update=overrides)
     if gold is not None:
-        config = config.model_copy(update={"loss": config.loss.model_copy(update={"kl": 0.0, "rationale": 0.0})})
+        config = config.model_copy(update={"loss": config.loss.model_copy(update={"kl": 0.0})})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = load_rationales(rationales_path)
+    records = load_rationales(records_path)
     if gold is not None:
         records = [r for r in records if r.id in gold]
+    teacher_records = load_rationales(rationales) if rationales is not None else []
+    if teacher_records:
+        records = with_rationales(records, teacher_records)
+    if dev_path is not None:
+        dev_gold = dev_gold if dev_gold is not None else gold
+        dev_recs = load_rationales(dev_path)
+        if dev_gold is not None:
+            dev_recs = [r for r in dev_recs if r.id in dev_gold]
+        dev_ids = {r.id for r in dev_recs}
+        train_recs = [r for r in records if r.id not in dev_ids]
+    else:
+        dev_gold = gold
+        dev_recs = [r for r in records if is_dev(r.id, config.dev_fraction, config.seed)]
+        train_recs = [r for r in records if not is_dev(r.id, config.dev_fraction, config.seed)]
     if text_encoder is None:
         from vplink.retrieval.text_encoder import TextEncoder
 
         text_encoder = TextEncoder(None if isinstance(store, Mapping) else store.encoder_spec(CATALOGUE_VIEW))
     cache = FeatureCache(text_encoder, cache_dir if cache_dir is not None else out.parent / ".features")
-    wanted = sorted({c for r in records for c in r.candidates})
+    wanted = sorted({c for r in train_recs + dev_recs for c in r.candidates})
     # a KBStore, or a plain {id: Entity} mapping (a KB read with vplink.retrieval.records.load_kb)
     entities = {i: store[i] for i in wanted if i in store} if isinstance(store, Mapping) else store.get_entities(wanted)
-    dev_recs = [r for r in records if is_dev(r.id, config.dev_fraction, config.seed)]
-    train_recs = [r for r in records if not is_dev(r.id, config.dev_fraction, config.seed)]
     if not train_recs or not dev_recs:
         raise VplinkError(f"{len(records)} record(s) are too few to split into train and dev "
-                          f"(dev_fraction={config.dev_fraction}). Fix: annotate more examples")
-    k = max(len(r.candidates) for r in records)
+                          f"(dev_fraction={config.dev_fraction}). Fix: annotate more examples, or pass a dev split")
+    k = max(len(r.candidates) for r in train_recs + dev_recs)
     # candidate vectors come from the store when its views were embedded by this encoder (no re-encoding)
     source = store if not isinstance(store, Mapping) and store_matches(store, text_encoder.name) else None
     tr = build_tensors(train_recs, entities, cache, gold=gold, k=k, store=source)
-    dv = build_tensors(dev_recs, entities, cache, gold=gold, k=k, store=source)
+    dv = build_tensors(dev_recs, entities, cache, gold=dev_gold, k=k, store=source)
 
     seed_everything(config.seed)
     model = StudentScorer(config.student)
     opt = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
     loss_fn = DistillLoss(config.loss)
-    fingerprint = _fingerprint(config, records, gold)
+    fingerprint = _fingerprint(config, train_recs, dev_recs, gold)
     ckpt = out / "checkpoint"
     state = {"epoch": 0, "best": [-1.0, -1.0], "best_epoch": 0, "bad_epochs": 0, "done": False, "fingerprint": fingerprint}
     metrics_path = out / "metrics.jsonl"

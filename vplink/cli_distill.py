@@ -50,13 +50,43 @@ def annotate_cmd(
     typer.echo(json.dumps(doc, indent=2))
 
 
+@distill_app.command("candidates")
+def candidates_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset file (any format `vplink eval` reads)."),
+    store: Path = typer.Option(..., "--store", help="KB store folder (built by `vplink kb index`)."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
+    out: Path = typer.Option(..., "--out", help="Candidates JSONL (appended to; a rerun resumes)."),
+    k: int = typer.Option(20, "-k", help="Candidates kept per example (the student's hard negatives)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N examples."),
+    sample_seed: Optional[int] = typer.Option(None, "--sample-seed", help="With --limit: a seeded random sample."),
+) -> None:
+    """Write retrieval's top-k candidates of every example of DATASET (no model): the student's training rows."""
+    from vplink.core.records import LinkQuery
+    from vplink.distill.teacher import candidate_records
+    from vplink.eval.datasets import load_dataset, sample_examples
+    from vplink.retrieval.factory import open_retriever
+
+    examples = sample_examples(load_dataset(dataset, allow_missing_images=True), limit, sample_seed)
+    queries = [LinkQuery(**e.model_dump(include=set(LinkQuery.model_fields))) for e in examples]
+    written = candidate_records(queries, open_retriever(store, prefix=prefix), out, k=k)
+    typer.echo(f"{written} candidate record(s) written to {out} ({len(queries) - written} already there or without candidates)")
+
+
 @distill_app.command("train")
 def train_cmd(
-    rationales: Path = typer.Argument(..., help="Rationales JSONL written by `vplink distill annotate`."),
-    store: Path = typer.Option(..., "--store", help="KB store folder the rationales were made with."),
+    records: Path = typer.Argument(..., help="Candidate records (`vplink distill candidates`) or the teacher's "
+                                             "rationale records (`vplink distill annotate`)."),
+    store: Path = typer.Option(..., "--store", help="KB store folder the records were made with."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="The KB's prefix (when the store holds several)."),
     out: Path = typer.Option(..., "--out", help="Scorer folder (model.safetensors, config.json, metrics.jsonl)."),
-    gold: Optional[Path] = typer.Option(None, "--gold", help="Train on this dataset's gold answers instead."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Train on this dataset's gold answers (else the teacher's choices)."),
+    rationales: Optional[Path] = typer.Option(None, "--rationales",
+                                              help="The teacher's rationales as a second target (distilling step-by-step)."),
+    rationale_weight: float = typer.Option(0.1, "--rationale-weight", min=0.0,
+                                           help="Weight of the rationale target (0: labels only)."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="Candidate records of a dev split: early stopping and "
+                                                           "every choice are made on it (else a hashed share is held out)."),
+    dev_gold: Optional[Path] = typer.Option(None, "--dev-gold", help="The dev split's dataset (its gold answers)."),
     epochs: int = typer.Option(30, "--epochs"),
     lr: float = typer.Option(2e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
@@ -65,18 +95,22 @@ def train_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default: OUT/../.features)."),
 ) -> None:
-    """Train the student scorer on the teacher's rationales (or, with --gold, on gold answers)."""
+    """Train the student scorer on gold answers (--gold) or the teacher's choices, with the teacher's rationales
+    as a second target; resumable (a rerun with the same settings continues)."""
+    from vplink.distill.losses import LossConfig
     from vplink.distill.train import TrainConfig, train
+    from vplink.eval.datasets import load_dataset
     from vplink.retrieval.factory import open_store
 
-    gold_map = None
-    if gold is not None:
-        from vplink.eval.datasets import load_dataset
+    def answers(path: Optional[Path]) -> Optional[dict[str, Optional[str]]]:
+        return None if path is None else {e.id: e.answer for e in load_dataset(path, allow_missing_images=True)}
 
-        gold_map = {e.id: e.answer for e in load_dataset(gold, allow_missing_images=True)}
+    if dev_gold is not None and dev is None:
+        raise typer.BadParameter("--dev-gold needs --dev (the dev split's candidate records)")
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed, dev_fraction=dev_fraction, patience=patience,
-                         batch_size=batch_size)
-    summary = train(rationales, open_store(store, prefix=prefix), out, gold=gold_map, config=config, cache_dir=cache)
+                         batch_size=batch_size, loss=LossConfig(rationale=rationale_weight))
+    summary = train(records, open_store(store, prefix=prefix), out, gold=answers(gold), rationales=rationales,
+                    dev_path=dev, dev_gold=answers(dev_gold), config=config, cache_dir=cache)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vplink.distill.losses import DistillLoss, LossConfig, info_nce, rationale_loss, teacher_kl
+from vplink.distill.student import UNITS
 
 
 def test_info_nce_matches_hand_value():
@@ -51,7 +52,7 @@ def test_rationale_loss_is_one_minus_cosine():
 
 def test_distill_loss_weights_the_terms():
     scores = torch.tensor([[2.0, 0.0]])
-    out = {name: scores for name in ("fused", "global", "local", "visual", "cross")}
+    out = {name: scores for name in ("fused", *UNITS)}
     out["query_rep"] = torch.tensor([[1.0, 0.0]])
     batch = {"target": torch.tensor([0]), "mask": torch.tensor([[True, True]]), "teacher": torch.tensor([[1.0, 0.0]]),
              "has_teacher": torch.tensor([True]), "rationale": torch.tensor([[0.0, 1.0]]),
@@ -60,5 +61,5 @@ def test_distill_loss_weights_the_terms():
     total, terms = DistillLoss(cfg)(out, batch)
     nce = math.log(1 + math.exp(-2))
     assert terms["unit_visual"] == 0.0  # no row has visual evidence
-    want = nce + 0.5 * terms["kl"] + 0.1 * 1.0 + 0.25 * 3 * nce
+    want = nce + 0.5 * terms["kl"] + 0.1 * 1.0 + 0.25 * (len(UNITS) - 1) * nce  # every unit but the visual
     assert total.item() == pytest.approx(want, rel=1e-5)

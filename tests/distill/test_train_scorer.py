@@ -130,3 +130,33 @@ def test_feature_cache_reuses_disk_shards(text_encoder, tmp_path):
     b = second.encode(["Paris", "Barack Obama"])
     assert (b[::-1] == a).all()
     assert len(list(tmp_path.glob("features-*.safetensors"))) == 1  # nothing new encoded
+
+
+def test_rationales_join_as_a_second_target_only(candidates_path, rationales_path, fixture_entities, feature_dir,
+                                                 text_encoder):
+    """The teacher's rationales reach the rows it annotated as a target; the model's inputs never hold them."""
+    from vplink.distill.data import MODEL_KEYS, build_tensors
+    from vplink.distill.train import with_rationales
+
+    records = load_rationales(candidates_path)
+    teacher = {r.id: r for r in load_rationales(rationales_path)}
+    merged = with_rationales(records, list(teacher.values()))
+    assert [r.id for r in merged] == [r.id for r in records]
+    for rec in merged:
+        assert rec.rationale == (teacher[rec.id].rationale if rec.id in teacher else "")
+    tensors = build_tensors(merged, fixture_entities, FeatureCache(text_encoder, feature_dir), gold={}, k=5)
+    has = tensors.data["has_rationale"].tolist()
+    assert sum(has) == sum(bool(teacher[i].rationale.strip()) for i in tensors.ids if i in teacher) > 0
+    assert "rationale" not in MODEL_KEYS and all(not h for i, h in zip(tensors.ids, has) if i not in teacher)
+
+
+def test_a_separate_dev_split_is_the_only_one_selected_on(candidates_path, train_gold, fixture_entities, feature_dir,
+                                                          text_encoder, tmp_path):
+    """With a dev file, its rows are held out of training and early stopping reads them alone."""
+    lines = candidates_path.read_text().splitlines()
+    dev_file = tmp_path / "dev.jsonl"
+    dev_file.write_text("\n".join(lines[:30]) + "\n")
+    summary = train(candidates_path, fixture_entities, tmp_path / "scorer", gold=train_gold, dev_path=dev_file,
+                    config=gold_config(), cache_dir=feature_dir, text_encoder=text_encoder, progress=False)
+    assert summary["n_dev"] == 30 and summary["n_train"] == len(lines) - 30
+    assert summary["nil_threshold"] is None  # no NIL answer in dev: the scorer only ranks, it does not guess one
