@@ -103,15 +103,7 @@ def store_vectors(store, view: str, ids: Sequence[str]) -> dict[str, np.ndarray]
     """The stored embeddings of entities in one text view (the same texts and encoder the student reads)."""
     if store is None or not ids:
         return {}
-    getter = getattr(store, "get_embeddings", None)
-    if getter is not None:
-        return getter(view, ids)
-    # KBStore has no public accessor yet (asked for): read the view's collection directly
-    col = store._collection(view)
-    if col is None:
-        return {}
-    found = col.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
-    return {eid: np.asarray(vec, dtype=np.float32) for eid, vec in zip(found["ids"], found["embeddings"])}
+    return store.get_embeddings(view, ids)
 
 
 def store_matches(store, encoder_name: str) -> bool:

@@ -119,6 +119,7 @@ class KBStore:
             weakref.finalize(self, shutil.rmtree, snapshot, ignore_errors=True)
         self._collections: dict[str, Any] = {}
         self._matrices: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._rows: dict[str, dict[str, int]] = {}  # {view: {id: row of its matrix}}
         self._lock = threading.Lock()
 
     @property
@@ -272,6 +273,7 @@ class KBStore:
             plans.append((FACE_VIEW, face_encoder, {e.id: (_image_key(e), e) for e in entities if e.image}))
         self._prepare_views(plans)
         self._matrices.clear()  # vectors read for searching are about to change
+        self._rows.clear()
         # Complete only once every view holds every entity: an interrupted run leaves this False.
         self._set_meta(CATALOGUE_VIEW, complete=False)
         for view, encoder, wanted in plans:
@@ -398,6 +400,7 @@ class KBStore:
                 self.client.delete_collection(self.collection_name(view))
         self._collections.clear()
         self._matrices.clear()
+        self._rows.clear()
 
     # ----------------------------------------------------------------- reading
 
@@ -454,6 +457,29 @@ class KBStore:
         return [sorted(((eid, round(_similarity(view, float(dist)), SCORE_DECIMALS)) for eid, dist in zip(ids, dists)),
                        key=lambda item: (-item[1], item[0]))[:k]
                 for ids, dists in zip(result["ids"], result["distances"])]
+
+    def get_embeddings(self, view: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of some entities in one view (absent ids are left out).
+
+        Views searched in memory answer from the matrix already held for search (a dict lookup per id; a
+        Chroma ``get`` took most of a reranked query's time), larger views from Chroma.
+        """
+        col = self._collection(view)
+        if col is None or not ids:
+            return {}
+        if col.count() > EXACT_LIMIT:
+            found = col.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+            return {eid: np.asarray(vec, dtype=np.float32) for eid, vec in zip(found["ids"], found["embeddings"])}
+        row_of, matrix = self._row_index(view)
+        return {eid: matrix[row_of[eid]] for eid in ids if eid in row_of}
+
+    def _row_index(self, view: str) -> tuple[dict[str, int], np.ndarray]:
+        """``{id: row}`` of a view's in-memory matrix, and the matrix."""
+        ids, matrix = self._matrix(view)
+        with self._lock:
+            if view not in self._rows:
+                self._rows[view] = {eid: row for row, eid in enumerate(ids)}
+            return self._rows[view], matrix
 
     def _matrix(self, view: str) -> tuple[list[str], np.ndarray]:
         """Every vector of a view (float32, as stored), rows in id order; read from Chroma once per store."""

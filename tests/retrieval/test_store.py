@@ -148,3 +148,16 @@ def test_exact_search_is_the_brute_force_ranking_however_batched(small_store: KB
     alone = [small_store.query("name", vector[None, :], k, text_encoder.name)[0] for vector in vectors]
     assert batched == expected
     assert alone == expected
+
+
+def test_get_embeddings_reads_the_stored_vectors(small_store: KBStore) -> None:
+    """The in-memory answer is Chroma's own stored vector for each id; unknown ids are left out."""
+    import numpy as np
+
+    ids = small_store._matrix("description")[0][:5]
+    got = small_store.get_embeddings("description", [*ids, "not-an-id"])
+    assert list(got) == list(ids)
+    chroma = small_store._collection("description").get(ids=list(ids), include=["embeddings"])
+    for eid, vector in zip(chroma["ids"], chroma["embeddings"]):
+        np.testing.assert_array_equal(got[eid], np.asarray(vector, dtype=np.float32))
+    assert small_store.get_embeddings("description", []) == {}
