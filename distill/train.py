@@ -355,7 +355,7 @@ def train(records_path: str | Path, store: KBStore | Mapping[str, Entity], out_d
     dev_best = evaluate(dev_scores, dv)
     threshold, source = calibrate_nil(dev_scores, dv, config.nil_quantile)
     final = {**meta, "best_epoch": state["best_epoch"], "dev": dev_best, "nil_threshold": threshold,
-             "nil_source": source, "metric": "gold_hits@1" if gold is not None else "teacher_agreement"}
+             "nil_source": source, "metric": "gold_hits@1" if dev_gold is not None else "teacher_agreement"}
     write_json(out / "config.json", final)
     return {k: final[k] for k in ("best_epoch", "dev", "dev_retrieval", "nil_threshold", "nil_source", "metric", "n_train", "n_dev",
                                   "parameters", "targets")} | {"epochs_run": state["epoch"]}
