@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from vplink.agent.caption_people import find_people
-from vplink.eval.harness import git_version
+from vplink.core.provenance import provenance
 from vplink.retrieval.jsonl import read_jsonl, write_json
 from vplink.retrieval.lexical import PersonNameIndex, normalize
 from vplink.retrieval.records import load_kb
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - started
     result = {"dataset": str(args.dataset), "mentions": len(rows), "span_recall": round(found / len(rows), 4),
               "spans_per_caption": round(spans / len(rows), 3), "captions_per_s": round(len(rows) / seconds, 1),
-              "git": git_version()}
+              "provenance": provenance()}
     write_json(args.out, result)
     print(json.dumps(result, indent=2))
 

@@ -2,7 +2,7 @@
 
     python3 benchmarks/bench_evidence.py [--data ../shared/data] [--out runs/bench_evidence.json]
 
-Writes JSON (numbers, versions, machine load) and a Markdown table beside it, and prints the table.
+Writes JSON (numbers, versions, commit and CPU, machine load) and a Markdown table beside it, and prints the table.
 Timings are wall-clock on whatever else the machine is doing: the load average is recorded with them.
 """
 
@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vplink.agent.evidence import ALL_TOOLS, EvidenceTools, collect_evidence  # noqa: E402
+from vplink.core.provenance import provenance  # noqa: E402
 from vplink.retrieval.images import load_image  # noqa: E402
 from vplink.retrieval.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
 
@@ -156,7 +157,7 @@ def main() -> None:
         "image_load": _stats(load_times),
         "first_run_with_model_load_s": model_load,
         "faces": face_report(args.data, images, tools),
-        "versions": _versions(tools),
+        "versions": _versions(tools), "provenance": provenance(),
         "machine": {"cpus": os.cpu_count(), "load_average_start": round(start_load, 2),
                     "load_average_end": round(os.getloadavg()[0], 2),
                     "threads": args.threads or "library defaults", "torch_threads_default": _torch_threads()},

@@ -36,6 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vplink.core.provenance import provenance  # noqa: E402
 from vplink.retrieval.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
 from vplink.service.server import vplink_command  # noqa: E402
 
@@ -182,6 +183,7 @@ def main() -> None:
         "what": "vplink serve on loopback, no model server; POST /link with uploads (photo) or text only (text)",
         "results": results, "store": {"location": args.store or "temporary WikiMEL slice",
                                       "entities": health["store"].get("entities")},
+        "provenance": provenance(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_start": round(start_load, 2),
                     "load_average_end": round(os.getloadavg()[0], 2)},
         "versions": {"python": platform.python_version(), "fastapi": fastapi.__version__,

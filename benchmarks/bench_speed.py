@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from vplink.core.errors import VplinkError
+from vplink.core.provenance import provenance
 from vplink.core.records import Entity
 from vplink.eval.datasets import read_dataset
-from vplink.eval.harness import git_version
 from vplink.eval.metrics import compute_metrics
 from vplink.eval.pipelines import RetrievePredictor
 from vplink.retrieval.factory import open_retriever
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: C
     entities = load_kb(wikimel / "kb.jsonl", check_images=False).entities
     fast = TextEncoder(backend=args.backend)
     fast.encode(["warm up"])  # exports the ONNX model once, outside the timing
-    out: dict[str, Any] = {"git": git_version(), "machine_before": machine(), "versions": versions(),
+    out: dict[str, Any] = {"provenance": provenance(), "machine_before": machine(), "versions": versions(),
                            "kb": {"path": str(wikimel / "kb.jsonl"), "entities": len(entities)},
                            "text_encoder": fast.name, "fast_backend": args.backend}
     out["complete"] = False
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except VplinkError as error:
         sys.exit(f"error: {error}")
     print(json.dumps(result["ratios"], indent=1))
-    print(f"wrote {args.out}; git {result['git']}")
+    print(f"wrote {args.out}; {result['provenance']}")
 
 
 if __name__ == "__main__":

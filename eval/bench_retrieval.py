@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 from vplink.retrieval.progress import tqdm
 
+from vplink.core.provenance import provenance
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.jsonl import read_jsonl, write_json
 from vplink.retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews,
@@ -216,7 +217,7 @@ def main(
         console.print(f"tuned: {tuned}")
     write_json(out, {"dataset": str(dataset), "n": len(rows), "kb_entities": retriever.store.count(),
                      "recall": results, "tuned": tuned, "timing": timing,
-                     "text_encoder": retriever.text_encoder.name})
+                     "text_encoder": retriever.text_encoder.name, "provenance": provenance()})
 
 
 if __name__ == "__main__":

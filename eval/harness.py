@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vplink.core.errors import VplinkError
+from vplink.core.provenance import provenance
 from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
@@ -25,7 +25,6 @@ REPORT = "report.md"
 PLOT = "hits.png"
 MANIFEST = "run.json"
 WORST = 20
-_REPO = Path(__file__).resolve().parents[1]
 
 
 @runtime_checkable
@@ -275,31 +274,15 @@ def _completed(path: Path, retry_errors: bool) -> set[str]:
 
 def _versions(predictor: Predictor, versions: Mapping[str, Any] | None, data_path: Path | None,
               data_sha1: str | None, n: int) -> dict[str, Any]:
-    """Models and prompts (predictor's, then the caller's), data (file and sha1) and code (git commit)."""
+    """Models and prompts (predictor's, then the caller's), data (file and sha1), code (git commit) and CPU."""
     own = getattr(predictor, "versions", None)
     own = own() if callable(own) else own
     merged: dict[str, Any] = {**(own or {}), **(versions or {})}
     data = dict(merged.get("data") or {})
     data.update({"dataset": str(data_path) if data_path else None, "dataset_sha1": data_sha1, "examples": n})
     merged["data"] = data
-    merged["code"] = {**(merged.get("code") or {}), **git_version()}
+    merged["code"] = {**(merged.get("code") or {}), **provenance()}
     return merged
-
-
-def git_version() -> dict[str, Any]:
-    """The commit of the code that ran (``git rev-parse HEAD``) and whether the tree had local changes."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    head = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if head else None
-    # Untracked run outputs under eval/results/ are what runs write, not code: they do not dirty the tree.
-    changes = [line for line in (status or "").splitlines() if not line.startswith("?? eval/results/")]
-    return {"git_commit": head, "git_dirty": bool(changes) if status is not None else None}
 
 
 # --- report -----------------------------------------------------------------------------------------------

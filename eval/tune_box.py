@@ -21,8 +21,8 @@ from typing import Any
 from vplink.agent.alignment import AlignmentParams, align_box
 from vplink.agent.caption_people import find_people
 from vplink.agent.nodes import LinkerConfig
+from vplink.core.provenance import provenance
 from vplink.eval.datasets import read_dataset
-from vplink.eval.harness import git_version
 from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.jsonl import append_jsonl, read_completed_ids, read_jsonl, write_json
 from vplink.retrieval.search import QueryViews, mix_fused
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
               "best_on_all": points[best_all], "best_on_all_hits@1": round(sum(scores[best_all]) / len(items), 4),
               "shipped_defaults_hits@1": round(sum(scores[default_point]) / len(items), 4),
               "note": "Hits@1 of retrieval mixed over the caption's people, no model; evidence: faces + OCR",
-              "git": git_version()}
+              "provenance": provenance()}
     write_json(args.out / "tune.json", result)
     print(json.dumps(result, indent=2))
 

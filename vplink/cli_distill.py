@@ -128,7 +128,8 @@ def bench_teacher_cmd(
 
     from vplink.distill.records import RationaleRecord, disagreement_with_retrieval
     from vplink.eval.datasets import load_dataset, sample_examples
-    from vplink.eval.harness import git_version, read_predictions
+    from vplink.core.provenance import provenance
+    from vplink.eval.harness import read_predictions
     from vplink.core.records import RankedEntity
     from vplink.eval.metrics import Prediction, compute_metrics
     from vplink.retrieval.jsonl import iter_jsonl, write_json, write_jsonl
@@ -156,7 +157,7 @@ def bench_teacher_cmd(
            "metrics_nil_ignored": compute_metrics(preds(False), scored).model_dump(),
            "note": "the teacher saw the top-k retrieved candidates only, so its Hits@k for k > its k equal Hits@k",
            "disagreement_with_retrieval": disagreement_with_retrieval(list(records.values()), answers),
-           "git": git_version()}
+           "provenance": provenance()}
     agreement = {}
     for run in runs:
         predictions = read_predictions(run / "predictions.jsonl")

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from vplink.console import data_console
 from vplink.core.errors import VplinkError
+from vplink.core.provenance import provenance
 from vplink.serving.model_prep import DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
     base = rows[0]["tokens_per_s"]
     for r in rows:
         r["speedup_vs_first"] = round(r["tokens_per_s"] / base, 2) if base else 0.0
-    report = {"model": name, "url": url, "max_tokens": max_tokens, "rows": rows,
+    report = {"model": name, "url": url, "max_tokens": max_tokens, "rows": rows, "provenance": provenance(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           # other work on the machine skews the numbers: record it
                           "load_average_1m_at_start": round(load_start, 2),

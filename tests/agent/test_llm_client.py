@@ -262,7 +262,7 @@ def test_llm_bench_writes_throughput_rows(tiny_text_llm: LLMConfig, tmp_path) ->
                                       "--concurrency", "1", "--concurrency", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["model"] == "tiny-text"
+    assert report["model"] == "tiny-text" and "avx512_vnni" in report["provenance"]["cpu"]["simd"]
     assert [(r["concurrency"], r["completion_tokens"]) for r in report["rows"]] == [(1, 8), (2, 16)]
 
 

@@ -48,6 +48,7 @@ def test_end_to_end_writes_metrics_report_plot(tmp_path, examples, kb_names):
     assert metrics["versions"]["models"] == {"ranker": "name-match-test"}  # from the predictor
     assert metrics["versions"]["prompts"] == {"describe": "abc"}  # from the caller
     assert metrics["versions"]["data"]["dataset_sha1"] and "git_commit" in metrics["versions"]["code"]
+    assert "avx2" in metrics["versions"]["code"]["cpu"]["simd"]  # the CPU beside git_dirty, as every benchmark
     assert set(metrics["latency_ms"]) == {"retrieve", "total"} and metrics["throughput_qps"] > 0
 
     report = (tmp_path / "report.md").read_text()

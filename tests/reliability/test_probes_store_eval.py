@@ -192,7 +192,9 @@ def test_probe_17_tuning_and_production_agree(data, tmp_path):
                             "--dataset", str(data["dev"]), "--out", str(tmp_path / "bench.json"), "--latency-n", "5"],
                            capture_output=True, text=True, timeout=1200)
     assert bench.returncode == 0, bench.stderr
-    tuned_view = json.loads((tmp_path / "bench.json").read_text())["recall"]["score fusion, default weights"]
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert set(written["provenance"]) == {"git_commit", "git_dirty", "cpu"}  # its latencies name the machine
+    tuned_view = written["recall"]["score fusion, default weights"]
     done = vplink("eval", data["dev"], "--store", data["store"], "--pipeline", "retrieve", "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     hits = json.loads((tmp_path / "run" / "metrics.json").read_text())["hits"]

@@ -1,7 +1,10 @@
-"""Session-wide model fixtures for the retrieval tests: each model is built or loaded once."""
+"""Model and text fixtures for the retrieval tests: each model is built or loaded once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 
@@ -42,3 +45,20 @@ def tiny_clip_dir(tmp_path_factory):
     _clip_image_processor()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def kb_texts(small_kb: Path) -> list[str]:
+    """Real name and description texts of varied lengths, as the store embeds them."""
+    from vplink.retrieval.records import load_kb
+
+    entities = load_kb(small_kb).entities[:60]
+    return [e.name_view() for e in entities] + [e.description_view() for e in entities]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(kb_texts: list[str]) -> np.ndarray:
+    """The texts' vectors from sentence-transformers' own torch path: what every backend is held to."""
+    from vplink.retrieval.text_encoder import TextEncoder
+
+    return TextEncoder(backend="torch").encode(kb_texts)

@@ -11,7 +11,9 @@ import pytest
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs `apt-get install chromium chromium-driver`"),
+    pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                       reason="needs Debian's chromium and chromium-driver: scripts/setup.sh installs them where "
+                              "apt-get runs as root, else `sudo apt-get install chromium chromium-driver`"),
 ]
 selenium = pytest.importorskip("selenium", reason="needs selenium (pip install -e '.[dev]')")
 
@@ -27,9 +29,11 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start. The networking switches keep
+    # Chromium from calling its own services, which a machine without the internet refuses or lets time out.
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1500", "--force-device-scale-factor=1"):
+                     "--window-size=1400,1500", "--force-device-scale-factor=1", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver

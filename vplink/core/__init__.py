@@ -1,1 +1,2 @@
-"""The lowest layer every package shares: errors, the shared records and the settings. It imports none of them."""
+"""The lowest layer every package shares: errors, the shared records, the settings and what a run ran on (commit,
+CPU). It imports none of the other packages."""
