@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import tempfile
 from collections.abc import Sequence
@@ -160,10 +161,21 @@ class OpenVinoRunner:
                                            {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.dim = int(self.compiled.output(0).get_partial_shape()[-1].get_length())
+        # The retriever and `vplink eval` encode from several threads, and one request is not thread-safe. A
+        # request made (and dropped) per call while other threads inferred deadlocked `eval --batch-size 8` on
+        # an AVX2 machine, stuck in create_infer_request (issue 20). So the requests are made once, here, and
+        # each is lent to one caller at a time. The CPU plugin's latency hint runs one stream on every core and
+        # asks for one request: callers take turns, as they did inside that stream before.
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))):
+            self._requests.put(self.compiled.create_infer_request())
 
     def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        # A request per call: the retriever encodes from several threads, and one request is not thread-safe.
-        return self.compiled.create_infer_request().infer(feed)[self.compiled.output(0)]
+        request = self._requests.get()
+        try:
+            return request.infer(feed)[self.compiled.output(0)]  # a copy (share_outputs=False): safe to hand on
+        finally:
+            self._requests.put(request)
 
 
 class OnnxSentenceEncoder:
