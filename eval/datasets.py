@@ -351,7 +351,7 @@ def _vplink_example(path: Path, obj: Any, where: dict[str, Any], bases: Sequence
         raise DatasetError(path, f"the 'answer' key is missing{hint}", record=rid, field="answer",
                            fix='add "answer": the gold entity id, or null when the entity is not in the KB', **where)
     answer = obj["answer"]
-    if answer is not None and not isinstance(answer, (str, int)):
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int))):
         raise DatasetError(path, f"expected an entity id or null, got {type(answer).__name__}", record=rid,
                            field="answer", fix="'answer' is one entity id, or null when it is not in the KB",
                            **where)

@@ -249,6 +249,9 @@ def test_a_missing_answer_key_is_an_error_and_only_null_means_nil(tmp_path):
     misspelt = _lines(tmp_path / "misspelt.jsonl", [{"id": "c", "text": "t", "mention": "m", "anwser": "Q76"}])
     with pytest.raises(DatasetError, match=r"line 1, record 'c', field 'answer': .*'anwser' is there: a misspelling"):
         load_dataset(misspelt)
+    flag = _lines(tmp_path / "flag.jsonl", [{**nil, "answer": True}])  # a JSON true is no entity id
+    with pytest.raises(DatasetError, match=r"field 'answer': expected an entity id or null, got bool"):
+        load_dataset(flag)
     vpwiki = tmp_path / "vp.json"
     vpwiki.write_text(json.dumps([{"id": "9", "sentence": "s", "mentions": " ", "imgPath": "x.jpg"}]), encoding="utf-8")
     with pytest.raises(DatasetError, match=r"record '9', field 'answer': the 'answer' key is missing"):
