@@ -14,6 +14,7 @@ organisations, and the KB's own names decide better what is a person here.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -55,8 +56,15 @@ _TOKEN = re.compile(r"[^\W_](?:[\w'’.\-]*[^\W_])?\.?|[^\w\s]", re.UNICODE)
 _LEFT_TO_RIGHT = re.compile(r"\b(left to right|l\s*-\s*r|l\s*to\s*r|from (the )?left|clockwise from left)\b", re.I)
 _RIGHT_TO_LEFT = re.compile(r"\b(right to left|r\s*-\s*l|from (the )?right)\b", re.I)
 _ROW = re.compile(r"\b(back|front|top|bottom|rear|first|second) row\b|\b(front|back|seated|standing)\s*:", re.I)
-_NUMBER = re.compile(r"^\s*\(\s*(?:no\.?\s*|#)?(\d{1,3})\s*\)", re.I)
-_SIDE = re.compile(r"^\s*\(\s*(far |upper |lower |top |bottom )?(left|right|cent(?:er|re)|middle)\s*\)", re.I)
+# Matched at a span's end with ``pattern.match(text, pos)``, which anchors there: no slice of the text per span.
+_NUMBER = re.compile(r"\s*\(\s*(?:no\.?\s*|#)?(\d{1,3})\s*\)", re.I)
+_SIDE = re.compile(r"\s*\(\s*(far |upper |lower |top |bottom )?(left|right|cent(?:er|re)|middle)\s*\)", re.I)
+
+#: Characters of a caption searched for people: ten times the longest WikiMEL caption (1,007). A longer text
+#: is cut here with a note, so one request's parsing is bounded whatever a client sends.
+MAX_CAPTION_CHARS = 10_000
+#: People kept from one caption (WikiMEL's most is 15): retrieval searches once per person.
+MAX_PEOPLE = 32
 
 
 class PersonSpan(BaseModel):
@@ -86,6 +94,8 @@ class CaptionPeople(BaseModel):
     spans: list[PersonSpan] = Field(default_factory=list)
     #: "left-to-right" when the caption says so, "right-to-left" likewise, else None (caption order assumed).
     order: Literal["left-to-right", "right-to-left"] | None = None
+    #: What was left unread, when the caption was longer than the parser reads or named more people than it keeps.
+    notes: list[str] = Field(default_factory=list)
 
     @property
     def texts(self) -> list[str]:
@@ -123,11 +133,14 @@ def _runs(text: str) -> list[list[tuple[str, int, int]]]:
 
 def _clean(run: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
     """Drop cue words and titles from the start, connectors and suffixes from the end, possessives."""
-    while run and (normalize(run[0][0]) in _NOT_NAMES or normalize(run[0][0]) in _TITLES):
-        run = run[1:]
-    while run and (run[-1][0] in _CONNECTORS or normalize(run[-1][0]) in _SUFFIXES
-                   or normalize(run[-1][0]) in _NOT_NAMES):
-        run = run[:-1]
+    # Indices, not repeated slicing: a run of thousands of cue words is trimmed in one pass.
+    first, last = 0, len(run)
+    while first < last and (normalize(run[first][0]) in _NOT_NAMES or normalize(run[first][0]) in _TITLES):
+        first += 1
+    while first < last and (run[last - 1][0] in _CONNECTORS or normalize(run[last - 1][0]) in _SUFFIXES
+                            or normalize(run[last - 1][0]) in _NOT_NAMES):
+        last -= 1
+    run = run[first:last]
     if run:
         word, start, end = run[-1]
         if word.endswith(".") and len(word) > 4 and "." not in word[:-1]:  # "Zuma." ends a sentence
@@ -142,14 +155,16 @@ def _clean(run: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
 def _cues(text: str, spans: list[PersonSpan]) -> None:
     """Attach row and side cues to the spans in place."""
     rows = [(m.start(), m.group().lower()) for m in _ROW.finditer(text)]
+    starts = [at for at, _ in rows]
     for span in spans:
-        before = [label for at, label in rows if at < span.start]
+        before = bisect_left(starts, span.start)  # the row cues that start before the span
         if before:
-            span.row = "front" if any(w in before[-1] for w in ("front", "first", "bottom", "seated")) else "back"
-        number = _NUMBER.match(text[span.end:])
+            label = rows[before - 1][1]
+            span.row = "front" if any(w in label for w in ("front", "first", "bottom", "seated")) else "back"
+        number = _NUMBER.match(text, span.end)
         if number:
             span.number = number.group(1)
-        side = _SIDE.match(text[span.end:])
+        side = _SIDE.match(text, span.end)
         if side:
             word = side.group(2).lower()
             span.side = "centre" if word in ("center", "centre", "middle") else word  # type: ignore[assignment]
@@ -159,7 +174,13 @@ def find_people(text: str | None, names: PersonNameIndex, *, max_ids: int = 10) 
     """The people a caption names, in reading order, with their KB matches and ordering cues."""
     if not text or not text.strip():
         return CaptionPeople()
+    notes = []
+    if len(text) > MAX_CAPTION_CHARS:
+        notes.append(f"the caption is {len(text):,} characters long: only its first {MAX_CAPTION_CHARS:,} were "
+                     "searched for people")
+        text = text[:MAX_CAPTION_CHARS]
     spans: list[PersonSpan] = []
+    seen: set[str] = set()
     for run in _runs(text):
         if normalize(run[-1][0]) in _INSTITUTIONS:
             continue
@@ -168,20 +189,26 @@ def find_people(text: str | None, names: PersonNameIndex, *, max_ids: int = 10) 
             continue
         for piece in _split_by_kb(run, names):
             span = _score(text, piece, names, max_ids)
-            if span is not None and all(normalize(span.text) != normalize(s.text) for s in spans):
+            if span is not None and normalize(span.text) not in seen:
+                seen.add(normalize(span.text))
                 spans.append(span)
+    if len(spans) > MAX_PEOPLE:
+        notes.append(f"the caption names {len(spans)} people: only the first {MAX_PEOPLE} were kept")
+        spans = spans[:MAX_PEOPLE]
     _cues(text, spans)
     stated = _LEFT_TO_RIGHT.search(text) or _RIGHT_TO_LEFT.search(text)
     order = None if stated is None else "left-to-right" if _LEFT_TO_RIGHT.search(text) else "right-to-left"
     for span in spans:
         span.after_order_cue = stated is not None and span.start >= stated.start()
-    return CaptionPeople(spans=spans, order=order)
+    return CaptionPeople(spans=spans, order=order, notes=notes)
 
 
 def _split_by_kb(run: list[tuple[str, int, int]], names: PersonNameIndex) -> list[list[tuple[str, int, int]]]:
     """A run holding a KB full name and more words ("TV's Love Pete Duel") is split around the name."""
     words = [normalize(w) for w, _, _ in run]
-    for size in range(len(run), 1, -1):
+    # No window longer than the KB's longest name can match: without this bound a long run of capitalised
+    # words tried every window of every length (cubic in the run; 24 kB of "Barack Obama" took minutes).
+    for size in range(min(len(run), names.max_words), 1, -1):
         for i in range(len(run) - size + 1):
             if names.full_name(" ".join(words[i:i + size])):
                 pieces = [run[:i], run[i:i + size], run[i + size:]]
@@ -208,10 +235,21 @@ def _score(text: str, piece: list[tuple[str, int, int]], names: PersonNameIndex,
         match, ids, score = "first-name", first, 0.5
     else:
         match, ids, score = "none", [], 0.45 if len(words) >= 2 else 0.0
-    before = text[:start].split()
-    if match != "name" and before and before[-1].lower() in _PLACE_WORDS:
+    before = _word_before(text, start)
+    if match != "name" and before.lower() in _PLACE_WORDS:
         score *= 0.5  # "in New York", "against the United States", "premiere of We Are Kings"
     if score < 0.2:
         return None
     return PersonSpan(text=text[start:end], start=start, end=end, match=match,  # type: ignore[arg-type]
                       entity_ids=ids[:max_ids], person_score=round(score, 3))
+
+
+def _word_before(text: str, start: int) -> str:
+    """The whitespace-separated word that ends before ``start`` ("" at the start), found without copying the text."""
+    end = start
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    begin = end
+    while begin > 0 and not text[begin - 1].isspace():
+        begin -= 1
+    return text[begin:end]

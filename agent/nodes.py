@@ -129,7 +129,7 @@ class LinkerNodes:
         evidence["caption_order"] = people.order
         evidence["alignment"] = alignment.model_dump()
         parts.append(alignment_text(alignment))
-        notes = [] if self.llm is not None else ["no model server: linked on evidence and text alone"]
+        notes = people.notes + ([] if self.llm is not None else ["no model server: linked on evidence and text alone"])
         return {"evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none", "notes": notes}
 
     def needs_model(self, state: LinkState) -> bool:

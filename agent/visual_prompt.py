@@ -34,7 +34,9 @@ class BoxError(VplinkError):
 
     def __init__(self, value: object, message: str, fix: str) -> None:
         self.value = value
-        super().__init__(f"box {value!r}: {message}. Fix: {fix}")
+        self.reason = f"box {value!r}: {message}"
+        self.fix = fix
+        super().__init__(f"{self.reason}. Fix: {fix}")
 
 
 def parse_box(value: str | Sequence[object] | None) -> Box | None:
@@ -72,18 +74,30 @@ def overhang_tolerance(side: float) -> float:
     return max(2.0, 0.01 * side)
 
 
-def validate_box(box: str | Sequence[object] | None, image_size: tuple[int, int]) -> Box | None:
-    """Check a box against a picture of ``image_size`` (w, h); return it clipped to the picture, or None."""
+def check_box_shape(box: str | Sequence[object] | None) -> Box | None:
+    """Parse a box and check what needs no picture (corners in order, some area); None/"" -> None."""
     parsed = parse_box(box)
     if parsed is None:
         return None
     x0, y0, x1, y1 = parsed
-    width, height = image_size
     if x1 < x0 or y1 < y0:
         raise BoxError(box, "inverted corners (x1 < x0 or y1 < y0)",
                        "write the top-left corner first: [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
     if x1 == x0 or y1 == y0:
         raise BoxError(box, "zero area", "give a box at least one pixel wide and high")
+    return parsed
+
+
+def validate_box(box: str | Sequence[object] | None, image_size: tuple[int, int]) -> Box | None:
+    """Check a box against a picture of ``image_size`` (w, h); return it clipped to the picture, or None.
+
+    The one box check of every entry point: ``link``, ``/link``, and the datasets ``eval`` reads.
+    """
+    parsed = check_box_shape(box)
+    if parsed is None:
+        return None
+    x0, y0, x1, y1 = parsed
+    width, height = image_size
     tol_x, tol_y = overhang_tolerance(width), overhang_tolerance(height)
     if x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y:
         raise BoxError(box, f"outside the {width}x{height} picture",

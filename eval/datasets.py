@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vplink.agent.visual_prompt import BoxError, check_box_shape, validate_box
 from vplink.core.errors import InputFileError
 from vplink.core.records import LabeledQuery
+from vplink.retrieval.images import ImageLoadError, displayed_size
 from vplink.retrieval.jsonl import iter_jsonl
+from vplink.retrieval.records import SkippedLine
 
 #: Format names accepted by ``load_dataset(fmt=...)``; "auto" sniffs one of these.
 FORMATS = ("vplink", "melbench-wikimel", "melbench-richpedia", "wikidiverse", "vpwiki")
@@ -55,13 +60,14 @@ class MissingImagesError(DatasetError):
 
 @dataclass
 class LoadedDataset:
-    """Examples read from a dataset file, with its format, its sha1 and the images that were not found."""
+    """Examples read from a dataset file, with its format, its sha1, the images not found and the lines skipped."""
 
     path: Path
     format: str
     examples: list[LabeledQuery]
     sha1: str
     missing_images: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[SkippedLine] = field(default_factory=list)
 
 
 def load_dataset(path: str | Path, fmt: str = "auto", images: str | Path | None = None, *,
@@ -75,24 +81,42 @@ def load_dataset(path: str | Path, fmt: str = "auto", images: str | Path | None 
 
 
 def read_dataset(path: str | Path, fmt: str = "auto", images: str | Path | None = None, *,
-                 allow_missing_images: bool = False) -> LoadedDataset:
-    """Like :func:`load_dataset`, also returning the format, the file's sha1 and the missing images."""
+                 allow_missing_images: bool = False, skip_invalid: bool = False) -> LoadedDataset:
+    """Like :func:`load_dataset`, also returning the format, the file's sha1 and the missing images.
+
+    ``skip_invalid`` leaves out the invalid lines of a vplink JSON Lines file and lists them in ``skipped``
+    (other formats are published files: a bad record there is an error).
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, "file not found", fix="check the dataset path")
     fmt = _canonical_format(path, fmt)
-    raw = _read_raw(path, fmt)
+    skipped: list[SkippedLine] = []
+
+    def skip(error: InputFileError) -> None:
+        skipped.append(SkippedLine(error.line or 0, str(error)))
+
+    raw = _read_raw(path, fmt, skip if skip_invalid else None)
     if fmt == "auto":
         fmt = sniff_format(path, raw)
     bases = _image_bases(path, images)
-    examples = list(_ADAPTERS[fmt](path, raw))
+    adapter = _ADAPTERS[fmt]
+    if fmt == "vplink":
+        adapter = partial(_vplink, bases=bases, on_error=skip if skip_invalid else None)
+    elif skip_invalid:
+        raise DatasetError(path, f"--skip-invalid (skip_invalid=) reads vplink JSON Lines, not {fmt}",
+                           fix="drop it and repair the record the error names, or convert the file to vplink "
+                               "JSON Lines")
+    examples = list(adapter(path, raw))
     if not examples:
-        raise DatasetError(path, "the dataset holds no example", fix="check that the file is not empty")
+        raise DatasetError(path, "the dataset holds no valid example" if skipped else "the dataset holds no example",
+                           fix="check that the file is not empty")
     _check_unique_ids(path, examples)
     missing = _resolve_images(examples, bases)
     if missing and not allow_missing_images:
         raise MissingImagesError(path, missing)
-    return LoadedDataset(path=path, format=fmt, examples=examples, sha1=file_sha1(path), missing_images=missing)
+    return LoadedDataset(path=path, format=fmt, examples=examples, sha1=file_sha1(path), missing_images=missing,
+                         skipped=sorted(skipped, key=lambda s: s.line))  # JSON errors were found in a first pass
 
 
 def sample_examples(examples: Sequence[LabeledQuery], limit: int | None = None,
@@ -166,7 +190,7 @@ def _canonical_format(path: Path, fmt: str) -> str:
     return name
 
 
-def _read_raw(path: Path, fmt: str) -> Any:
+def _read_raw(path: Path, fmt: str, on_error: Callable[[InputFileError], None] | None = None) -> Any:
     text_head = path.open("rb").read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
     # A JSON document starts with [ or {; JSON Lines has one { per line. Tell them apart by
     # trying the whole file as one document first only when it is not plainly .jsonl.
@@ -180,7 +204,7 @@ def _read_raw(path: Path, fmt: str) -> Any:
                 raise DatasetError(path, f"invalid JSON ({exc.msg})", line=exc.lineno,
                                    fix="repair the JSON, or convert the file to vplink JSON Lines") from None
     try:
-        return _JsonLines(iter_jsonl(path, DatasetError))
+        return _JsonLines(iter_jsonl(path, DatasetError, on_error=on_error))
     except DatasetError:
         raise
     except InputFileError as exc:  # iter_jsonl raises the class it is given; keep ours
@@ -286,47 +310,79 @@ def _record_items(path: Path, raw: Any, expect: type, what: str) -> Iterator[tup
 # --- adapters ---------------------------------------------------------------------------------------------
 
 
-def _vplink(path: Path, raw: Any) -> Iterator[LabeledQuery]:
+def _vplink(path: Path, raw: Any, *, bases: Sequence[Path] = (),
+            on_error: Callable[[DatasetError], None] | None = None) -> Iterator[LabeledQuery]:
     rows = raw if isinstance(raw, _JsonLines) else [(None, obj) for obj in raw] if isinstance(raw, list) else None
     if rows is None:
         raise DatasetError(path, f"expected JSON Lines of examples, got a JSON {type(raw).__name__}",
                            fix="write one example object a line, or pass the right --format")
+    sizes: dict[str, tuple[int, int] | None] = {}  # several examples share one picture: read its size once
     for index, (line, obj) in enumerate(rows):
         # JSON Lines errors name the line; a JSON list names the record's position.
         where: dict[str, Any] = {"line": line} if line is not None else {"record": f"#{index}"}
-        if not isinstance(obj, dict):
-            raise DatasetError(path, f"expected a JSON object, got {type(obj).__name__}",
-                               fix="write one example object a line", **where)
-        rid = obj.get("id")
-        if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid).strip() == "":
-            raise DatasetError(path, "every example needs a non-empty id", field="id",
-                               fix='add "id", e.g. "848-2"', **where)
-        where.pop("record", None)
-        rid = str(rid)
-        for key in ("image", "text", "mention"):
-            if obj.get(key) is not None and not isinstance(obj[key], str):
-                raise DatasetError(path, f"expected a string or null, got {type(obj[key]).__name__}", record=rid,
-                                   field=key, fix=f"'{key}' is a string or null", **where)
-        answer = obj.get("answer")
-        if answer is not None and not isinstance(answer, (str, int)):
-            raise DatasetError(path, f"expected an entity id or null, got {type(answer).__name__}", record=rid,
-                               field="answer", fix="'answer' is one entity id, or null when it is not in the KB",
-                               **where)
-        box = _box(path, rid, obj.get("box"), where)
-        yield LabeledQuery(id=rid, image=obj.get("image"), box=box, text=obj.get("text"),
-                           mention=obj.get("mention"), answer=_nil(answer))
+        try:
+            yield _vplink_example(path, obj, where, bases, sizes)
+        except DatasetError as error:
+            if on_error is None:
+                raise
+            on_error(error)
 
 
-def _box(path: Path, rid: str, box: Any, where: dict) -> list[float] | None:
-    if box is None:
-        return None
-    ok = (isinstance(box, list) and len(box) == 4
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box))
-    if not ok or box[0] >= box[2] or box[1] >= box[3] or min(box) < 0:
-        raise DatasetError(path, f"bad box {box!r}", record=rid, field="box",
-                           fix="box is [x0, y0, x1, y1] in pixels, x0 < x1 and y0 < y1, or null for the whole image",
+def _vplink_example(path: Path, obj: Any, where: dict[str, Any], bases: Sequence[Path],
+                    sizes: dict[str, tuple[int, int] | None]) -> LabeledQuery:
+    """One example of a vplink file, checked: id, string fields, an explicit answer, a box that fits its picture."""
+    if not isinstance(obj, dict):
+        raise DatasetError(path, f"expected a JSON object, got {type(obj).__name__}",
+                           fix="write one example object a line", **where)
+    rid = obj.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid).strip() == "":
+        raise DatasetError(path, "every example needs a non-empty id", field="id",
+                           fix='add "id", e.g. "848-2"', **where)
+    where = {key: value for key, value in where.items() if key != "record"}
+    rid = str(rid)
+    for key in ("image", "text", "mention"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise DatasetError(path, f"expected a string or null, got {type(obj[key]).__name__}", record=rid,
+                               field=key, fix=f"'{key}' is a string or null", **where)
+    if "answer" not in obj:
+        # Only an explicit null means NIL: a missing or misspelt key would silently count as a NIL gold.
+        close = difflib.get_close_matches("answer", list(obj), n=1, cutoff=0.6)
+        hint = f" ({close[0]!r} is there: a misspelling?)" if close else ""
+        raise DatasetError(path, f"the 'answer' key is missing{hint}", record=rid, field="answer",
+                           fix='add "answer": the gold entity id, or null when the entity is not in the KB', **where)
+    answer = obj["answer"]
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int))):
+        raise DatasetError(path, f"expected an entity id or null, got {type(answer).__name__}", record=rid,
+                           field="answer", fix="'answer' is one entity id, or null when it is not in the KB",
                            **where)
-    return [float(v) for v in box]
+    box = _box(path, rid, obj.get("box"), obj.get("image"), where, bases, sizes)
+    return LabeledQuery(id=rid, image=obj.get("image"), box=box, text=obj.get("text"),
+                        mention=obj.get("mention"), answer=_nil(answer))
+
+
+def _box(path: Path, rid: str, box: Any, image: str | None, where: dict, bases: Sequence[Path],
+         sizes: dict[str, tuple[int, int] | None]) -> list[float] | None:
+    """The box, checked as `link` and `/link` check it: its shape, and against its picture when that is readable."""
+    if box is not None and not isinstance(box, list):
+        # A string such as "1,2,3,4" parses in the CLI; a dataset's box is a JSON list.
+        raise DatasetError(path, f"bad box {box!r}", record=rid, field="box",
+                           fix="box is [x0, y0, x1, y1] in pixels, or null for the whole image", **where)
+    try:
+        parsed = check_box_shape(box)
+        if parsed is None:
+            return None
+        if image is not None:
+            if image not in sizes:
+                found = _find_image(image, list(bases))
+                try:
+                    sizes[image] = displayed_size(found) if found else None
+                except ImageLoadError:
+                    sizes[image] = None  # an unreadable picture is the pipeline's to report, query by query
+            if sizes[image] is not None:
+                validate_box(box, sizes[image])
+    except BoxError as error:
+        raise DatasetError(path, error.reason, record=rid, field="box", fix=error.fix, **where) from None
+    return [float(v) for v in parsed]
 
 
 def _melbench(path: Path, raw: Any, *, what: str) -> Iterator[LabeledQuery]:
@@ -384,7 +440,10 @@ def _vpwiki(path: Path, raw: Any) -> Iterator[LabeledQuery]:
         if mention is not None and not isinstance(mention, str):
             raise DatasetError(path, f"expected a string, got {type(mention).__name__}", record=rid,
                                field="mentions", fix="'mentions' is a string (\" \" when the box replaces it)")
-        answer = obj.get("answer")
+        if "answer" not in obj:  # only an explicit null (or "nil") means NIL
+            raise DatasetError(path, "the 'answer' key is missing", record=rid, field="answer",
+                               fix='add "answer": the gold entity id, or null when the entity is not in the KB')
+        answer = obj["answer"]
         if isinstance(answer, list):
             if len(answer) != 1:
                 raise DatasetError(path, f"expected one answer, got {len(answer)}", record=rid, field="answer",

@@ -38,23 +38,9 @@ def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                bomb_pixels: int = DEFAULT_BOMB_PIXELS) -> Image.Image:
     """Load a picture as an upright RGB ``PIL.Image``, shrunk to at most ``max_pixels`` pixels."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageLoadError(path, "image file not found", "check the path (relative image paths are "
-                             "resolved against the folder of the JSON Lines file that names them)")
-    try:
-        with warnings.catch_warnings():
-            # Our own bomb limit decides below; PIL's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})",
-                             "shrink the picture below ~178 megapixels before using it") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(path, "not an image file PIL can read", "convert it to JPEG or PNG") from None
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot open the image ({exc})", "check the file's permissions") from None
-    with image:
+    with _open(path) as image:
         width, height = image.size
+        original = _displayed_size(image)  # before draft() below shrinks image.size
         if width * height > bomb_pixels:
             raise ImageLoadError(path, f"refused: {width}x{height} = {width * height:,} pixels is over the "
                                  f"limit of {bomb_pixels:,} (a possible decompression bomb)",
@@ -68,8 +54,6 @@ def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageLoadError(path, f"the image data is truncated or corrupt ({exc})",
                                  "re-download or re-export the picture") from None
-        # Sizes as displayed (after EXIF rotation): a quarter turn swaps width and height.
-        original = (height, width) if _rotated(image) else (width, height)
         rgb = _to_rgb(ImageOps.exif_transpose(image))
     if max_pixels is not None and rgb.size[0] * rgb.size[1] > max_pixels:
         scale = (max_pixels / (rgb.size[0] * rgb.size[1])) ** 0.5
@@ -77,6 +61,37 @@ def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                          Image.Resampling.LANCZOS)
     rgb.info[SIZE_INFO_KEY] = {"original": original, "loaded": rgb.size}
     return rgb
+
+
+def displayed_size(path: str | Path) -> tuple[int, int]:
+    """The size of a picture file as displayed (EXIF rotation applied), read from its header, not decoded."""
+    with _open(Path(path)) as image:
+        return _displayed_size(image)
+
+
+def _open(path: Path) -> Image.Image:
+    """A picture file opened lazily (header read, pixels not), or a clear error."""
+    if not path.is_file():
+        raise ImageLoadError(path, "image file not found", "check the path (relative image paths are "
+                             "resolved against the folder of the JSON Lines file that names them)")
+    try:
+        with warnings.catch_warnings():
+            # Our own bomb limit decides in load_image; PIL's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})",
+                             "shrink the picture below ~178 megapixels before using it") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file PIL can read", "convert it to JPEG or PNG") from None
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot open the image ({exc})", "check the file's permissions") from None
+
+
+def _displayed_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height as displayed (after EXIF rotation): a quarter turn swaps them."""
+    width, height = image.size
+    return (height, width) if _rotated(image) else (width, height)
 
 
 def original_size(image: Image.Image) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -13,26 +13,40 @@ from typing import Any, TextIO
 from vplink.core.errors import InputFileError
 
 
-def iter_jsonl(path: str | Path, error: type[InputFileError] = InputFileError) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` for every non-blank line of a JSON Lines file."""
+def iter_jsonl(path: str | Path, error: type[InputFileError] = InputFileError, *,
+               on_error: Callable[[InputFileError], None] | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for every non-blank line of a JSON Lines file.
+
+    A line that is not UTF-8 or not JSON raises ``error`` naming it; given ``on_error``, the error is handed to
+    it instead and the line skipped, so one bad line does not end the file (``--skip-invalid``).
+    """
     path = Path(path)
     if not path.is_file():
         raise error(path, "file not found", fix="check the path")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise error(path, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})", line=line,
-                    fix="re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    # Split the bytes at line ends only: decoded text's splitlines() would also cut at U+2028 and the other
+    # Unicode line breaks, which JSON strings may hold raw.
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number,
-                        fix="write one JSON object per line") from None
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise error(path, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)",
+                            line=number, fix="re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number,
+                            fix="write one JSON object per line") from None
+        except InputFileError as bad:
+            if on_error is None:
+                raise
+            on_error(bad)
+            continue
+        yield number, obj
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

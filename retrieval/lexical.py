@@ -150,6 +150,8 @@ class PersonNameIndex:
                 if len(toks) >= 2:
                     self._last[toks[-1]].append(entity.id)
                     self._first[toks[0]].append(entity.id)
+        #: Words in the longest full name or alias: no longer run of words can be one.
+        self.max_words = max((len(name.split()) for name in self._full), default=0)
 
     def full_name(self, words: str) -> list[str]:
         """People whose normalised name or alias is exactly ``words`` (two words or more)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,26 +75,10 @@ def load_kb(path: str | Path, *, skip_invalid: bool = False, check_images: bool 
 
 def _lines(path: Path, skip_invalid: bool, skipped: list[SkippedLine]):
     """Yield parsed lines; with ``skip_invalid`` a line of broken JSON is skipped, not fatal."""
-    if not skip_invalid:
-        yield from iter_jsonl(path, KBError)
-        return
-    # Parse line by line ourselves so one bad line does not end the file.
-    if not path.is_file():
-        raise KBError(path, "file not found", fix="check the path")
-    for number, obj in _tolerant_lines(path, skipped):
-        yield number, obj
+    def skip(error: KBError) -> None:
+        skipped.append(SkippedLine(error.line or 0, str(error)))
 
-
-def _tolerant_lines(path: Path, skipped: list[SkippedLine]):
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield number, json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
-        except UnicodeDecodeError:
-            skipped.append(SkippedLine(number, f"{path}, line {number}: not UTF-8"))
-        except json.JSONDecodeError as exc:
-            skipped.append(SkippedLine(number, f"{path}, line {number}: invalid JSON ({exc.msg})"))
+    yield from iter_jsonl(path, KBError, on_error=skip if skip_invalid else None)
 
 
 def _validate(path: Path, line: int, obj: object) -> Entity:

@@ -387,7 +387,9 @@ class KBStore:
                 mean = np.mean(found, axis=0)
                 vectors.append(mean / (np.linalg.norm(mean) or 1.0) if normalise else mean)
                 kept.append(eid)
-        return kept, np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
+        if not kept:  # no picture of the batch could be read: nothing to write (reshape(0, -1) cannot guess a width)
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return kept, np.asarray(vectors, dtype=np.float32)
 
     @staticmethod
     def _stored_hashes(col) -> dict[str, str]:

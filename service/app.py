@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -12,15 +13,17 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, File, Form, UploadFile
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from vplink.agent.linker import Linker, RESULT
+from vplink.agent.state import LinkResult
 from vplink.agent.visual_prompt import parse_box
 from vplink.core.errors import VplinkError
 from vplink.core.records import Entity, LinkQuery
+from vplink.service.deadline import ClientGone, Deadline, link_within, wait_for
 from vplink.service.errors import ApiError, RequestError
 from vplink.service.limits import BodySizeLimit
 from vplink.service.pictures import PictureRoot, temporary_picture
@@ -198,16 +201,28 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
         """One picture under the image root (the page shows it to draw a box on)."""
         return FileResponse(service.pictures.resolve(name))
 
-    @app.post("/link", response_model=LinkResponse)
-    async def link(form: Annotated[LinkForm, Depends(link_form)]) -> LinkResponse:
+    @app.post("/link", response_model=LinkResponse, responses={504: {"model": ErrorBody}})
+    async def link(request: Request, form: Annotated[LinkForm, Depends(link_form)]) -> LinkResponse | Response:
         """Link the boxed region of a picture (uploaded, or under the image root) to ranked KB entities."""
-        with ExitStack() as stack:
+        stack = ExitStack()
+        try:
             query, label, relabel = service.open_query(form, stack)
-            try:
-                result = await run_in_threadpool(linker.link_query, query)
-            except VplinkError as error:
-                raise ApiError(error, relabel) from None
-            return LinkResponse.of(result, label)
+        except BaseException:
+            stack.close()
+            raise
+        deadline = Deadline(settings.request_timeout_s)
+
+        def work() -> LinkResult:
+            with stack:  # the uploaded picture lives until the work stops, which may be after we answered
+                return link_within(linker, query, deadline)
+
+        try:
+            result = await wait_for(asyncio.ensure_future(run_in_threadpool(work)), request, deadline)
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it; the server's log says why
+        except VplinkError as error:
+            raise ApiError(error, relabel) from None
+        return LinkResponse.of(result, label)
 
     @app.post("/link/stream", response_class=StreamingResponse,
               responses={200: {"content": {"text/event-stream": {}},
@@ -226,7 +241,10 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
             stack.close()
             raise
 
+        deadline = Deadline(settings.request_timeout_s)
+
         def events() -> Iterator[str]:
+            # A client that leaves stops this generator at its next step: Starlette stops iterating it.
             with stack:
                 try:
                     for node, update in linker.stream_query(query):
@@ -234,6 +252,7 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
                             yield _sse("result", LinkResponse.of(update, label))
                         else:
                             yield _sse("step", {"node": node, "update": update})
+                            deadline.check(node)
                 except VplinkError as error:
                     failure = ApiError(error, relabel)
                     yield _sse("error", {**failure.body.model_dump(), "status": failure.status})

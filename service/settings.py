@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: Requests (an upload and its form fields) larger than this are refused with 413: 20 MiB.
 DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
+#: Linking still running after this many seconds is answered with 504 and stopped at its next step. Without a
+#: model server a request takes a few seconds; a CPU model server's answer can take tens.
+DEFAULT_REQUEST_TIMEOUT_S = 120.0
 
 
 class ServiceSettings(BaseModel):
@@ -23,4 +26,6 @@ class ServiceSettings(BaseModel):
     scorer: Path | None = Field(default=None, description="a distilled scorer folder to rerank with")
     image_root: Path | None = Field(default=None, description="folder whose pictures requests may name by path")
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, gt=0)
+    request_timeout_s: float = Field(default=DEFAULT_REQUEST_TIMEOUT_S, gt=0,
+                                     description="a request still linking after this many seconds gets 504")
     k: int = Field(default=10, ge=1, description="candidates kept")

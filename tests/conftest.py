@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # Model hubs are unreachable; make every library fail fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+# The property tests of the parsers that take user input (captions, boxes, KB and dataset lines). The deadline
+# is the time bound per example that finds a super-linear path: an example takes milliseconds, a quadratic one
+# on the inputs drawn takes minutes, and 3 s leaves room for a busy 2-core machine. Example counts keep all of
+# them under a minute together; a failure prints the blob that replays it (@reproduce_failure).
+settings.register_profile("vplink", deadline=timedelta(seconds=3), max_examples=60, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("vplink")
 
 pytest_plugins = ["tests.fixtures_vllm"]
 

@@ -79,6 +79,8 @@ def run_command(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of the dataset's images."),
     allow_missing_images: bool = typer.Option(False, "--allow-missing-images",
                                               help="Keep examples whose image is missing, without an image."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid",
+                                      help="Evaluate the valid lines of a vplink JSON Lines file and list the others."),
     k: int = typer.Option(20, "-k", "--k", min=1, help="Candidates to retrieve and rank per query."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Batches run at once."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries per predictor call."),
@@ -107,7 +109,10 @@ def run_command(
     """Run a pipeline over a dataset and write predictions, metrics.json, report.md and hits.png."""
     try:
         options = _parse_options(option)
-        loaded = read_dataset(dataset, fmt, images, allow_missing_images=allow_missing_images)
+        loaded = read_dataset(dataset, fmt, images, allow_missing_images=allow_missing_images,
+                              skip_invalid=skip_invalid)
+        for skipped in loaded.skipped:
+            _err.print("[yellow]skipped[/]", escape(skipped.reason), highlight=False)
         if loaded.missing_images:
             _err.print(f"[yellow]warning:[/] {len(loaded.missing_images)} example(s) have no image file; "
                        "they run on text only")
@@ -134,6 +139,7 @@ def run_command(
         types = types or getattr(predictor, "entity_types", None)
         run_dir = out or Path("runs") / f"{dataset.stem}-{pipeline.value}"
         settings = {"store": store, "k": k, "scorer": str(scorer) if scorer else None, "llm_url": llm_url,
+                    "invalid_lines_skipped": len(loaded.skipped),
                     "no_mention": no_mention, "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
                     "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
         # Everything besides the predictor's own versions (store, encoders, fusion, prompts) that shapes a

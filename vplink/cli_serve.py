@@ -20,6 +20,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     max_request_mb: Annotated[float, typer.Option(help="Larger requests are refused with 413", min=0.01)] = 20.0,
+    request_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds a request may link before it gets 504 and its work stops (default: 120)", min=0.1)] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Candidates to keep")] = 10,
 ) -> None:
     """Serve POST /link, GET /entities/{id}, GET /health and the page at / (open http://HOST:PORT/)."""
@@ -28,5 +30,6 @@ def serve(
 
     settings = ServiceSettings(store=store, prefix=prefix, llm_url=llm_url, llm_model=llm_model, vision=vision,
                                scorer=scorer, image_root=image_root, k=k,
-                               max_request_bytes=int(max_request_mb * 1024 * 1024))
+                               max_request_bytes=int(max_request_mb * 1024 * 1024),
+                               **({"request_timeout_s": request_timeout} if request_timeout else {}))
     run(settings, host=host, port=port)

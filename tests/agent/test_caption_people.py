@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
-from vplink.agent.caption_people import find_people
+from vplink.agent.caption_people import MAX_CAPTION_CHARS, MAX_PEOPLE, CaptionPeople, find_people
 from vplink.core.records import Entity
 from vplink.retrieval.lexical import PersonNameIndex, normalize
 
@@ -68,3 +69,50 @@ def test_span_recall_on_the_boxed_wikimel_mentions(names: PersonNameIndex, repo_
               if not any(normalize(row["mention"]) in normalize(span.text) for span in
                          find_people(row["text"], names).spans)]
     assert missed == []
+
+
+# --- issue 20: the work is bounded by the caption's length ---------------------------------------------------
+
+
+class CountingNames(PersonNameIndex):
+    """The real name index, counting its full-name lookups (the parser's unit of work)."""
+
+    lookups = 0
+
+    def full_name(self, words: str) -> list[str]:
+        self.lookups += 1
+        return super().full_name(words)
+
+
+def _finish(caption: str, names: PersonNameIndex, seconds: float = 120) -> CaptionPeople:
+    """find_people in a daemon thread: a caption that stalls it fails the test instead of hanging the suite."""
+    found: list[CaptionPeople] = []
+    worker = threading.Thread(target=lambda: found.append(find_people(caption, names)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert found, f"find_people still running after {seconds:g} s on a {len(caption):,}-character caption"
+    return found[0]
+
+
+def test_a_long_run_of_capitalised_words_costs_lookups_in_proportion_to_its_length(shared_data: Path) -> None:
+    # Every window of every length was tried: 24 kB of "Barack Obama" took minutes (a stalled /link).
+    with open(shared_data / "wikimel" / "kb.jsonl", encoding="utf-8") as lines:
+        names = CountingNames(Entity(**json.loads(line)) for line in lines)
+    counts = []
+    for repeats in (100, 200):
+        names.lookups = 0
+        people = _finish("Barack Obama " * repeats, names)
+        assert people.texts[0] == "Barack Obama"
+        counts.append(names.lookups)
+    assert counts[1] <= 2.2 * counts[0], counts  # linear: twice the words, about twice the lookups
+
+
+def test_a_megabyte_caption_is_read_up_to_the_cap_with_a_note(names: PersonNameIndex) -> None:
+    people = _finish("Barack Obama " * 80_000, names)  # 1 MB, the issue's repro
+    assert people.texts[0] == "Barack Obama"
+    assert all(span.end <= MAX_CAPTION_CHARS for span in people.spans)
+    assert people.notes == [f"the caption is 1,040,000 characters long: only its first {MAX_CAPTION_CHARS:,} "
+                            "were searched for people"]
+    many = _finish(", ".join(f"Barack Obama{'s' * i}" for i in range(1, 200)), names)
+    assert len(many.spans) == MAX_PEOPLE and "only the first 32 were kept" in many.notes[-1]
+    assert find_people("Barack Obama and Joe Biden", names).notes == []

@@ -122,3 +122,24 @@ def test_missing_pipelines_module_is_named(app, monkeypatch, tmp_path):
     result = runner.invoke(app, ["eval", str(DATASET), "--store", "s", "--pipeline", "retrieve", "--out",
                                  str(tmp_path)], terminal_width=200)
     assert result.exit_code == 2 and "eval/pipelines.py" in result.output
+
+
+def test_a_bad_line_stops_eval_naming_it_and_skip_invalid_runs_the_rest(app, builder, tmp_path):
+    # Issue 20: a missing answer was a silent NIL gold and a box far outside its picture ran unchecked.
+    photo = str(WIKIMEL.parent / "people" / "images" / "two_people.jpg")
+    rows = [{"id": "ok", "image": photo, "box": [0, 0, 250, 301], "text": "Barack Obama", "mention": "Barack Obama",
+             "answer": "Q76"},
+            {"id": "no-answer", "image": photo, "box": None, "text": "Joe Biden", "mention": "Joe Biden"},
+            {"id": "far", "image": photo, "box": [0, 0, 100000, 100000], "text": "t", "mention": "Obama",
+             "answer": "Q76"}]
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    args = ["eval", str(dataset), "--store", "s", "--pipeline", "retrieve"]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "a")], terminal_width=300)
+    assert refused.exit_code == 2 and builder == []
+    assert "line 2, record 'no-answer', field 'answer'" in refused.output
+    ran = runner.invoke(app, [*args, "--skip-invalid", "--out", str(tmp_path / "b")], terminal_width=300)
+    assert ran.exit_code == 0, ran.output
+    assert "skipped" in ran.output and "line 3, record 'far', field 'box'" in ran.output
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["n"] == 1 and "nil" not in metrics  # no NIL gold was made up

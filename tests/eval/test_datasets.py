@@ -187,7 +187,7 @@ def test_bad_jsonl_lines_give_line_numbers(tmp_path):
     bad_box = '{"id": "b", "image": null, "box": [10, 10, 5, 20], "text": "t", "mention": "m", "answer": "Q1"}'
     path = tmp_path / "d.jsonl"
     path.write_text(good + "\n" + bad_box + "\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"d\.jsonl, line 2, record 'b', field 'box': bad box"):
+    with pytest.raises(DatasetError, match=r"d\.jsonl, line 2, record 'b', field 'box': box \[10, 10, 5, 20\]: inverted corners"):
         load_dataset(path)
     path.write_text(good + "\n{not json\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"line 2: invalid JSON"):
@@ -220,9 +220,74 @@ def test_vplink_json_list_errors_name_the_record(tmp_path):
                                        {"text": "t", "mention": "m"}])
     with pytest.raises(DatasetError, match=r"d\.json, record 'b', field 'text': expected a string or null"):
         load_dataset(path)
-    path = write(tmp_path / "d.json", [{"id": "a", "text": "t", "mention": "m"}, {"text": "t", "mention": "m"}])
+    path = write(tmp_path / "d.json", [{"id": "a", "text": "t", "mention": "m", "answer": None},
+                                       {"text": "t", "mention": "m"}])
     with pytest.raises(DatasetError, match=r"record '#1', field 'id'"):
         load_dataset(path)
     path = write(tmp_path / "d.json", [{"id": 7, "text": "t", "mention": "m", "answer": "NIL"}])
     (example,) = load_dataset(path)
     assert example.id == "7" and example.answer is None  # numeric ids become text; "NIL" is NIL
+
+
+# --- issue 20: an explicit answer, one box check, --skip-invalid ------------------------------------------
+
+PHOTO = WIKIMEL.parent / "people" / "images" / "two_people.jpg"  # 512 x 301
+
+
+def _lines(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_a_missing_answer_key_is_an_error_and_only_null_means_nil(tmp_path):
+    nil = {"id": "a", "text": "Barack Obama", "mention": "Obama", "answer": None}
+    assert load_dataset(_lines(tmp_path / "ok.jsonl", [nil]))[0].answer is None
+    missing = _lines(tmp_path / "missing.jsonl", [nil, {"id": "b", "text": "t", "mention": "m"}])
+    with pytest.raises(DatasetError, match=r"missing\.jsonl, line 2, record 'b', field 'answer': the 'answer' key "
+                                           r"is missing\. Fix: add \"answer\""):
+        load_dataset(missing)
+    misspelt = _lines(tmp_path / "misspelt.jsonl", [{"id": "c", "text": "t", "mention": "m", "anwser": "Q76"}])
+    with pytest.raises(DatasetError, match=r"line 1, record 'c', field 'answer': .*'anwser' is there: a misspelling"):
+        load_dataset(misspelt)
+    flag = _lines(tmp_path / "flag.jsonl", [{**nil, "answer": True}])  # a JSON true is no entity id
+    with pytest.raises(DatasetError, match=r"field 'answer': expected an entity id or null, got bool"):
+        load_dataset(flag)
+    vpwiki = tmp_path / "vp.json"
+    vpwiki.write_text(json.dumps([{"id": "9", "sentence": "s", "mentions": " ", "imgPath": "x.jpg"}]), encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"record '9', field 'answer': the 'answer' key is missing"):
+        load_dataset(vpwiki, fmt="vpwiki", allow_missing_images=True)
+
+
+def test_a_box_far_outside_its_picture_is_refused_as_link_refuses_it(tmp_path):
+    row = {"id": "far", "image": str(PHOTO), "box": [0, 0, 100000, 100000], "text": None, "mention": None,
+           "answer": "Q76"}
+    path = _lines(tmp_path / "boxes.jsonl", [{**row, "id": "ok", "box": [0, 0, 250, 301]}, row])
+    with pytest.raises(DatasetError, match=r"line 2, record 'far', field 'box': box \[0, 0, 100000, 100000\]: "
+                                           r"outside the 512x301 picture\. Fix: give pixels of this picture"):
+        load_dataset(path)
+    # The overhang `link` clips (a rounding annotation tool) is accepted here too, and kept as written.
+    edge = _lines(tmp_path / "edge.jsonl", [{**row, "box": [256, 0, 513, 302]}])
+    assert load_dataset(edge)[0].box == [256.0, 0.0, 513.0, 302.0]
+    # Without its picture only the shape can be checked: an inverted box is still refused.
+    gone = _lines(tmp_path / "gone.jsonl", [{**row, "image": "nowhere.jpg"}])
+    assert load_dataset(gone, allow_missing_images=True)[0].box == [0.0, 0.0, 100000.0, 100000.0]
+    inverted = _lines(tmp_path / "inverted.jsonl", [{**row, "image": None, "box": [50, 0, 10, 10]}])
+    with pytest.raises(DatasetError, match="inverted corners"):
+        load_dataset(inverted)
+
+
+def test_skip_invalid_keeps_the_valid_lines_and_lists_the_others(tmp_path):
+    good = {"id": "a", "image": str(PHOTO), "box": [0, 0, 250, 301], "text": "t", "mention": "m", "answer": "Q76"}
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([json.dumps(good), json.dumps({**good, "id": "b", "box": [0, 0, 9999, 9999]}),
+                               '{"id": "c", broken', json.dumps({"id": "d", "text": "t"}),
+                               json.dumps({**good, "id": "e", "answer": None})]) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="line 3: invalid JSON"):
+        read_dataset(path)
+    loaded = read_dataset(path, skip_invalid=True)
+    assert [e.id for e in loaded.examples] == ["a", "e"]
+    assert [s.line for s in loaded.skipped] == [2, 3, 4]
+    assert "field 'box'" in loaded.skipped[0].reason and "invalid JSON" in loaded.skipped[1].reason
+    assert "field 'answer'" in loaded.skipped[2].reason
+    with pytest.raises(DatasetError, match="reads vplink JSON Lines"):
+        read_dataset(FORMATS / "vpwiki_test_sample.json", skip_invalid=True)

@@ -132,3 +132,19 @@ def test_an_interrupted_index_warns_on_open_until_finished(tmp_path: Path, small
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert open_store(tmp_path / "s").count("description") == 30
+
+
+def test_a_kb_whose_only_picture_is_unreadable_indexes_and_reports_it(tmp_path: Path, text_encoder,
+                                                                      efficientnet) -> None:
+    # Issue 20: `kb index` crashed (cannot reshape array of size 0) when no picture of a batch could be read,
+    # leaving the store marked incomplete. A bad picture is reported; the entity's text views are still indexed.
+    (tmp_path / "notes.txt").write_text("not a picture\n", encoding="utf-8")
+    (tmp_path / "kb.jsonl").write_text('{"id": "Q1", "name": "Ada Lovelace", "image": "notes.txt"}\n', encoding="utf-8")
+    store = KBStore(tmp_path / "s")
+    report = store.index(load_kb(tmp_path / "kb.jsonl").entities, text_encoder, efficientnet, progress=False)
+    assert len(report.image_errors) == 1 and report.image_errors[0].startswith("Q1: ")
+    assert "notes.txt" in report.image_errors[0] and "not an image" in report.image_errors[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # complete: no IncompleteStoreWarning
+        reopened = open_store(tmp_path / "s")
+    assert reopened.count("name") == 1 and reopened.count("image") == 0

@@ -58,7 +58,8 @@ def served(people_store: str, people_dir: Path, tmp_path_factory) -> Iterator[st
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen([*vplink_command(), "serve", "--store", people_store, "--port", str(port),
-                                    "--image-root", str(people_dir / "images")], stdout=out, stderr=subprocess.STDOUT)
+                                    "--image-root", str(people_dir / "images"), "--request-timeout", "120"],
+                                   stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240  # loading torch and the encoders on a busy 2-core machine
