@@ -224,7 +224,7 @@ def _model(result: Any) -> str:
     description, judgement = result.description, result.judgement
     if not result.used_model and description is None:
         parts.append(note("No model was used: no model server was connected, so the region was linked on the "
-                          "evidence and the text alone. Connect one with Linker.open(store, llm_url=...)."))
+                          "evidence and the text alone. Connect one with open_linker(store=..., llm_url=...)."))
         return "".join(parts)
     parts.append(f'<div class="vp-muted">model <code>{esc(result.used_model or "?")}</code></div>')
     if description is not None:

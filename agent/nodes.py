@@ -7,42 +7,15 @@ from collections.abc import Callable
 from functools import lru_cache, wraps
 from typing import Any
 
-from pydantic import BaseModel, Field
-
-from vplink.agent.alignment import AlignmentParams, SpanAlignment, align_box, with_choice
+from vplink.agent.alignment import SpanAlignment, align_box, with_choice
 from vplink.agent.caption_people import find_people
 from vplink.agent.llm_client import LLMClient, LLMError
 from vplink.agent.reranker import Reranker
+from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkState, choice_model
 from vplink.core.records import RankedEntity
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
-
-
-class LinkerConfig(BaseModel):
-    """Knobs of the workflow."""
-
-    k: int = Field(default=20, ge=1, description="candidates kept after retrieval")
-    reflect_margin: float = Field(default=0.1, ge=0, description="relative top-1/top-2 margin under which to reflect")
-    reflect_top: int = Field(default=5, ge=2, description="candidates shown to the model when reflecting")
-    max_reflections: int = Field(default=1, ge=0, le=3)
-    nil_threshold: float | None = Field(default=None, description="top score under which the answer is NIL; "
-                                        "None: the reranker's own calibrated threshold, if it has one")
-    evidence_tools: list[str] = Field(default_factory=lambda: ["geometry", "faces", "ocr", "labels"])
-    image_retrieval: bool = True
-    describe_max_tokens: int = Field(default=320, ge=32)
-    choose_max_tokens: int = Field(default=96, ge=16)
-    route_confidence: float = Field(default=0.8, ge=0, le=1.01, description="the model is skipped when the box's "
-                                    "person is at least this sure (the sharpened alignment weight); above 1: always ask")
-    alignment: AlignmentParams = Field(default_factory=AlignmentParams)
-    people_sharpness: float = Field(default=4.0, gt=0, description="caption people's probabilities are raised to "
-                                    "this before mixing their searches (above 1: commit more to the likeliest)")
-    # Fitted on the 69 boxed WikiMEL mentions with Qwen2.5-Coder-1.5B: it chose the boxed person 39 of 57
-    # times, but where it disagreed with the alignment it was right 2 of 14 times (the alignment 7), so its
-    # choice adds nothing and weighs 0 by default. Raise it for a vision-language model that sees the box.
-    choice_weight: float = Field(default=0.0, ge=0, description="the model's chosen caption person gets its odds "
-                                 "multiplied by 1 + this")
-    reflect_max_tokens: int = Field(default=256, ge=32)
 
 
 def _ocr_text(evidence: dict[str, Any]) -> str:

@@ -40,12 +40,12 @@ from vplink.core.records import Entity
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.eval.metrics import compute_metrics
-from vplink.eval.pipelines import RetrievePredictor
-from vplink.retrieval.factory import open_retriever
+from vplink.eval.pipelines import build_predictor
 from vplink.retrieval.jsonl import write_json
 from vplink.retrieval.records import load_kb
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder
+from vplink.wiring import open_linker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def index_store(folder: Path, entities: list[Entity], encoder) -> dict[str, Any]
 def retrieve(folder: Path, dataset: Path, batch: int) -> dict[str, Any]:
     """Run the retrieve pipeline over a whole split in batches: queries/s and Hits@k."""
     loaded = read_dataset(dataset, allow_missing_images=True)
-    predictor = RetrievePredictor(open_retriever(folder))
+    predictor = build_predictor("retrieve", open_linker(store=folder))
     predictor.predict(loaded.examples[:8])  # warm: model, lexical index and catalogue are built on first use
     predictions = []
     with Clock() as clock:

@@ -20,7 +20,7 @@ from typing import Any
 
 from vplink.agent.alignment import AlignmentParams, align_box
 from vplink.agent.caption_people import find_people
-from vplink.agent.nodes import LinkerConfig
+from vplink.agent.settings import LinkerConfig
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.retrieval.factory import open_retriever

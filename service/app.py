@@ -105,7 +105,8 @@ class Service:
 
     def health(self) -> Health:
         """The store, the encoders, and whether the model server answers now."""
-        store: dict[str, Any] = {"location": self.settings.store, "prefix": self.settings.prefix}
+        opened = self.linker.retriever.store
+        store: dict[str, Any] = {"location": opened.location, "prefix": opened.prefix}
         try:
             store.update(ok=True, entities=self.linker.retriever.store.count())
         except Exception as error:  # noqa: BLE001 - a health check reports failures, it does not raise them
@@ -134,15 +135,8 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(jsonable_encoder(data), ensure_ascii=False)}\n\n"
 
 
-def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastAPI:
-    """The app over ``linker`` (opened from ``settings`` when not given); the linker stays warm for every request."""
-    if linker is None:
-        from vplink.agent.nodes import LinkerConfig
-        from vplink.wiring import load_reranker
-
-        linker = Linker.open(settings.store, prefix=settings.prefix, llm_url=settings.llm_url,
-                             llm_model=settings.llm_model, vision=settings.vision, config=LinkerConfig(k=settings.k),
-                             reranker=load_reranker(settings.scorer, settings.store))
+def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
+    """The app over ``linker``, which stays warm for every request."""
     service = Service(settings, linker)
 
     @asynccontextmanager
@@ -183,7 +177,7 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
         """One KB entity by id."""
         found = await run_in_threadpool(linker.retriever.store.get_entities, [entity_id])
         if entity_id not in found:
-            raise RequestError(f"no entity {entity_id!r} in the store at {settings.store}",
+            raise RequestError(f"no entity {entity_id!r} in the store at {linker.retriever.store.location}",
                                "use an id from a /link ranking", status=404)
         return found[entity_id]
 
@@ -245,6 +239,6 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
 
 
 def _version() -> str:
-    from vplink import __version__
+    from importlib.metadata import version
 
-    return __version__
+    return version("vplink")

@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Linker": ("vplink.agent.linker", "Linker"),
+    "LinkerSettings": ("vplink.agent.settings", "LinkerSettings"),
+    "open_linker": ("vplink.wiring", "open_linker"),
     "LinkResult": ("vplink.agent.state", "LinkResult"),
     "load_run": ("vplink.eval.compare", "load_run"),
     "compare": ("vplink.eval.compare", "compare"),
