@@ -15,6 +15,7 @@ from vplink.agent.nodes import LinkerNodes
 from vplink.agent.settings import LinkerConfig
 from vplink.agent.reranker import Reranker, RetrievalScoreReranker
 from vplink.agent.state import LinkResult, LinkState
+from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.records import LinkQuery
 from vplink.retrieval.search import MultiViewRetriever
 
@@ -85,11 +86,15 @@ class Linker:
             if node != RESULT:
                 yield node, update
 
-    def stream_query(self, query: LinkQuery) -> Iterator[tuple[str, Any]]:
-        """Yield ``(node, update)`` as each step finishes, then ``(RESULT, LinkResult)`` of the whole run."""
+    def stream_query(self, query: LinkQuery, prompt: VisualPrompt | None = None) -> Iterator[tuple[str, Any]]:
+        """Yield ``(node, update)`` as each step finishes, then ``(RESULT, LinkResult)`` of the whole run.
+
+        ``prompt``, the query's visual prompt made beforehand (a caller that checks the box before it starts),
+        is used as it is instead of loading the picture again.
+        """
         state = None
-        for mode, chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}},
-                                             stream_mode=["updates", "values"]):
+        start = {"query": query, "prompt": prompt, "notes": [], "timings_ms": {}}
+        for mode, chunk in self.graph.stream(start, stream_mode=["updates", "values"]):
             if mode == "values":
                 state = chunk  # the merged state after each step: the reducers' own result, not ours
             else:

@@ -13,6 +13,7 @@ from vplink.agent.llm_client import LLMClient, LLMError
 from vplink.agent.reranker import Reranker
 from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkState, choice_model
+from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.records import RankedEntity
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
@@ -72,38 +73,39 @@ class LinkerNodes:
         self.describe_prompt = load_prompt("describe")
         self.choose_prompt = load_prompt("choose")
         self.reflect_prompt = load_prompt("reflect")
-        # prepare, describe and retrieve all need the picture; the state holds only its path.
+        # Several boxes on one picture (a dataset's group photos) load it once.
         self.load_image = lru_cache(maxsize=8)(_load_image)
 
     # -------------------------------------------------------------- prepare
 
     @timed("prepare")
     def prepare(self, state: LinkState) -> dict[str, Any]:
-        """Load the picture, check the box, run the evidence tools, find the caption's people and align
-        the box to them."""
+        """Make the visual prompt (picture loaded, box checked), run the evidence tools, find the caption's people
+        and align the box to them."""
         query = state["query"]
         evidence: dict[str, Any] = {}
         parts: list[str] = []
-        marked, width = None, None
-        if query.image:
+        prompt = state.get("prompt")
+        if prompt is None and query.image:
+            # The one place a query's picture is loaded and its box checked: a bad box stops here, before any model.
+            prompt = VisualPrompt.load(query.image, query.box, self.load_image)
+        if prompt is not None:
             from vplink.agent.evidence.collect import collect_evidence
-            from vplink.agent.visual_prompt import box_on_image
 
-            image = self.load_image(query.image)
-            on_image = box_on_image(image, query.box)  # refuses a bad box before any model runs
-            marked, width = (None if query.box is None else on_image), image.width
-            found = collect_evidence(image, query.box, tools=self.config.evidence_tools, toolbox=self.tools)
+            found = collect_evidence(prompt, tools=self.config.evidence_tools, toolbox=self.tools)
             evidence = found.model_dump(mode="json")
             parts.append(found.to_prompt_text())
         people = find_people(query.text, self.retriever.person_names)
-        alignment = align_box(people, evidence.get("faces"), marked, width, ocr_text=_ocr_text(evidence),
+        alignment = align_box(people, evidence.get("faces"), prompt.marked_box if prompt else None,
+                              prompt.size[0] if prompt else None, ocr_text=_ocr_text(evidence),
                               params=self.config.alignment)
         evidence["people"] = [span.model_dump() for span in people.spans]
         evidence["caption_order"] = people.order
         evidence["alignment"] = alignment.model_dump()
         parts.append(alignment_text(alignment))
         notes = [] if self.llm is not None else ["no model server: linked on evidence and text alone"]
-        return {"evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none", "notes": notes}
+        return {"prompt": prompt, "evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none",
+                "notes": notes}
 
     def needs_model(self, state: LinkState) -> bool:
         """Whether to ask the model: there is one, and the caption's people leave the box's person open.
@@ -127,7 +129,8 @@ class LinkerNodes:
     def describe(self, state: LinkState) -> dict[str, Any]:
         """Ask the model which caption person the box marks, or, with no caption people, what it shows."""
         query = state["query"]
-        images = self._images(query) if self.llm.config.vision else []
+        prompt = state.get("prompt")
+        images = [prompt.marked, prompt.crop()] if prompt is not None and self.llm.config.vision else []
         alignment = _alignment(state)
         if len(alignment.spans) >= 2 and not query.mention:
             return self._choose(state, alignment, images)
@@ -161,14 +164,6 @@ class LinkerNodes:
         return {"description": None, "choice": choice, "used_model": info.model,
                 "notes": [f"the model chose {choice.person}: {choice.reason}"]}
 
-    def _images(self, query) -> list:
-        from vplink.agent.visual_prompt import crop_region, render_marked
-
-        if not query.image:
-            return []
-        image = self.load_image(query.image)
-        return [render_marked(image, query.box), crop_region(image, query.box)]
-
     # -------------------------------------------------------------- retrieve
 
     def query_views(self, state: LinkState) -> QueryViews:
@@ -183,11 +178,10 @@ class LinkerNodes:
             alignment = with_choice(alignment, choice.person, self.config.choice_weight)
         # The marked face is a query view only where the store has a face view to match it against.
         face = (evidence.get("faces") or {}).get("descriptor") if self.retriever.face_models is not None else None
+        prompt = state.get("prompt")
         image = None
-        if query.image and self.config.image_retrieval and self.retriever.image_encoder is not None:
-            from vplink.agent.visual_prompt import crop_region
-
-            image = crop_region(self.load_image(query.image), query.box)
+        if prompt is not None and self.config.image_retrieval and self.retriever.image_encoder is not None:
+            image = prompt.crop()
         return QueryViews(mention=query.mention, context=context, names=names,
                           people=[] if query.mention else alignment.weighted(self.config.people_sharpness), face=face,
                           description=description.as_query_text() if description else None, image=image)
@@ -213,7 +207,7 @@ class LinkerNodes:
                                 description=candidates[i].entity.description if candidates[i].entity else "",
                                 retrieval_score=candidates[i].score,
                                 hits={ch: h.model_dump() for ch, h in candidates[i].hits.items()}) for i in order]
-        return {"ranking": ranking, "scores": [float(s) for s in scores]}
+        return {"ranking": ranking}
 
     # -------------------------------------------------------------- decide / reflect
 

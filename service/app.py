@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from vplink.agent.linker import Linker, RESULT
-from vplink.agent.visual_prompt import parse_box
+from vplink.agent.visual_prompt import VisualPrompt, parse_box
 from vplink.core.errors import VplinkError
 from vplink.core.records import Entity, LinkQuery
 from vplink.service.errors import ApiError, RequestError
@@ -95,13 +95,10 @@ class Service:
         query = LinkQuery(image=str(image) if image else None, box=form.box, text=form.text, mention=form.mention)
         return query, label, relabel
 
-    def check_picture(self, query: LinkQuery) -> None:
-        """Load the picture and check the box now, so a stream refuses bad input with a 4xx, not mid-way."""
-        if query.image:
-            from vplink.agent.visual_prompt import box_on_image
-            from vplink.retrieval.images import load_image
-
-            box_on_image(load_image(query.image), query.box)
+    def visual_prompt(self, query: LinkQuery) -> VisualPrompt | None:
+        """The query's visual prompt, made now (picture loaded, box checked) so that a stream refuses bad input
+        with a 4xx, not mid-way; the linker goes on with it instead of loading the picture again."""
+        return VisualPrompt.load(query.image, query.box) if query.image else None
 
     def health(self) -> Health:
         """The store, the encoders, and whether the model server answers now."""
@@ -213,7 +210,7 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
         try:
             query, label, relabel = service.open_query(form, stack)
             try:
-                await run_in_threadpool(service.check_picture, query)
+                prompt = await run_in_threadpool(service.visual_prompt, query)
             except VplinkError as error:
                 raise ApiError(error, relabel) from None
         except BaseException:
@@ -223,7 +220,7 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
         def events() -> Iterator[str]:
             with stack:
                 try:
-                    for node, update in linker.stream_query(query):
+                    for node, update in linker.stream_query(query, prompt):
                         if node == RESULT:
                             yield _sse("result", LinkResponse.of(update, label))
                         else:

@@ -91,6 +91,55 @@ def test_checkpoint_resumes_an_interrupted_query(people_store: str, tmp_path: Pa
     assert again.model_dump() == first.model_dump()
 
 
+def test_the_box_is_parsed_once_and_the_picture_loaded_once_per_query(people_store: str, shared_data: Path,
+                                                                     monkeypatch) -> None:
+    import vplink.agent.visual_prompt as visual_prompt
+    import vplink.retrieval.images as images
+    from vplink.core.records import LinkQuery
+
+    calls: dict[str, int] = {}
+
+    def counted(module, name: str):
+        original = getattr(module, name)
+
+        def count(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, count)
+
+    for module, name in ((visual_prompt, "parse_box"), (images, "load_image"), (visual_prompt, "_crop")):
+        counted(module, name)
+    linker = open_linker(store=people_store, k=10)  # a fresh one: no picture in its cache yet
+    photo = str(shared_data / "people" / "images" / "obama.jpg")
+    steps = dict(linker.stream_query(LinkQuery(image=photo, box=[60, 20, 250, 250], text="Barack Obama")))
+    # Once per query: every step reads the one visual prompt made in prepare; the labels' and the OCR's crops
+    # differ in margin, so two crops.
+    assert calls == {"parse_box": 1, "load_image": 1, "_crop": 2}
+    prompt = steps["prepare"]["prompt"]
+    assert prompt.box == (60.0, 20.0, 250.0, 250.0) and prompt.path == photo
+    assert set(steps) == {"prepare", "retrieve", "rerank", "decide", "result"}
+
+
+def test_a_checkpointed_photo_query_resumes_and_reloads_its_picture(people_store: str, tmp_path: Path,
+                                                                   shared_data: Path) -> None:
+    class Crashing:
+        name = "crashing"
+
+        def score(self, *args):
+            raise KeyboardInterrupt
+
+    photo = shared_data / "people" / "images" / "two_people.jpg"
+    checkpoint = tmp_path / "checkpoints.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        open_linker(store=people_store, reranker=Crashing(), checkpoint=checkpoint, evidence_tools=["faces"]).link(
+            photo, box=[256, 0, 512, 301], text="Barack Obama and Joe Biden", id="p1")
+    resumed = open_linker(store=people_store, checkpoint=checkpoint, evidence_tools=["faces"])
+    saved = resumed.graph.get_state({"configurable": {"thread_id": "p1"}}).values["prompt"]
+    # The checkpoint holds the prompt's small fields; its picture is reloaded from the path when asked for.
+    assert saved.box == (256.0, 0.0, 512.0, 301.0) and saved.marked.size == saved.size
+    assert resumed.link(photo, box=[256, 0, 512, 301], id="p1").top.id == "Q6279"
+
+
 def test_describe_and_reflect_through_a_real_vllm_server(people_store: str, tiny_text_llm, tmp_path: Path) -> None:
     # Random weights: the words are arbitrary, but at temperature 0 the answers are fixed and arrive in the
     # schema through guided decoding. What is checked is what the workflow does with them.
