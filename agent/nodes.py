@@ -9,7 +9,8 @@ from typing import Any
 
 from vplink.agent.alignment import SpanAlignment, align_box, with_choice
 from vplink.agent.caption_people import find_people
-from vplink.agent.llm_client import LLMClient, LLMError
+from vplink.agent.llm_client import LLMClient
+from vplink.agent.llm_errors import LLMError
 from vplink.agent.reranker import Reranker
 from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkState, choice_model

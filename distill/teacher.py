@@ -13,7 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from vplink.agent.llm_client import LLMClient, LLMError, LLMUnavailableError, value_probability
+from vplink.agent.llm_client import LLMClient, value_probability
+from vplink.agent.llm_errors import LLMError, LLMUnavailableError
 from vplink.core.errors import VplinkError
 from vplink.core.records import Candidate, LabeledQuery, LinkQuery
 from vplink.distill.records import CandidateView, NIL, RationaleRecord, TeacherAnswer

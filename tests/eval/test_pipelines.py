@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.stub_servers import silent_server
-from vplink.agent.llm_client import LLMTimeoutError
+from vplink.agent.llm_errors import LLMTimeoutError
 from vplink.agent.state import Description, LinkResult
 from vplink.core.errors import SettingsError, VplinkError
 from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
