@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from vplink.agent.evidence import ALL_TOOLS, EvidenceTools, collect_evidence  # noqa: E402
 from vplink.agent.visual_prompt import VisualPrompt  # noqa: E402
+from vplink.core.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
 from vplink.retrieval.images import load_image  # noqa: E402
-from vplink.retrieval.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
 
 
 def _versions(tools: EvidenceTools) -> dict[str, str]:

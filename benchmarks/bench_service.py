@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vplink.retrieval.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
+from vplink.core.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
 from vplink.service.server import vplink_command  # noqa: E402
 
 CAPTION = "Barack Obama and Joe Biden"

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import write_json
 from vplink.core.records import Entity
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.eval.metrics import compute_metrics
 from vplink.eval.pipelines import build_predictor
-from vplink.retrieval.jsonl import write_json
 from vplink.retrieval.records import load_kb
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder

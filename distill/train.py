@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import atomic_write, iter_jsonl, write_json
+from vplink.core.progress import tqdm
 from vplink.core.records import Entity
 from vplink.distill.data import Tensors, build_tensors
 from vplink.distill.features import FeatureCache, store_matches
@@ -37,8 +39,6 @@ from vplink.distill.losses import DistillLoss, LossConfig
 from vplink.distill.records import NIL, RationaleRecord
 from vplink.distill.scorer import FORMAT
 from vplink.distill.student import StudentConfig, StudentScorer, count_parameters
-from vplink.retrieval.jsonl import atomic_write, iter_jsonl, write_json
-from vplink.retrieval.progress import tqdm
 from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
 
 

@@ -24,10 +24,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from vplink.retrieval.progress import tqdm
+from vplink.core.progress import tqdm
 
+from vplink.core.jsonl import read_jsonl, write_json
 from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.jsonl import read_jsonl, write_json
 from vplink.retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews,
                                      channel_matrix, fused_scores, rank_scores)
 

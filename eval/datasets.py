@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vplink.core.errors import InputFileError
+from vplink.core.jsonl import iter_jsonl
 from vplink.core.records import LabeledQuery
-from vplink.retrieval.jsonl import iter_jsonl
 
 #: Format names accepted by ``load_dataset(fmt=...)``; "auto" sniffs one of these.
 FORMATS = ("vplink", "melbench-wikimel", "melbench-richpedia", "wikidiverse", "vpwiki")

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
 from vplink.eval.error_analysis import ERRORS, ErrorAnalysis, analyse_errors
 from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics
-from vplink.retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -135,7 +135,7 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
 def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, concurrency: int, batch_size: int,
                  initial: int, total: int, progress: bool) -> int:
     """Run the batches on a bounded thread pool, appending each prediction as its batch finishes."""
-    from vplink.retrieval.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
+    from vplink.core.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     written = 0

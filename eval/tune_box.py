@@ -21,10 +21,10 @@ from typing import Any
 from vplink.agent.alignment import AlignmentParams, align_box
 from vplink.agent.caption_people import find_people
 from vplink.agent.settings import LinkerConfig
+from vplink.core.jsonl import append_jsonl, read_completed_ids, read_jsonl, write_json
 from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.jsonl import append_jsonl, read_completed_ids, read_jsonl, write_json
 from vplink.retrieval.search import QueryViews, mix_fused
 
 GRID: dict[str, list[float]] = {

@@ -9,8 +9,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vplink.core.errors import KBError
+from vplink.core.jsonl import iter_jsonl
 from vplink.core.records import Entity
-from vplink.retrieval.jsonl import iter_jsonl
 
 
 @dataclass

@@ -15,10 +15,10 @@ from typer.core import TyperGroup
 from vplink.cli_options import linker_settings, say_model_server, with_linker_flags
 from vplink.console import data_console
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import iter_jsonl
 from vplink.eval.compare import compare_markdown, compare_runs, load_run
 from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
 from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
-from vplink.retrieval.jsonl import iter_jsonl
 
 
 class _DefaultRunGroup(TyperGroup):

@@ -10,7 +10,7 @@ import pytest
 from vplink.agent.linker import Linker
 from vplink.agent.state import Description, Judgement, LinkResult
 from vplink.agent.visual_prompt import BoxError
-from vplink.retrieval.jsonl import read_jsonl
+from vplink.core.jsonl import read_jsonl
 from vplink.wiring import open_linker
 
 

@@ -88,7 +88,7 @@ def test_decide_answers_nil_under_the_scorers_calibrated_threshold(teacher_stude
                                                                     text_encoder):
     """The threshold the scorer was calibrated with is the one `decide` reads; a configured one wins."""
     from vplink.wiring import open_linker
-    from vplink.retrieval.jsonl import read_jsonl
+    from vplink.core.jsonl import read_jsonl
 
     out, _ = teacher_student
     assert json.loads((out / "config.json").read_text())["nil_threshold"] is not None
