@@ -1,6 +1,6 @@
 """Retrieval benchmark: recall@k per channel and fused, weight tuning on dev, query latency.
 
-    python -m vplink.eval.bench_retrieval --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
+    python benchmarks/bench_retrieval.py --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
         --out eval/results/retrieval_dev.json [--tune] [--server]
 
 Prints a table with each row's ratio to the baseline measured in the same run (dense MiniLM over
