@@ -1,7 +1,7 @@
 """Retrieval benchmark: recall@k per channel and fused, weight tuning on dev, query latency.
 
     python benchmarks/bench_retrieval.py --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
-        --out eval/results/retrieval_dev.json [--tune] [--server]
+        --out results/retrieval_dev.json [--tune] [--server]
 
 Prints a table with each row's ratio to the baseline measured in the same run (dense MiniLM over
 name + description plus name-token overlap with the mention), and writes everything as JSON.

@@ -120,7 +120,7 @@ def retrieve(folder: Path, dataset: Path, batch: int) -> dict[str, Any]:
 
 
 #: The boxed mentions the agent runs on (mention hidden: the box is the mention), and the settings of the
-#: committed box runs (eval/results/README.md): the model's choice counts, no reflection.
+#: committed box runs (results/README.md): the model's choice counts, no reflection.
 BOXED = ROOT / "tests" / "fixtures" / "wikimel_with_images_boxed.jsonl"
 AGENT_OPTIONS = ("max_reflections=0", "choice_weight=1.0")
 #: Routing off: no alignment is ever sure enough to skip the model (route_confidence is at most 1).

@@ -1,7 +1,7 @@
 """Fit the box-to-person alignment's knobs by leave-one-picture-out cross-validation.
 
     python -m vplink.eval.tune_box tests/fixtures/wikimel_with_images_boxed.jsonl --store stores/wikimel \
-        --images ../shared/data/wikimel --out eval/results/box
+        --images ../shared/data/wikimel --out results/box
 
 The visual evidence of every box (faces, text in the box) is computed once and cached in
 ``OUT/evidence.jsonl`` (resumable); each caption person is searched once as the mention, so a

@@ -123,7 +123,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
           llm_timeout: float = typer.Option(1800, "--llm-timeout", min=0.1, help="seconds one request may take"),
           max_tokens: int = typer.Option(128, help="tokens generated per request (EOS ignored)"),
           concurrency: list[int] = typer.Option([1, 8], help="concurrency levels (repeatable)"),
-          out: Path = typer.Option(Path("eval/results/llm_throughput.json"), help="JSON output")) -> None:
+          out: Path = typer.Option(Path("results/llm_throughput.json"), help="JSON output")) -> None:
     """Measure generation throughput at each concurrency level; write JSON and print a table."""
     from vplink.agent.llm_client import LLMClient, LLMConfig
 
