@@ -86,19 +86,19 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-LAYERS = ("core", "retrieval", "prompts", "agent", "distill", "eval", "serving", "service")
+LAYERS = ("core", "retrieval", "prompts", "agent", "distill", "eval", "model_server", "service")
 FRONT = "front door"  # vplink's own modules: the CLI, the lazy public names, the wiring
 
 #: package -> the packages it must never import (the design's one-way imports).
 FORBIDDEN: dict[str, set[str]] = {
     "core": set(LAYERS) - {"core"} | {FRONT},                       # the lowest layer imports none of them
-    "retrieval": {"agent", "distill", "eval", "prompts", "serving", "service", FRONT},
+    "retrieval": {"agent", "distill", "eval", "prompts", "model_server", "service", FRONT},
     "prompts": set(LAYERS) - {"prompts", "core"} | {FRONT},          # templates and their loader: nothing that runs
-    "agent": {"distill", "eval", "serving", "service", FRONT},       # the scorer and the server are handed in
-    "distill": {"serving", "service", FRONT},
-    "eval": {"serving", "service", FRONT},
-    "serving": set(LAYERS) - {"serving", "core"} | {FRONT},          # tooling: starts vLLM, builds models
-    "service": {"distill", "eval", "serving", FRONT},                # the HTTP app is handed an opened linker
+    "agent": {"distill", "eval", "model_server", "service", FRONT},  # the scorer and the server are handed in
+    "distill": {"model_server", "service", FRONT},
+    "eval": {"model_server", "service", FRONT},
+    "model_server": set(LAYERS) - {"model_server", "core"} | {FRONT},  # tooling: starts vLLM, builds models
+    "service": {"distill", "eval", "model_server", FRONT},  # the HTTP app is handed an opened linker
 }
 
 

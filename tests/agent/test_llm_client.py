@@ -15,7 +15,7 @@ from vplink.agent.llm_client import CompletionInfo, LLMClient, LLMConfig, parse_
 from vplink.agent.llm_errors import (LLMConfigError, LLMHTTPError, LLMProtocolError, LLMRequestError, LLMResponseError,
                                      LLMTimeoutError, LLMUnavailableError)
 from vplink.core.errors import VplinkError
-from vplink.serving.llm_server import free_port
+from vplink.model_server.llm_server import free_port
 
 
 class Verdict(BaseModel):
