@@ -46,7 +46,7 @@ PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
 
 def build_store(data: Path, folder: Path) -> str:
     """Index a small real slice of the WikiMEL KB (the people, 20 dev golds, 250 others) into ``folder``."""
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
     from vplink.retrieval.text_encoder import TextEncoder
 

@@ -42,7 +42,7 @@ from vplink.eval.datasets import read_dataset
 from vplink.eval.harness import git_version
 from vplink.eval.metrics import compute_metrics
 from vplink.eval.pipelines import build_predictor
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder
 from vplink.wiring import open_linker

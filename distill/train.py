@@ -253,7 +253,7 @@ def train(records_path: str | Path, store: KBStore | Mapping[str, Entity], out_d
         text_encoder = TextEncoder(None if isinstance(store, Mapping) else store.encoder_spec(CATALOGUE_VIEW))
     cache = FeatureCache(text_encoder, cache_dir if cache_dir is not None else out.parent / ".features")
     wanted = sorted({c for r in train_recs + dev_recs for c in r.candidates})
-    # a KBStore, or a plain {id: Entity} mapping (a KB read with vplink.retrieval.records.load_kb)
+    # a KBStore, or a plain {id: Entity} mapping (a KB read with vplink.retrieval.kb.load_kb)
     entities = {i: store[i] for i in wanted if i in store} if isinstance(store, Mapping) else store.get_entities(wanted)
     if not train_recs or not dev_recs:
         raise VplinkError(f"{len(records)} record(s) are too few to split into train and dev "

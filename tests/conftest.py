@@ -53,7 +53,7 @@ def small_kb(shared_data: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_store(small_kb: Path, text_encoder, tmp_path_factory):
     """An embedded Chroma store of the small KB (text views), built once per run."""
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
 
     store = KBStore(tmp_path_factory.mktemp("store") / "chroma")
@@ -69,7 +69,7 @@ PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
 def people_store(shared_data: Path, text_encoder, tmp_path_factory) -> str:
     """A real KB slice: the people of the photos, the first dev golds, and 250 other WikiMEL entities."""
     from vplink.core.jsonl import read_jsonl, write_jsonl
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
 
     kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")

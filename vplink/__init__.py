@@ -15,7 +15,7 @@ _EXPORTS = {
     "LinkResult": ("vplink.agent.state", "LinkResult"),
     "load_run": ("vplink.eval.compare", "load_run"),
     "compare": ("vplink.eval.compare", "compare"),
-    "load_kb": ("vplink.retrieval.records", "load_kb"),
+    "load_kb": ("vplink.retrieval.kb", "load_kb"),
     "open_retriever": ("vplink.retrieval.factory", "open_retriever"),
     "KBStore": ("vplink.retrieval.store", "KBStore"),
     "VplinkError": ("vplink.core.errors", "VplinkError"),

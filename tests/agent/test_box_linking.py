@@ -14,7 +14,7 @@ import pytest
 from vplink.agent.linker import Linker
 from vplink.core.jsonl import read_jsonl, write_jsonl
 from vplink.retrieval.faces import FaceEncoder, FaceModels
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.store import FACE_VIEW, KBStore
 from vplink.wiring import open_linker
 

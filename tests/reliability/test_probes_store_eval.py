@@ -105,7 +105,7 @@ def test_probe_3_a_changed_model_under_the_same_name_is_refused(data, tmp_path):
 
 
 def test_probe_4_an_interrupted_index_is_reported_on_open(data, tmp_path):
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
     from vplink.retrieval.text_encoder import TextEncoder
 

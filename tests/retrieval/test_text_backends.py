@@ -12,8 +12,8 @@ import pytest
 
 from vplink.core.errors import BackendMismatchWarning, EncoderMismatchError, ModelLoadError
 from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.onnx_text import OnnxSentenceEncoder, cpu_has_bf16
-from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder

@@ -1,4 +1,4 @@
-"""KB entity records: the pydantic contract and a validating JSON Lines loader."""
+"""Loading a KB file: JSON Lines validated line by line against the entity contract (``vplink.core.records``)."""
 
 from __future__ import annotations
 
