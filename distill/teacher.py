@@ -19,7 +19,7 @@ from vplink.core.errors import VplinkError
 from vplink.core.jsonl import append_jsonl, read_completed_ids
 from vplink.core.progress import tqdm
 from vplink.core.records import Candidate, LabeledQuery, LinkQuery
-from vplink.distill.records import CandidateView, NIL, RationaleRecord, TeacherAnswer
+from vplink.distill.rationales import CandidateView, NIL, RationaleRecord, TeacherAnswer
 from vplink.prompts.loader import PromptTemplate, load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 

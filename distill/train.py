@@ -36,7 +36,7 @@ from vplink.core.records import Entity
 from vplink.distill.data import Tensors, build_tensors
 from vplink.distill.features import FeatureCache, store_matches
 from vplink.distill.losses import DistillLoss, LossConfig
-from vplink.distill.records import NIL, RationaleRecord
+from vplink.distill.rationales import NIL, RationaleRecord
 from vplink.distill.scorer import FORMAT
 from vplink.distill.student import StudentConfig, StudentScorer, count_parameters
 from vplink.retrieval.store import CATALOGUE_VIEW, KBStore

@@ -126,7 +126,7 @@ def bench_teacher_cmd(
     """Score the teacher as a linker (its choice first, then its scores) and its agreement with other runs."""
     import numpy as np
 
-    from vplink.distill.records import RationaleRecord, disagreement_with_retrieval
+    from vplink.distill.rationales import RationaleRecord, disagreement_with_retrieval
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.eval.harness import git_version, read_predictions
     from vplink.core.records import RankedEntity
