@@ -26,7 +26,7 @@ PIPELINES = ("retrieve", "rerank", "agent")
 class RetrievePredictor:
     """Ranks KB entities by fused multi-view retrieval of the mention and caption."""
 
-    def __init__(self, retriever: MultiViewRetriever, k: int = 20) -> None:
+    def __init__(self, retriever: MultiViewRetriever, k: int) -> None:
         self.retriever = retriever
         self.k = k
 

@@ -269,11 +269,11 @@ class MultiViewRetriever:
             order = np.argsort(-scores, kind="stable")  # stable: ties keep the order channels found them in
             per_query[DATES_CHANNEL] = [(found[i], float(scores[i])) for i in order]
 
-    def search(self, query: QueryViews, k: int = 20) -> list[Candidate]:
+    def search(self, query: QueryViews, k: int) -> list[Candidate]:
         """The top-k fused candidates of one query."""
         return self.search_batch([query], k)[0]
 
-    def search_batch(self, queries: Sequence[QueryViews], k: int = 20, *, explain: bool = True
+    def search_batch(self, queries: Sequence[QueryViews], k: int, *, explain: bool = True
                      ) -> list[list[Candidate]]:
         """The top-k fused candidates of each query; encoders and Chroma are called once per view.
 
