@@ -22,7 +22,7 @@ from vplink.retrieval.lexical import normalize
 
 class AlignmentParams(BaseModel):
     """The alignment's knobs; the defaults were fitted by leave-one-picture-out cross-validation on the
-    69 boxed WikiMEL mentions (``python -m vplink.eval.tune_box``; eval/results/box/tune.json)."""
+    69 boxed WikiMEL mentions (``python -m vplink.eval.tune_box``; results/box/tune.json)."""
 
     #: Trust in "the caption lists people left to right" when it says so, and when it does not.
     order_trust_stated: float = Field(default=0.9, ge=0, le=1)

@@ -158,17 +158,16 @@ def _pictures(result: Any) -> str:
     if not query.image:
         return note("No picture: this query is text only.")
     try:
-        from vplink.agent.visual_prompt import crop_region, render_marked
-        from vplink.retrieval.images import load_image
+        from vplink.agent.visual_prompt import VisualPrompt
 
-        image = load_image(query.image)
-        marked = render_marked(image, query.box)
-        crop = crop_region(image, query.box) if query.box else None
+        prompt = VisualPrompt.load(query.image, query.box)
+        marked = prompt.marked
+        crop = prompt.crop() if query.box else None
     except Exception as exc:  # noqa: BLE001 - a moved or broken file degrades to a note
         return note(f"The picture {query.image} cannot be shown: {exc}")
     shown = _downscale(marked, PICTURE_WIDTH)
     faces = ((result.evidence or {}).get("faces") or {})
-    analysed = (result.evidence or {}).get("image_size") or image.size
+    analysed = (result.evidence or {}).get("image_size") or prompt.size
     try:
         found = _draw_faces(shown, faces, shown.width / max(1, analysed[0]))
     except Exception:  # noqa: BLE001 - malformed face records cost the outlines, not the picture
@@ -224,7 +223,7 @@ def _model(result: Any) -> str:
     description, judgement = result.description, result.judgement
     if not result.used_model and description is None:
         parts.append(note("No model was used: no model server was connected, so the region was linked on the "
-                          "evidence and the text alone. Connect one with Linker.open(store, llm_url=...)."))
+                          "evidence and the text alone. Connect one with open_linker(store=..., llm_url=...)."))
         return "".join(parts)
     parts.append(f'<div class="vp-muted">model <code>{esc(result.used_model or "?")}</code></div>')
     if description is not None:

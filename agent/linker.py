@@ -10,12 +10,13 @@ from typing import Any
 
 from vplink.agent.display import MermaidText
 from vplink.agent.graph import build_graph
-from vplink.agent.llm_client import LLMClient, LLMConfig
-from vplink.agent.nodes import LinkerConfig, LinkerNodes
+from vplink.agent.llm_client import LLMClient
+from vplink.agent.nodes import LinkerNodes
+from vplink.agent.settings import LinkerConfig
 from vplink.agent.reranker import Reranker, RetrievalScoreReranker
 from vplink.agent.state import LinkResult, LinkState
+from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.records import LinkQuery
-from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever
 
 
@@ -24,7 +25,10 @@ RESULT = "result"
 
 
 class Linker:
-    """Links a box on a picture (and optional caption and mention) to ranked KB entities."""
+    """Links a box on a picture (and optional caption and mention) to ranked KB entities.
+
+    Open one with :func:`vplink.open_linker`, which builds it from a store and the settings.
+    """
 
     def __init__(self, retriever: MultiViewRetriever, *, llm: LLMClient | None = None,
                  reranker: Reranker | None = None, config: LinkerConfig | None = None,
@@ -36,29 +40,6 @@ class Linker:
         self.nodes = LinkerNodes(retriever, self.reranker, self.config, llm)
         self._checkpointer = _sqlite_saver(checkpoint) if checkpoint else None
         self.graph = build_graph(self.nodes, self._checkpointer)
-
-    @classmethod
-    def open(cls, store: str | Path, *, llm_url: str | None = None, llm_model: str | None = None,
-             vision: bool = False, reranker: Reranker | None = None, config: LinkerConfig | None = None,
-             checkpoint: str | Path | None = None, text_model: str | Path | None = None,
-             image_encoder: str | None = None, llm_config: LLMConfig | None = None,
-             prefix: str | None = None, llm_timeout: float | None = None) -> Linker:
-        """Open a linker over a store (folder or Chroma URL), with a model server if ``llm_url`` is given.
-
-        ``llm_timeout`` bounds each model request in seconds; the server is asked for its models at once
-        (a few seconds at most), so a wrong URL or a server that does not answer fails here, not mid-run.
-        """
-        config = config or LinkerConfig()
-        image = image_encoder if config.image_retrieval else "none"
-        retriever = open_retriever(store, text_model=text_model, image_encoder=image, prefix=prefix)
-        llm = None
-        if llm_config is not None or llm_url:
-            llm_config = llm_config or LLMConfig(url=llm_url, model=llm_model, vision=vision)
-            if llm_timeout:
-                llm_config = llm_config.model_copy(update={"timeout_s": float(llm_timeout)})
-            llm = LLMClient(llm_config)
-            llm.check()  # fail now, with the fix, when no server (or not this model) answers at that URL
-        return cls(retriever, llm=llm, reranker=reranker, config=config, checkpoint=checkpoint)
 
     # ------------------------------------------------------------------ linking
 
@@ -105,11 +86,15 @@ class Linker:
             if node != RESULT:
                 yield node, update
 
-    def stream_query(self, query: LinkQuery) -> Iterator[tuple[str, Any]]:
-        """Yield ``(node, update)`` as each step finishes, then ``(RESULT, LinkResult)`` of the whole run."""
+    def stream_query(self, query: LinkQuery, prompt: VisualPrompt | None = None) -> Iterator[tuple[str, Any]]:
+        """Yield ``(node, update)`` as each step finishes, then ``(RESULT, LinkResult)`` of the whole run.
+
+        ``prompt``, the query's visual prompt made beforehand (a caller that checks the box before it starts),
+        is used as it is instead of loading the picture again.
+        """
         state = None
-        for mode, chunk in self.graph.stream({"query": query, "notes": [], "timings_ms": {}},
-                                             stream_mode=["updates", "values"]):
+        start = {"query": query, "prompt": prompt, "notes": [], "timings_ms": {}}
+        for mode, chunk in self.graph.stream(start, stream_mode=["updates", "values"]):
             if mode == "values":
                 state = chunk  # the merged state after each step: the reducers' own result, not ours
             else:

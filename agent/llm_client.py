@@ -1,14 +1,14 @@
 """A client for an OpenAI-compatible (vLLM) server that returns pydantic objects via guided JSON decoding.
 
 Transport (timeouts, retries with backoff on 429/5xx/connection errors, sync and async) is the
-``openai`` library's; this module adds the schema, the repair of cut-off answers and clear errors.
+``openai`` library's, the repair of answers cut off mid-JSON is ``json-repair``'s; this module adds the
+schema, the retries that give a cut-off answer more room, and clear errors (``llm_errors``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import html
 import io
 import json
 import math
@@ -18,60 +18,18 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import json_repair
 import openai
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vplink.core.errors import VplinkError
+from vplink.agent.llm_errors import (SERVE_HINT, LLMConfigError, LLMError, LLMHTTPError, LLMProtocolError,
+                                     LLMRequestError, LLMResponseError, LLMTimeoutError, LLMUnavailableError,
+                                     error_message, one_line)
 from vplink.core.settings import settings
 
 T = TypeVar("T", bound=BaseModel)
 Message = dict[str, Any]
-
-SERVE_HINT = "start one with `vplink llm serve` or pass --llm-url"
-
-
-class LLMError(VplinkError):
-    """Base class of the model client's errors."""
-
-
-class LLMUnavailableError(LLMError):
-    """No model server answers at the configured URL."""
-
-
-class LLMTimeoutError(LLMError):
-    """The model server did not answer within the timeout."""
-
-
-class LLMConfigError(LLMError):
-    """The client's settings cannot work (e.g. a server URL that is not an http(s) URL)."""
-
-
-class LLMProtocolError(LLMError):
-    """Something answers at the URL, but not the OpenAI API (a web page, another service)."""
-
-
-class LLMHTTPError(LLMError):
-    """The model server answered with an HTTP error; ``body`` holds its message."""
-
-    def __init__(self, message: str, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
-        super().__init__(message)
-
-
-class LLMRequestError(LLMError):
-    """The request cannot be sent as asked (e.g. images to a text-only configuration)."""
-
-
-class LLMResponseError(LLMError):
-    """The model's answer could not be parsed or repaired into the schema; ``raw`` holds it."""
-
-    def __init__(self, message: str, raw: str, finish_reason: str | None = None) -> None:
-        self.raw = raw
-        self.finish_reason = finish_reason
-        super().__init__(f"{message}; raw answer: {raw[:500]!r}")
-
 
 class LLMConfig(BaseModel):
     """Where the model server is and how to sample from it."""
@@ -128,84 +86,20 @@ class CompletionInfo(BaseModel):
     model: str = ""
 
 
-# ---------------------------------------------------------------- JSON repair
-
-def _scan(text: str) -> tuple[list[str], bool, bool, list[tuple[int, list[str]]]]:
-    """Bracket stack, in-string and pending-escape state at the end, and the safe cut points on the way."""
-    stack: list[str] = []
-    in_str = esc = False
-    cuts: list[tuple[int, list[str]]] = []  # (cut position, open brackets there)
-    for i, ch in enumerate(text):
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "{[":
-            stack.append(ch)
-            cuts.append((i + 1, list(stack)))
-        elif ch in "}]":
-            if stack:
-                stack.pop()
-            if not stack:
-                return stack, False, False, [(i + 1, [])]
-        elif ch == ",":
-            cuts.append((i, list(stack)))
-    return stack, in_str, esc, cuts
-
-
-def _closers(stack: list[str]) -> str:
-    return "".join("}" if b == "{" else "]" for b in reversed(stack))
-
-
-def extract_json(text: str) -> tuple[Any, bool]:
-    """Parse the first JSON object or array in ``text``; close it if truncated. Returns (value, repaired)."""
-    stripped = text.strip()
-    try:
-        return json.loads(stripped), False
-    except json.JSONDecodeError:
-        pass
-    starts = [i for i in (stripped.find("{"), stripped.find("[")) if i >= 0]
-    if not starts:
-        raise ValueError("no JSON object in the answer")
-    body = stripped[min(starts):]
-    try:
-        value, _ = json.JSONDecoder().raw_decode(body)
-        return value, True  # surrounding prose or code fences dropped
-    except json.JSONDecodeError:
-        pass
-    stack, in_str, esc, cuts = _scan(body)
-    # first try to keep everything: close the open string and brackets
-    head = body[:-1] if esc else body
-    candidates = [head + ('"' if in_str else "") + _closers(stack)]
-    candidates.append(head.rstrip().rstrip(",") + ('"' if in_str else "") + _closers(stack))
-    # then drop the last, incomplete member: cut at earlier commas / openers
-    candidates += [body[:pos].rstrip() + _closers(open_) for pos, open_ in reversed(cuts)]
-    for cand in candidates:
-        try:
-            return json.loads(cand), True
-        except json.JSONDecodeError:
-            continue
-    raise ValueError("the answer holds no JSON object that can be closed")
-
+# ---------------------------------------------------------------- parsing
 
 def parse_structured(text: str, response_model: type[T]) -> tuple[T, bool]:
-    """Validate ``text`` as ``response_model``, repairing truncated or wrapped JSON. Returns (instance, repaired)."""
+    """Validate ``text`` as ``response_model``; an answer cut short (the token budget ran out mid-JSON) or wrapped
+    in prose is repaired by ``json-repair`` first. Returns (instance, repaired)."""
     try:
         return response_model.model_validate_json(text), False
     except ValidationError:
         pass
+    value = json_repair.loads(text)
+    if not isinstance(value, (dict, list)) or not value:
+        raise LLMResponseError(f"answer is not JSON for {response_model.__name__} (no JSON object in it)", text)
     try:
-        value, repaired = extract_json(text)
-    except ValueError as exc:
-        raise LLMResponseError(f"answer is not JSON for {response_model.__name__} ({exc})", text) from None
-    try:
-        return response_model.model_validate(value), repaired
+        return response_model.model_validate(value), True
     except ValidationError as exc:
         errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
         raise LLMResponseError(f"answer does not fit {response_model.__name__} ({errs})", text) from None
@@ -243,34 +137,6 @@ def response_format(response_model: type[BaseModel]) -> dict[str, Any]:
     return {"type": "json_schema",
             "json_schema": {"name": response_model.__name__, "schema": response_model.model_json_schema(),
                             "strict": True}}
-
-
-# ---------------------------------------------------------------- errors
-
-def _one_line(body: str, limit: int = 200) -> str:
-    """A server's error body as one short line; an HTML page is reduced to its title."""
-    text = body.strip()
-    if text[:1] == "<":  # an HTML page (a proxy, another web server): its title says enough
-        found = re.search(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", text, re.I | re.S)
-        title = next((g for g in found.groups() if g), "") if found else ""
-        title = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", title)).split())
-        return f"an HTML page{f' titled {title[:80]!r}' if title else ''}"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _error_message(response: Any) -> str:
-    """The message of an HTTP error response: vLLM's JSON ``message``, else the body in one line."""
-    try:
-        data = response.json()
-    except ValueError:
-        return _one_line(response.text)
-    if isinstance(data, dict):
-        err = data.get("error")
-        message = (err.get("message") if isinstance(err, dict) else err) or data.get("message") or data.get("detail")
-        if message:
-            return _one_line(str(message))
-    return _one_line(response.text)
 
 
 # ---------------------------------------------------------------- client
@@ -315,7 +181,7 @@ class LLMClient:
         if isinstance(exc, openai.APIConnectionError):
             return self._unavailable()
         if isinstance(exc, openai.APIStatusError):
-            status, message = exc.status_code, _error_message(exc.response)
+            status, message = exc.status_code, error_message(exc.response)
             hint = ""
             if status == 404 and message.startswith("an HTML page"):
                 hint = ". Fix: the URL must be the vLLM server's OpenAI base URL, ending in /v1"
@@ -326,7 +192,7 @@ class LLMClient:
                 hint = (f" (after {retries} retries)" if retries else "") + ". Fix: check the server's log"
             return LLMHTTPError(f"model server at {self.base_url} answered HTTP {status}: {message}{hint}",
                                 status, message)
-        return self._not_openai(f"something unexpected ({type(exc).__name__}: {_one_line(str(exc))})")
+        return self._not_openai(f"something unexpected ({type(exc).__name__}: {one_line(str(exc))})")
 
     # -- discovery
     def models(self) -> list[str]:
@@ -344,7 +210,7 @@ class LLMClient:
         except (ValueError, AttributeError):
             data = None
         if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
-            raise self._not_openai(_one_line(response.text) if response.text.strip()[:1] == "<"
+            raise self._not_openai(one_line(response.text) if response.text.strip()[:1] == "<"
                                    else "something other than a model list")
         return [m["id"] for m in data]
 
@@ -396,7 +262,7 @@ class LLMClient:
     def _read(self, resp: Any) -> _Answer:
         choices = getattr(resp, "choices", None)
         if not choices:
-            raise self._not_openai(_one_line(resp) if isinstance(resp, str) else "an answer without choices")
+            raise self._not_openai(one_line(resp) if isinstance(resp, str) else "an answer without choices")
         choice = choices[0]
         text = (choice.message.content if choice.message else None) or ""
         usage = resp.usage

@@ -7,42 +7,17 @@ from collections.abc import Callable
 from functools import lru_cache, wraps
 from typing import Any
 
-from pydantic import BaseModel, Field
-
-from vplink.agent.alignment import AlignmentParams, SpanAlignment, align_box, with_choice
+from vplink.agent.alignment import SpanAlignment, align_box, with_choice
 from vplink.agent.caption_people import find_people
-from vplink.agent.llm_client import LLMClient, LLMError
+from vplink.agent.llm_client import LLMClient
+from vplink.agent.llm_errors import LLMError
 from vplink.agent.reranker import Reranker
+from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkState, choice_model
+from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.records import RankedEntity
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
-
-
-class LinkerConfig(BaseModel):
-    """Knobs of the workflow."""
-
-    k: int = Field(default=20, ge=1, description="candidates kept after retrieval")
-    reflect_margin: float = Field(default=0.1, ge=0, description="relative top-1/top-2 margin under which to reflect")
-    reflect_top: int = Field(default=5, ge=2, description="candidates shown to the model when reflecting")
-    max_reflections: int = Field(default=1, ge=0, le=3)
-    nil_threshold: float | None = Field(default=None, description="top score under which the answer is NIL; "
-                                        "None: the reranker's own calibrated threshold, if it has one")
-    evidence_tools: list[str] = Field(default_factory=lambda: ["geometry", "faces", "ocr", "labels"])
-    image_retrieval: bool = True
-    describe_max_tokens: int = Field(default=320, ge=32)
-    choose_max_tokens: int = Field(default=96, ge=16)
-    route_confidence: float = Field(default=0.8, ge=0, le=1.01, description="the model is skipped when the box's "
-                                    "person is at least this sure (the sharpened alignment weight); above 1: always ask")
-    alignment: AlignmentParams = Field(default_factory=AlignmentParams)
-    people_sharpness: float = Field(default=4.0, gt=0, description="caption people's probabilities are raised to "
-                                    "this before mixing their searches (above 1: commit more to the likeliest)")
-    # Fitted on the 69 boxed WikiMEL mentions with Qwen2.5-Coder-1.5B: it chose the boxed person 39 of 57
-    # times, but where it disagreed with the alignment it was right 2 of 14 times (the alignment 7), so its
-    # choice adds nothing and weighs 0 by default. Raise it for a vision-language model that sees the box.
-    choice_weight: float = Field(default=0.0, ge=0, description="the model's chosen caption person gets its odds "
-                                 "multiplied by 1 + this")
-    reflect_max_tokens: int = Field(default=256, ge=32)
 
 
 def _ocr_text(evidence: dict[str, Any]) -> str:
@@ -99,38 +74,39 @@ class LinkerNodes:
         self.describe_prompt = load_prompt("describe")
         self.choose_prompt = load_prompt("choose")
         self.reflect_prompt = load_prompt("reflect")
-        # prepare, describe and retrieve all need the picture; the state holds only its path.
+        # Several boxes on one picture (a dataset's group photos) load it once.
         self.load_image = lru_cache(maxsize=8)(_load_image)
 
     # -------------------------------------------------------------- prepare
 
     @timed("prepare")
     def prepare(self, state: LinkState) -> dict[str, Any]:
-        """Load the picture, check the box, run the evidence tools, find the caption's people and align
-        the box to them."""
+        """Make the visual prompt (picture loaded, box checked), run the evidence tools, find the caption's people
+        and align the box to them."""
         query = state["query"]
         evidence: dict[str, Any] = {}
         parts: list[str] = []
-        marked, width = None, None
-        if query.image:
+        prompt = state.get("prompt")
+        if prompt is None and query.image:
+            # The one place a query's picture is loaded and its box checked: a bad box stops here, before any model.
+            prompt = VisualPrompt.load(query.image, query.box, self.load_image)
+        if prompt is not None:
             from vplink.agent.evidence.collect import collect_evidence
-            from vplink.agent.visual_prompt import box_on_image
 
-            image = self.load_image(query.image)
-            on_image = box_on_image(image, query.box)  # refuses a bad box before any model runs
-            marked, width = (None if query.box is None else on_image), image.width
-            found = collect_evidence(image, query.box, tools=self.config.evidence_tools, toolbox=self.tools)
+            found = collect_evidence(prompt, tools=self.config.evidence_tools, toolbox=self.tools)
             evidence = found.model_dump(mode="json")
             parts.append(found.to_prompt_text())
         people = find_people(query.text, self.retriever.person_names)
-        alignment = align_box(people, evidence.get("faces"), marked, width, ocr_text=_ocr_text(evidence),
+        alignment = align_box(people, evidence.get("faces"), prompt.marked_box if prompt else None,
+                              prompt.size[0] if prompt else None, ocr_text=_ocr_text(evidence),
                               params=self.config.alignment)
         evidence["people"] = [span.model_dump() for span in people.spans]
         evidence["caption_order"] = people.order
         evidence["alignment"] = alignment.model_dump()
         parts.append(alignment_text(alignment))
         notes = people.notes + ([] if self.llm is not None else ["no model server: linked on evidence and text alone"])
-        return {"evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none", "notes": notes}
+        return {"prompt": prompt, "evidence": evidence, "evidence_text": "\n".join(p for p in parts if p) or "none",
+                "notes": notes}
 
     def needs_model(self, state: LinkState) -> bool:
         """Whether to ask the model: there is one, and the caption's people leave the box's person open.
@@ -154,7 +130,8 @@ class LinkerNodes:
     def describe(self, state: LinkState) -> dict[str, Any]:
         """Ask the model which caption person the box marks, or, with no caption people, what it shows."""
         query = state["query"]
-        images = self._images(query) if self.llm.config.vision else []
+        prompt = state.get("prompt")
+        images = [prompt.marked, prompt.crop()] if prompt is not None and self.llm.config.vision else []
         alignment = _alignment(state)
         if len(alignment.spans) >= 2 and not query.mention:
             return self._choose(state, alignment, images)
@@ -188,14 +165,6 @@ class LinkerNodes:
         return {"description": None, "choice": choice, "used_model": info.model,
                 "notes": [f"the model chose {choice.person}: {choice.reason}"]}
 
-    def _images(self, query) -> list:
-        from vplink.agent.visual_prompt import crop_region, render_marked
-
-        if not query.image:
-            return []
-        image = self.load_image(query.image)
-        return [render_marked(image, query.box), crop_region(image, query.box)]
-
     # -------------------------------------------------------------- retrieve
 
     def query_views(self, state: LinkState) -> QueryViews:
@@ -210,11 +179,10 @@ class LinkerNodes:
             alignment = with_choice(alignment, choice.person, self.config.choice_weight)
         # The marked face is a query view only where the store has a face view to match it against.
         face = (evidence.get("faces") or {}).get("descriptor") if self.retriever.face_models is not None else None
+        prompt = state.get("prompt")
         image = None
-        if query.image and self.config.image_retrieval and self.retriever.image_encoder is not None:
-            from vplink.agent.visual_prompt import crop_region
-
-            image = crop_region(self.load_image(query.image), query.box)
+        if prompt is not None and self.config.image_retrieval and self.retriever.image_encoder is not None:
+            image = prompt.crop()
         return QueryViews(mention=query.mention, context=context, names=names,
                           people=[] if query.mention else alignment.weighted(self.config.people_sharpness), face=face,
                           description=description.as_query_text() if description else None, image=image)
@@ -240,7 +208,7 @@ class LinkerNodes:
                                 description=candidates[i].entity.description if candidates[i].entity else "",
                                 retrieval_score=candidates[i].score,
                                 hits={ch: h.model_dump() for ch, h in candidates[i].hits.items()}) for i in order]
-        return {"ranking": ranking, "scores": [float(s) for s in scores]}
+        return {"ranking": ranking}
 
     # -------------------------------------------------------------- decide / reflect
 

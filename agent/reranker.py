@@ -24,7 +24,9 @@ class Reranker(Protocol):
 class RetrievalScoreReranker:
     """Keeps the fused retrieval scores: the rerank step until a distilled scorer is given."""
 
-    name = "retrieval-rrf"
+    # Run records name the reranker: the scores are retrieval's fused ones (a weighted score sum by default,
+    # reciprocal-rank fusion only with FusionConfig(method="rrf")).
+    name = "retrieval-score"
 
     def score(self, query: LinkQuery, description: Description | None, evidence_text: str,
               candidates: Sequence[Candidate]) -> list[float]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.records import Candidate, LinkQuery, RankedEntity
 
 
@@ -108,17 +109,16 @@ def merge_dicts(left: dict, right: dict) -> dict:
 
 
 class LinkState(TypedDict, total=False):
-    """The one state every node reads and writes. Images stay out: nodes reload them from the path,
-    so the SQLite checkpointer stores only small, serialisable values."""
+    """The one state every node reads and writes. The visual prompt's picture and crops are not data: the
+    SQLite checkpointer stores only its small fields, and a resumed query reloads the picture from its path."""
 
     query: LinkQuery
-    box: list[float] | None
+    prompt: VisualPrompt | None
     evidence: dict[str, Any] | None
     evidence_text: str
     description: Description | None
     choice: Choice | None
     candidates: list[Candidate]
-    scores: list[float]
     ranking: list[RankedEntity]
     nil: bool
     judgement: Judgement | None

@@ -1,8 +1,8 @@
-"""The visual prompt: a box on a picture, parsed, checked, drawn and zoomed.
+"""The visual prompt: a box on a picture, parsed, checked, drawn and zoomed, once per query (:class:`VisualPrompt`).
 
 Boxes are ``[x0, y0, x1, y1]`` in pixels of the picture as stored (EXIF rotation applied), x to the
 right and y downwards, (x0, y0) the top-left corner. ``None`` means the whole picture. When the
-picture was shrunk on load (:func:`vplink.retrieval.images.load_image`), every function here maps the box
+picture was shrunk on load (:func:`vplink.retrieval.images.load_image`), :class:`VisualPrompt` maps the box
 onto the loaded pixels itself, so callers always pass boxes in the dataset's own coordinates.
 
 Overhang rule: a box that crosses the picture's edge by at most ``max(2 px, 1 % of that side)`` is
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from PIL import Image, ImageDraw
+from pydantic import BaseModel, PrivateAttr
 
 from vplink.core.errors import VplinkError
-from vplink.retrieval.images import loaded_scale, original_size
+from vplink.retrieval.images import load_image, loaded_scale, original_size
 
 Box = tuple[float, float, float, float]
 
@@ -110,9 +112,8 @@ def validate_box(box: str | Sequence[object] | None, image_size: tuple[int, int]
     return clipped
 
 
-def box_on_image(image: Image.Image, box: str | Sequence[object] | None) -> Box:
-    """Validate a box given in the file's pixels and map it onto ``image``'s pixels; None -> the whole picture."""
-    checked = validate_box(box, original_size(image))
+def _on_loaded(image: Image.Image, checked: Box | None) -> Box:
+    """A checked box (in the file's pixels) on ``image``'s pixels; None -> the whole picture."""
     if checked is None:
         return (0.0, 0.0, float(image.size[0]), float(image.size[1]))
     sx, sy = loaded_scale(image)
@@ -124,13 +125,84 @@ def line_width(image_size: tuple[int, int]) -> int:
     return max(2, round(min(image_size) / 100))
 
 
-def render_marked(image: Image.Image, box: str | Sequence[object] | None,
-                  colour: tuple[int, int, int] = MARK_COLOUR) -> Image.Image:
-    """A copy of the picture with the box drawn on it as a red rectangle (the picture itself if box is None)."""
+class VisualPrompt(BaseModel):
+    """One query's visual prompt, made once (in `prepare`) and read by every later step: the picture loaded with
+    its orientation applied, the box checked against it and mapped onto its pixels, and, drawn on first use,
+    the marked picture and the zoomed crops.
+
+    Only the small fields are data (a checkpoint stores them); the picture and what is drawn from it are
+    reloaded from ``path`` when a checkpointed query resumes.
+    """
+
+    #: The picture's file; None for a picture handed over in memory.
+    path: str | None = None
+    #: The box in the file's pixels, checked and clipped; None: the whole picture.
+    box: Box | None = None
+    #: The box on the loaded picture's pixels (the whole picture when ``box`` is None).
+    region: Box
+    #: The loaded picture's size (it may be shrunk from the file's).
+    size: tuple[int, int]
+    _picture: Image.Image | None = PrivateAttr(default=None)
+    _drawn: dict[tuple, Image.Image] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def of(cls, picture: Image.Image, box: str | Sequence[object] | None, path: str | Path | None = None
+           ) -> VisualPrompt:
+        """The prompt of ``box`` (in the file's pixels; None: the whole picture) on a loaded picture; a bad box
+        raises :class:`BoxError` here, before any model runs."""
+        checked = validate_box(box, original_size(picture))
+        prompt = cls(path=str(path) if path is not None else None, box=checked, region=_on_loaded(picture, checked),
+                     size=picture.size)
+        prompt._picture = picture
+        return prompt
+
+    @classmethod
+    def load(cls, path: str | Path, box: str | Sequence[object] | None,
+             loader: Callable[[str], Image.Image] | None = None) -> VisualPrompt:
+        """The prompt of ``box`` on the picture at ``path``, loaded by ``loader`` (default: ``load_image``)."""
+        return cls.of((loader or load_image)(str(path)), box, path)
+
+    @property
+    def picture(self) -> Image.Image:
+        """The loaded picture (reloaded from ``path`` after a checkpoint)."""
+        if self._picture is None:
+            if self.path is None:
+                raise ValueError("this visual prompt holds no picture and no path to load it from")
+            self._picture = load_image(self.path)
+        return self._picture
+
+    @property
+    def marked_box(self) -> Box | None:
+        """The box on the loaded picture's pixels, or None when the whole picture is the prompt."""
+        return None if self.box is None else self.region
+
+    @property
+    def marked(self) -> Image.Image:
+        """A copy of the picture with the box drawn on it as a red rectangle (a plain copy for the whole picture)."""
+        key = ("marked",)
+        if key not in self._drawn:
+            self._drawn[key] = _draw_mark(self.picture, self.marked_box)
+        return self._drawn[key]
+
+    def crop(self, margin: float = 0.15, min_side: int = 224) -> Image.Image:
+        """The region plus ``margin`` of its size on every side, zoomed so its shorter side is >= ``min_side``.
+
+        The zoom stops where the longer side would pass ``4 * min_side`` (a thin sliver stays thin).
+        """
+        if margin < 0:
+            raise BoxError(self.box, f"negative margin {margin}", "give a margin >= 0 (a share of the box's size)")
+        key = ("crop", margin, min_side)
+        if key not in self._drawn:
+            self._drawn[key] = _crop(self.picture, self.region, margin, min_side)
+        return self._drawn[key]
+
+
+def _draw_mark(image: Image.Image, region: Box | None, colour: tuple[int, int, int] = MARK_COLOUR) -> Image.Image:
+    """A copy of the picture with ``region`` (its pixels) drawn as a rectangle; None draws nothing."""
     marked = image.convert("RGB")  # always a copy: the caller's picture stays untouched
-    if parse_box(box) is None:
+    if region is None:
         return marked
-    x0, y0, x1, y1 = box_on_image(image, box)
+    x0, y0, x1, y1 = region
     width = line_width(image.size)
     # Draw inside the box's edge so a box flush with the border is still fully visible.
     right, bottom = max(x0, x1 - 1), max(y0, y1 - 1)
@@ -139,15 +211,9 @@ def render_marked(image: Image.Image, box: str | Sequence[object] | None,
     return marked
 
 
-def crop_region(image: Image.Image, box: str | Sequence[object] | None, margin: float = 0.15,
-                min_side: int = 224) -> Image.Image:
-    """The boxed region plus ``margin`` of its size on every side, zoomed so its shorter side is >= ``min_side``.
-
-    The zoom stops where the longer side would pass ``4 * min_side`` (a thin sliver stays thin).
-    """
-    if margin < 0:
-        raise BoxError(box, f"negative margin {margin}", "give a margin >= 0 (a share of the box's size)")
-    x0, y0, x1, y1 = box_on_image(image, box)
+def _crop(image: Image.Image, region: Box, margin: float, min_side: int) -> Image.Image:
+    """``region`` (the picture's pixels) with its margin, zoomed (see :meth:`VisualPrompt.crop`)."""
+    x0, y0, x1, y1 = region
     pad_x, pad_y = (x1 - x0) * margin, (y1 - y0) * margin
     left, top = max(0, math.floor(x0 - pad_x)), max(0, math.floor(y0 - pad_y))
     right = min(image.size[0], math.ceil(x1 + pad_x))

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from vplink.agent.caption_people import find_people
+from vplink.core.jsonl import read_jsonl, write_json
 from vplink.core.provenance import provenance
-from vplink.retrieval.jsonl import read_jsonl, write_json
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.lexical import PersonNameIndex, normalize
-from vplink.retrieval.records import load_kb
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vplink.agent.evidence import ALL_TOOLS, EvidenceTools, collect_evidence  # noqa: E402
+from vplink.agent.visual_prompt import VisualPrompt  # noqa: E402
+from vplink.core.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
 from vplink.core.provenance import provenance  # noqa: E402
 from vplink.retrieval.images import load_image  # noqa: E402
-from vplink.retrieval.jsonl import atomic_write, read_jsonl, write_json  # noqa: E402
 
 
 def _versions(tools: EvidenceTools) -> dict[str, str]:
@@ -61,7 +62,7 @@ def time_tools(images: dict[str, object], tools: EvidenceTools,
             runs = []
             for _ in range(repeats):
                 w0, c0 = time.perf_counter(), time.process_time()
-                assert collect_evidence(image, None, tools=(tool,), toolbox=tools).run(tool).ok, tool
+                assert collect_evidence(VisualPrompt.of(image, None), tools=(tool,), toolbox=tools).run(tool).ok, tool
                 runs.append((time.perf_counter() - w0, time.process_time() - c0))
             best = min(runs)
             wall[tool].append(best[0])
@@ -77,7 +78,7 @@ def face_report(data: Path, images: dict[str, object], tools: EvidenceTools) -> 
         mentions[row["image"]] = mentions.get(row["image"], 0) + 1
     per_image = []
     for name, image in images.items():
-        found = collect_evidence(image, None, tools=("faces",), toolbox=tools).faces
+        found = collect_evidence(VisualPrompt.of(image, None), tools=("faces",), toolbox=tools).faces
         per_image.append({"image": name, "mentions": mentions[name], "faces": found.count,
                           "scores_left_to_right": [face.score for face in found.faces]})
     groups = [row for row in per_image if row["mentions"] > 1]
@@ -87,7 +88,7 @@ def face_report(data: Path, images: dict[str, object], tools: EvidenceTools) -> 
         if row["box"] is None:
             continue
         image = load_image(data / "people" / row["image"])
-        found = collect_evidence(image, row["box"], tools=("faces",), toolbox=tools).faces
+        found = collect_evidence(VisualPrompt.of(image, row["box"]), tools=("faces",), toolbox=tools).faces
         ordering.append({"id": row["id"], "position": found.position, "confidence": found.confidence,
                          "expected": "1st" if row["id"].endswith("-left") else "2nd"})
     return {
@@ -149,7 +150,7 @@ def main() -> None:
     warm = next(iter(images.values()))
     model_load = {}
     for tool in ALL_TOOLS:  # first runs load the models: timed apart, kept out of the per-picture numbers
-        model_load[tool] = collect_evidence(warm, None, tools=(tool,), toolbox=tools).run(tool).seconds
+        model_load[tool] = collect_evidence(VisualPrompt.of(warm, None), tools=(tool,), toolbox=tools).run(tool).seconds
     wall, cpu = time_tools(images, tools, args.repeats)
     result = {
         "benchmark": "bench_evidence", "pictures": len(images), "repeats": args.repeats,

@@ -36,8 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vplink.core.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
 from vplink.core.provenance import provenance  # noqa: E402
-from vplink.retrieval.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
 from vplink.service.server import vplink_command  # noqa: E402
 
 CAPTION = "Barack Obama and Joe Biden"
@@ -47,7 +47,7 @@ PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
 
 def build_store(data: Path, folder: Path) -> str:
     """Index a small real slice of the WikiMEL KB (the people, 20 dev golds, 250 others) into ``folder``."""
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
     from vplink.retrieval.text_encoder import TextEncoder
 

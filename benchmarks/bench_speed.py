@@ -36,16 +36,16 @@ from typing import Any
 import numpy as np
 
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import write_json
 from vplink.core.provenance import provenance
 from vplink.core.records import Entity
 from vplink.eval.datasets import read_dataset
 from vplink.eval.metrics import compute_metrics
-from vplink.eval.pipelines import RetrievePredictor
-from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.jsonl import write_json
-from vplink.retrieval.records import load_kb
+from vplink.eval.pipelines import build_predictor
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder
+from vplink.wiring import open_linker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def index_store(folder: Path, entities: list[Entity], encoder) -> dict[str, Any]
 def retrieve(folder: Path, dataset: Path, batch: int) -> dict[str, Any]:
     """Run the retrieve pipeline over a whole split in batches: queries/s and Hits@k."""
     loaded = read_dataset(dataset, allow_missing_images=True)
-    predictor = RetrievePredictor(open_retriever(folder))
+    predictor = build_predictor("retrieve", open_linker(store=folder))
     predictor.predict(loaded.examples[:8])  # warm: model, lexical index and catalogue are built on first use
     predictions = []
     with Clock() as clock:
@@ -120,7 +120,7 @@ def retrieve(folder: Path, dataset: Path, batch: int) -> dict[str, Any]:
 
 
 #: The boxed mentions the agent runs on (mention hidden: the box is the mention), and the settings of the
-#: committed box runs (eval/results/README.md): the model's choice counts, no reflection.
+#: committed box runs (results/README.md): the model's choice counts, no reflection.
 BOXED = ROOT / "tests" / "fixtures" / "wikimel_with_images_boxed.jsonl"
 AGENT_OPTIONS = ("max_reflections=0", "choice_weight=1.0")
 #: Routing off: no alignment is ever sure enough to skip the model (route_confidence is at most 1).

@@ -1,6 +1,6 @@
 """Distilling the model's rationales into a compact contrastive reranker.
 
-- :mod:`vplink.distill.records` — ``RationaleRecord``, the teacher's output (one JSON line per example).
+- :mod:`vplink.distill.rationales` — ``RationaleRecord``, the teacher's output (one JSON line per example).
 - :mod:`vplink.distill.teacher` — ``annotate(queries, retriever, llm, out_path, ...)``: the teacher run (resumable).
 - :mod:`vplink.distill.features` — ``FeatureCache``: frozen text embeddings cached in safetensors shards.
 - :mod:`vplink.distill.student` — ``StudentScorer``: four interaction units over frozen features (< 1 M parameters).

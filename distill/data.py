@@ -10,7 +10,7 @@ import torch
 
 from vplink.core.records import Entity
 from vplink.distill.features import FeatureCache, N_NUMERIC, retrieval_features, store_vectors
-from vplink.distill.records import NIL, RationaleRecord
+from vplink.distill.rationales import NIL, RationaleRecord
 
 #: The keys of a batch the model reads; the others are training targets.
 MODEL_KEYS = ("q_mention", "q_caption", "q_visual", "q_visual_mask", "c_name", "c_desc", "numeric", "mask")

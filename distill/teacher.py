@@ -13,13 +13,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from vplink.agent.llm_client import LLMClient, LLMError, LLMUnavailableError, value_probability
+from vplink.agent.llm_client import LLMClient, value_probability
+from vplink.agent.llm_errors import LLMError, LLMUnavailableError
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import append_jsonl, read_completed_ids
+from vplink.core.progress import tqdm
 from vplink.core.records import Candidate, LabeledQuery, LinkQuery
-from vplink.distill.records import CandidateView, NIL, RationaleRecord, TeacherAnswer
+from vplink.distill.rationales import CandidateView, NIL, RationaleRecord, TeacherAnswer
 from vplink.prompts.loader import PromptTemplate, load_prompt
-from vplink.retrieval.jsonl import append_jsonl, read_completed_ids
-from vplink.retrieval.progress import tqdm
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
 DESCRIPTION_CHARS = 120

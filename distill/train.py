@@ -30,15 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import atomic_write, iter_jsonl, write_json
+from vplink.core.progress import tqdm
 from vplink.core.records import Entity
 from vplink.distill.data import Tensors, build_tensors
 from vplink.distill.features import FeatureCache, store_matches
 from vplink.distill.losses import DistillLoss, LossConfig
-from vplink.distill.records import NIL, RationaleRecord
+from vplink.distill.rationales import NIL, RationaleRecord
 from vplink.distill.scorer import FORMAT
 from vplink.distill.student import StudentConfig, StudentScorer, count_parameters
-from vplink.retrieval.jsonl import atomic_write, iter_jsonl, write_json
-from vplink.retrieval.progress import tqdm
 from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
 
 
@@ -253,7 +253,7 @@ def train(records_path: str | Path, store: KBStore | Mapping[str, Entity], out_d
         text_encoder = TextEncoder(None if isinstance(store, Mapping) else store.encoder_spec(CATALOGUE_VIEW))
     cache = FeatureCache(text_encoder, cache_dir if cache_dir is not None else out.parent / ".features")
     wanted = sorted({c for r in train_recs + dev_recs for c in r.candidates})
-    # a KBStore, or a plain {id: Entity} mapping (a KB read with vplink.retrieval.records.load_kb)
+    # a KBStore, or a plain {id: Entity} mapping (a KB read with vplink.retrieval.kb.load_kb)
     entities = {i: store[i] for i in wanted if i in store} if isinstance(store, Mapping) else store.get_entities(wanted)
     if not train_recs or not dev_recs:
         raise VplinkError(f"{len(records)} record(s) are too few to split into train and dev "

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from vplink.core.jsonl import write_json
 from vplink.core.records import LabeledQuery
 from vplink.eval.harness import PREDICTIONS, RunDirError, read_predictions
-from vplink.retrieval.jsonl import write_json
 from vplink.retrieval.lexical import normalize
 
 BOX_REPORT = "box_report.json"

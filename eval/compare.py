@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vplink.core.errors import InputFileError
+from vplink.eval.error_analysis import ERRORS
 from vplink.eval.harness import METRICS, PLOT, PREDICTIONS, REPORT, read_predictions
 from vplink.eval.metrics import Prediction
 from vplink.eval.rows import comparison_rows, data_warning
@@ -59,7 +60,7 @@ def load_run(run_dir: str | Path) -> EvalRun:
     if not isinstance(metrics, dict) or "hits" not in metrics:
         raise InputFileError(metrics_path, "not a vplink metrics file (no 'hits')", field="hits",
                              fix="pass the --out folder of a `vplink eval` run")
-    files = {name: path / name for name in (METRICS, PREDICTIONS, REPORT, PLOT) if (path / name).exists()}
+    files = {name: path / name for name in (METRICS, PREDICTIONS, REPORT, ERRORS, PLOT) if (path / name).exists()}
     return EvalRun(path=path, metrics=metrics, name=path.resolve().name, files=files)
 
 

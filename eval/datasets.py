@@ -14,10 +14,10 @@ from typing import Any
 
 from vplink.agent.visual_prompt import BoxError, check_box_shape, validate_box
 from vplink.core.errors import InputFileError
+from vplink.core.jsonl import iter_jsonl
 from vplink.core.records import LabeledQuery
 from vplink.retrieval.images import ImageLoadError, displayed_size
-from vplink.retrieval.jsonl import iter_jsonl
-from vplink.retrieval.records import SkippedLine
+from vplink.retrieval.kb import SkippedLine
 
 #: Format names accepted by ``load_dataset(fmt=...)``; "auto" sniffs one of these.
 FORMATS = ("vplink", "melbench-wikimel", "melbench-richpedia", "wikidiverse", "vpwiki")

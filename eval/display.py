@@ -1,7 +1,7 @@
 """Notebook views of evaluation runs: one run's metrics, plot and worst errors, or runs side by side with deltas.
 
 The HTML is self-contained (plots inlined as base64 PNG) and every piece of text is escaped. The worst
-errors come from the run's report.md, which the harness writes with the gold answers it alone knows.
+errors come from the run's errors.json, which the harness writes with the gold answers it alone knows.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import io
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vplink.eval import markdown as md
+from vplink.eval.error_analysis import ERRORS, ErrorAnalysis, RankedRow
 from vplink.eval.rows import comparison_rows, data_warning
 
 
@@ -30,7 +29,7 @@ class RunView(Protocol):
     @property
     def label(self) -> str: ...
 
-#: How many of the worst errors a run's view lists (report.md holds up to 20).
+#: How many of the worst errors a run's view lists (errors.json holds up to 20).
 WORST_SHOWN = 10
 #: Metrics where a smaller number is the better one (their deltas are coloured the other way round).
 _LOWER_IS_BETTER = re.compile(r"(^errors$| ms$)")
@@ -85,71 +84,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: Seq
     return f'<table class="vp-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-# --------------------------------------------------------------------------------------- report parsing
-
-
-@dataclass
-class WorstError:
-    """One of the worst errors as report.md lists it."""
-
-    number: int
-    query_id: str
-    error_class: str
-    facts: dict[str, str] = field(default_factory=dict)  # mention, text, gold, error, answered
-    ranking: list[list[str]] = field(default_factory=list)  # rows of rank, entity, name, score
-
-
-@dataclass
-class ReportErrors:
-    """The error analysis of report.md: the summary line, the classes with their counts, the worst errors."""
-
-    summary: str = ""
-    classes: list[list[str]] = field(default_factory=list)  # class, errors, share, meaning
-    worst: list[WorstError] = field(default_factory=list)
-
-
-_HEADING = re.compile(r"^### (\d+)\. (.*): ([^:]*)$")
-_FACT = re.compile(r"^- (\w+): (.*)$")
-
-
-def _cells(line: str) -> list[str]:
-    """Cells of a markdown table row; ``\\|`` is a pipe inside a cell."""
-    inner = line.strip().strip("|")
-    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", inner)]
-
-
-def parse_report_errors(text: str) -> ReportErrors:
-    """Read the error sections that ``vplink.eval.harness.render_report`` writes back into data."""
-    out = ReportErrors()
-    section = ""
-    current: WorstError | None = None
-    for line in text.splitlines():
-        if line.startswith("## "):
-            section = line[3:]
-            current = None
-            continue
-        if section == "Where the errors come from":
-            if line.startswith("| ") and not line.startswith("| class") and not line.startswith("| ---"):
-                out.classes.append(_cells(line))
-            elif line and not line.startswith("|") and not out.summary:
-                out.summary = line
-        elif section.startswith("The ") and section.endswith("worst errors"):
-            match = _HEADING.match(line)
-            if match:
-                current = WorstError(int(match[1]), md.plain(match[2]), match[3])
-                out.worst.append(current)
-            elif current is not None and (fact := _FACT.match(line)):
-                current.facts[fact[1]] = fact[2]
-            elif current is not None and line.startswith("| ") and not line.startswith(("| rank", "| ---")):
-                current.ranking.append(_cells(line))
-    return out
-
-
-def _inline(text: str) -> str:
-    """Report markdown as HTML: its `code` spans as code, the rest unescaped from markdown and escaped for HTML."""
-    return "".join(f"<code>{esc(part)}</code>" if is_code else esc(part) for is_code, part in md.split_code(text))
-
-
 # --------------------------------------------------------------------------------------- one run
 
 
@@ -198,46 +132,53 @@ def _pct(value: float | None) -> str:
 
 
 def _errors(run: RunView, worst: int) -> str:
-    report = run.path / "report.md"
-    if not report.is_file():
-        return "<h4>Errors</h4>" + note("No report.md in the run folder.") + _failed(run)
-    parsed = parse_report_errors(report.read_text(encoding="utf-8"))
+    path = run.path / ERRORS
+    if not path.is_file():
+        return "<h4>Errors</h4>" + note(f"No {ERRORS} in the run folder (a run older than the file: its "
+                                        "report.md has the analysis).") + _failed(run)
+    try:
+        analysis = ErrorAnalysis.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return "<h4>Errors</h4>" + note(f"{path} cannot be read ({exc})")
     parts = ["<h4>Where the errors come from</h4>"]
-    if not parsed.classes:
-        parts.append(f"<div>{esc(parsed.summary or 'No error analysis in report.md.')}</div>")
+    if not analysis.wrong:
+        parts.append("<div>Every top-1 answer is right.</div>")
         return "".join(parts)
-    parts.append(f"<div>{esc(parsed.summary)}</div>")
+    parts.append(f"<div>{analysis.wrong} of {analysis.queries} queries have a wrong top-1 answer.</div>")
     parts.append(table(["class", "errors", "share", "meaning"],
-                       [[esc(c) for c in row] for row in parsed.classes], numeric=[1, 2]))
-    shown = parsed.worst[:worst]
+                       [[esc(c.name), str(c.errors), f"{c.share:.1%}", esc(c.meaning)] for c in analysis.classes],
+                       numeric=[1, 2]))
+    shown = analysis.worst[:worst]
     parts.append(f"<h4>The {len(shown)} worst errors</h4>")
     rows = []
     for item in shown:
-        facts = item.facts
-        said = _inline(facts.get("mention", ""))
-        if facts.get("text"):
-            said += f'<br><span class="vp-text">{_inline(facts["text"])}</span>'
-        if "error" in facts:
-            answered = f"failed: {_inline(facts['error'])}"
-        elif facts.get("answered") == "NIL":
+        said = _quoted(item.mention) if item.mention else "(visual prompt only)"
+        if item.text:
+            said += f'<br><span class="vp-text">{_quoted(item.text)}</span>'
+        if item.error is not None:
+            answered = f"failed: <code>{esc(item.error)}</code>"
+        elif item.answered_nil:
             answered = "NIL"
         else:
             answered = "<br>".join(_ranked(row) for row in item.ranking[:3]) or "nothing"
+        gold = "NIL" if item.gold_id is None else f"{esc(item.gold_name)} <code>{esc(item.gold_id)}</code>"
+        gold += f", rank {item.gold_rank if item.gold_rank is not None else 'none (miss)'}"
         rows.append([str(item.number), f'<code class="vp-id">{esc(item.query_id)}</code>', esc(item.error_class),
-                     said,
-                     _inline(facts.get("gold", "?")), answered])
+                     said, gold, answered])
     parts.append(table(["#", "query", "class", "mention / text", "gold", "top answers"], rows, numeric=[0]))
-    if len(parsed.worst) > len(shown):
-        parts.append(f'<div class="vp-muted">{len(parsed.worst) - len(shown)} more in {esc(report)}</div>')
+    if len(analysis.worst) > len(shown):
+        parts.append(f'<div class="vp-muted">{len(analysis.worst) - len(shown)} more in {esc(path)}</div>')
     return "".join(parts)
 
 
-def _ranked(row: list[str]) -> str:
-    """One row of a worst error's ranking: rank, entity (gold marked), name, score."""
-    rank, entity, name, score = (row + ["", "", "", ""])[:4]
-    gold = "(gold)" in entity
-    text = f"{esc(rank)}. {_inline(name)} {_inline(entity.replace(' (gold)', ''))} · {esc(score)}"
-    return f'<span class="vp-gold">{text} ✓ gold</span>' if gold else text
+def _quoted(text: str) -> str:
+    return esc(f'"{text}"')
+
+
+def _ranked(row: RankedRow) -> str:
+    """One row of a worst error's ranking: rank, name, entity and score (the gold marked)."""
+    text = f"{row.rank}. {esc(row.name)} <code>{esc(row.id)}</code> · {row.score:.3f}"
+    return f'<span class="vp-gold">{text} ✓ gold</span>' if row.gold else text
 
 
 def _failed(run: RunView) -> str:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 from vplink.core.provenance import provenance
 from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
-from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics, gold_rank
-from vplink.retrieval.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
+from vplink.eval.error_analysis import ERRORS, ErrorAnalysis, analyse_errors
+from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -50,7 +51,8 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
              entity_names: Mapping[str, str] | None = None, types: Mapping[str, str] | None = None,
              settings: Mapping[str, Any] | None = None, identity: Mapping[str, Any] | None = None,
              kb_ids: Collection[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Predict every example not yet in ``out_dir/predictions.jsonl``, then write metrics.json, report.md, hits.png.
+    """Predict every example not yet in ``out_dir/predictions.jsonl``, then write metrics.json, errors.json (the
+    error analysis), report.md and hits.png.
 
     ``dataset`` names the data (a path is hashed into the versions); ``entity_names`` and ``types`` improve the
     report and add a by-type breakdown. ``identity`` holds the caller's settings that shape a prediction (store,
@@ -71,7 +73,7 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
     todo = [example for example in examples if example.id not in done]
     if todo:
         # Until this run finishes, results from an earlier one would describe other predictions.
-        for name in (METRICS, REPORT, PLOT):
+        for name in (METRICS, REPORT, ERRORS, PLOT):
             (out / name).unlink(missing_ok=True)
     started = time.perf_counter()
     new = _predict_all(todo, predictor, out / PREDICTIONS, concurrency=concurrency, batch_size=batch_size,
@@ -89,9 +91,10 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
     write_json(out / METRICS, result)
     run_settings = {"pipeline": pipeline, "dataset": dataset, "examples": len(examples),
                     "concurrency": concurrency, "batch_size": batch_size, **(settings or {})}
-    names = _names(entity_names, predictions.values())
+    analysis = analyse_errors(examples, predictions, _names(entity_names, predictions.values()))
+    write_json(out / ERRORS, analysis.model_dump(mode="json"))
     with atomic_write(out / REPORT) as handle:
-        handle.write(render_report(result, metrics, examples, predictions, names, run_settings))
+        handle.write(render_report(result, metrics, analysis, run_settings))
     write_hits_plot(out / PLOT, metrics, title=f"{pipeline} on {Path(dataset).name}")
     return result
 
@@ -132,7 +135,7 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
 def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, concurrency: int, batch_size: int,
                  initial: int, total: int, progress: bool) -> int:
     """Run the batches on a bounded thread pool, appending each prediction as its batch finishes."""
-    from vplink.retrieval.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
+    from vplink.core.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     written = 0
@@ -287,42 +290,7 @@ def _versions(predictor: Predictor, versions: Mapping[str, Any] | None, data_pat
 
 # --- report -----------------------------------------------------------------------------------------------
 
-#: Error classes in the order they are tested; an error falls in the first that matches.
-ERROR_CLASSES = {
-    "failed": "the pipeline raised an error on this query",
-    "called NIL": "the gold is in the KB but the pipeline answered NIL",
-    "linked a NIL query": "the gold is NIL (not in the KB) but the pipeline linked an entity",
-    "same-name confusion": "the top-1 entity has the same name as the gold entity",
-    "gold not retrieved": "the gold entity is not among the retrieved candidates",
-    "surname-only mention": "the mention is a single word (often a surname), the gold was retrieved",
-    "other": "the gold was retrieved but ranked below another entity",
-}
-
-
-def classify_error(example: LabeledQuery, prediction: Prediction | None, names: Mapping[str, str]) -> str | None:
-    """The class of a wrong top-1 answer (see :data:`ERROR_CLASSES`), or None when top-1 is right."""
-    if prediction is None or prediction.error is not None:
-        return "failed"
-    if example.answer is None:
-        return None if prediction.nil else "linked a NIL query"
-    if prediction.nil:
-        return "called NIL"
-    if gold_rank(prediction, example.answer) == 1:
-        return None
-    top = prediction.ranking[0] if prediction.ranking else None
-    gold_name = names.get(example.answer)
-    top_name = (top.name or names.get(top.id)) if top else None
-    if gold_name and top_name and gold_name.strip().casefold() == top_name.strip().casefold():
-        return "same-name confusion"
-    if example.answer not in prediction.candidate_ids():
-        return "gold not retrieved"
-    if example.mention and len(example.mention.split()) == 1:
-        return "surname-only mention"
-    return "other"
-
-
-def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequence[LabeledQuery],
-                  predictions: Mapping[str, Prediction], names: Mapping[str, str],
+def render_report(result: Mapping[str, Any], metrics: Metrics, analysis: ErrorAnalysis,
                   settings: Mapping[str, Any]) -> str:
     """The human-readable report.md of one run."""
     # Everything that comes from data or the user goes through md.text / md.code: never live HTML.
@@ -368,54 +336,38 @@ def render_report(result: Mapping[str, Any], metrics: Metrics, examples: Sequenc
     lines += [f"| {md.text(key)} | {md.text(value)} |" for key, value in settings.items()]
     lines += ["", "Versions:", "", *md.fence(json.dumps(result.get("versions", {}), indent=2, ensure_ascii=False,
                                                         default=str), "json"), ""]
-    lines += _error_sections(examples, predictions, names)
+    lines += _error_sections(analysis)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _error_sections(examples: Sequence[LabeledQuery], predictions: Mapping[str, Prediction],
-                    names: Mapping[str, str]) -> list[str]:
-    wrong = [(example, predictions.get(example.id), cls) for example in examples
-             if (cls := classify_error(example, predictions.get(example.id), names)) is not None]
+def _error_sections(analysis: ErrorAnalysis) -> list[str]:
+    """The error analysis as report.md's last sections."""
     lines = ["## Where the errors come from", ""]
-    if not wrong:
+    if not analysis.wrong:
         return lines + ["Every top-1 answer is right.", ""]
-    counts = Counter(cls for _, _, cls in wrong)
-    lines += [f"{len(wrong)} of {len(examples)} queries have a wrong top-1 answer. Each falls in the first class "
-              "that matches, in this order:", "", "| class | errors | share of errors | meaning |",
+    lines += [f"{analysis.wrong} of {analysis.queries} queries have a wrong top-1 answer. Each falls in the first "
+              "class that matches, in this order:", "", "| class | errors | share of errors | meaning |",
               "| --- | --- | --- | --- |"]
-    lines += [f"| {cls} | {counts[cls]} | {counts[cls] / len(wrong):.1%} | {meaning} |"
-              for cls, meaning in ERROR_CLASSES.items() if counts[cls]]
-    lines += ["", f"## The {min(WORST, len(wrong))} worst errors", "",
+    lines += [f"| {c.name} | {c.errors} | {c.share:.1%} | {c.meaning} |" for c in analysis.classes]
+    lines += ["", f"## The {len(analysis.worst)} worst errors", "",
               "Worst first: gold not ranked at all, then the gold's rank from lowest; ties by the top-1 score.", ""]
-    for number, (example, prediction, cls) in enumerate(sorted(wrong, key=_badness)[:WORST], start=1):
-        rank = gold_rank(prediction, example.answer)
-        gold = "NIL" if example.answer is None else f"{md.text(names.get(example.answer, '?'))} {md.code(example.answer)}"
-        lines.append(f"### {number}. {md.code(example.id)}: {cls}")
-        lines.append("")
-        lines.append(f"- mention: {_quote(example.mention) if example.mention else '(visual prompt only)'}")
-        if example.text:
-            lines.append(f"- text: {_quote(_clip(example.text, 300))}")
-        lines.append(f"- gold: {gold}, rank {rank if rank is not None else 'none (miss)'}")
-        if prediction is not None and prediction.error:
-            lines += [f"- error: {md.code(_clip(prediction.error, 300))}", ""]
+    for error in analysis.worst:
+        gold = "NIL" if error.gold_id is None else f"{md.text(error.gold_name)} {md.code(error.gold_id)}"
+        lines += [f"### {error.number}. {md.code(error.query_id)}: {error.error_class}", "",
+                  f"- mention: {_quote(error.mention) if error.mention else '(visual prompt only)'}"]
+        if error.text:
+            lines.append(f"- text: {_quote(error.text)}")
+        lines.append(f"- gold: {gold}, rank {error.gold_rank if error.gold_rank is not None else 'none (miss)'}")
+        if error.error is not None:
+            lines += [f"- error: {md.code(error.error)}", ""]
             continue
-        if prediction is not None and prediction.nil:
+        if error.answered_nil:
             lines.append("- answered: NIL")
         lines += ["", "| rank | entity | name | score |", "| --- | --- | --- | --- |"]
-        for position, entity in enumerate((prediction.ranking if prediction else [])[:5], start=1):
-            mark = " (gold)" if entity.id == example.answer else ""
-            lines.append(f"| {position} | {md.code(entity.id)}{mark} | {md.text(entity.name or names.get(entity.id, ''))} | "
-                         f"{entity.score:.3f} |")
+        lines += [f"| {row.rank} | {md.code(row.id)}{' (gold)' if row.gold else ''} | {md.text(row.name)} | "
+                  f"{row.score:.3f} |" for row in error.ranking]
         lines.append("")
     return lines
-
-
-def _badness(item: tuple[LabeledQuery, Prediction | None, str]) -> tuple[float, int, float]:
-    example, prediction, _ = item
-    rank = gold_rank(prediction, example.answer)
-    failed = prediction is None or prediction.error is not None
-    top_score = prediction.ranking[0].score if prediction is not None and prediction.ranking else 0.0
-    return (-(rank if rank is not None else float("inf")), int(failed), -top_score)
 
 
 def _names(entity_names: Mapping[str, str] | None, predictions: Sequence[Prediction] | Any) -> dict[str, str]:
@@ -435,10 +387,6 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _quote(text: str) -> str:

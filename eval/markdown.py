@@ -1,4 +1,4 @@
-"""Writing data into markdown safely: no HTML, link, emphasis or table cell a value could open, and back."""
+"""Writing data into markdown safely: no HTML, link, emphasis or table cell a value could open."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 # Markdown punctuation a value could use to start emphasis, a link, code or a table cell.
 _SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
-_ESCAPED = re.compile(r"\\([\\`*_\[\]|~#!])")
 
 
 def text(value: Any) -> str:
@@ -30,19 +29,3 @@ def fence(content: str, language: str = "") -> list[str]:
     longest = max((len(run) for run in re.findall(r"`+", content)), default=0)
     marker = "`" * max(3, longest + 1)
     return [marker + language, content, marker]
-
-
-def plain(markdown: str) -> str:
-    """The text a :func:`text` or :func:`code` span stands for (reverses the escaping)."""
-    if len(markdown) >= 2 and markdown.startswith("`") and markdown.endswith("`") and "`" not in markdown[1:-1]:
-        return markdown[1:-1]
-    return html.unescape(_ESCAPED.sub(r"\1", markdown))
-
-
-def split_code(markdown: str) -> list[tuple[bool, str]]:
-    """A line of markdown as ``(is_code, plain text)`` parts: code spans and the (unescaped) text around them."""
-    parts: list[tuple[bool, str]] = []
-    for index, piece in enumerate(re.split(r"(?<!\\)`([^`]*)`", markdown)):
-        if piece:
-            parts.append((True, piece) if index % 2 else (False, plain(piece)))
-    return parts

@@ -8,14 +8,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vplink.agent.settings import LinkerSettings
 from vplink.agent.state import LinkResult
 from vplink.core.errors import VplinkError
 from vplink.core.records import LinkQuery, RankedEntity
 from vplink.eval.metrics import Prediction
-from vplink.retrieval.factory import open_retriever
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
+
+if TYPE_CHECKING:  # the workflow's modules load only where a linker is opened
+    from vplink.agent.linker import Linker
 
 PIPELINES = ("retrieve", "rerank", "agent")
 
@@ -23,7 +26,7 @@ PIPELINES = ("retrieve", "rerank", "agent")
 class RetrievePredictor:
     """Ranks KB entities by fused multi-view retrieval of the mention and caption."""
 
-    def __init__(self, retriever: MultiViewRetriever, k: int = 20) -> None:
+    def __init__(self, retriever: MultiViewRetriever, k: int) -> None:
         self.retriever = retriever
         self.k = k
 
@@ -51,7 +54,7 @@ class RetrievePredictor:
 class LinkerPredictor:
     """Runs the agent's workflow on each query (the rerank pipeline is the same graph without a model)."""
 
-    def __init__(self, linker, name: str, replay_from: str | None = None) -> None:
+    def __init__(self, linker: Linker, name: str, replay_from: str | None = None) -> None:
         self.linker = linker
         self.name = name
         self.replay_from = replay_from
@@ -98,40 +101,25 @@ def to_prediction(result: LinkResult) -> Prediction:
                       candidates=[r.id for r in result.ranking], extra=extra)
 
 
-def build_predictor(pipeline: str, store: str, *, k: int = 20, reranker=None, llm_url: str | None = None,
-                    llm_model: str | None = None, vision: bool | str = False, checkpoint: str | None = None,
-                    llm_timeout: float | str | None = None, replay_from: str | None = None,
-                    prefix: str | None = None, text_model: str | None = None, **options: Any):
-    """A predictor for ``pipeline`` over the store.
+def check_pipeline(pipeline: str, settings: LinkerSettings, replay_from: str | None = None) -> LinkerSettings:
+    """The settings ``pipeline`` runs with (only the agent asks the model server); a pipeline that cannot run
+    with them is refused with the fix.
 
-    ``replay_from`` (with ``checkpoint``) re-runs saved queries from that step on, reusing the model's
-    earlier answers. Other options are :class:`vplink.agent.nodes.LinkerConfig` fields (``-O max_reflections=0``,
-    ``-O nil_threshold=0.3``...); an unknown one is an error that lists the known ones.
+    ``replay_from`` (with the settings' ``checkpoint``) re-runs saved queries from that step on, reusing the
+    model's earlier answers.
     """
-    from vplink.agent.nodes import LinkerConfig
-
-    unknown = sorted(set(options) - set(LinkerConfig.model_fields))
-    if unknown:
-        raise VplinkError(f"unknown pipeline option(s) {unknown}. Fix: use llm_url, llm_model, vision, checkpoint, "
-                          f"llm_timeout, replay_from, prefix, text_model, or a LinkerConfig field: {', '.join(LinkerConfig.model_fields)}")
-    if pipeline == "retrieve":
-        return RetrievePredictor(open_retriever(store, prefix=prefix, text_model=text_model), k=int(k))
     if pipeline not in PIPELINES:
         raise VplinkError(f"unknown pipeline '{pipeline}'. Fix: use one of {', '.join(PIPELINES)}")
-    if pipeline == "rerank" and reranker is None:
+    if pipeline == "rerank" and settings.scorer is None:
         raise VplinkError("the rerank pipeline needs a distilled scorer. Fix: pass --scorer DIR "
                           "(train one with `vplink distill train`)")
-    from vplink.agent.linker import Linker
-    from vplink.agent.llm_client import LLMConfig
-
-    config = LinkerConfig.model_validate({"k": k, **{key: v for key, v in options.items() if v not in (None, "")}})
-    llm_config = None
-    if pipeline == "agent" and llm_url:
-        vision = vision if isinstance(vision, bool) else str(vision).lower() in ("1", "true", "yes")
-        llm_config = LLMConfig(url=llm_url, model=llm_model, vision=vision)
-    if replay_from and not checkpoint:
+    if replay_from and not settings.checkpoint:
         raise VplinkError("replay_from needs the run's --checkpoint file. Fix: pass --checkpoint RUN/checkpoints.sqlite")
-    linker = Linker.open(store, llm_config=llm_config, reranker=reranker, config=config, checkpoint=checkpoint,
-                         prefix=prefix, text_model=text_model,
-                         llm_timeout=float(llm_timeout) if llm_timeout else None)
+    return settings if pipeline == "agent" else settings.model_copy(update={"llm_url": None})
+
+
+def build_predictor(pipeline: str, linker: Linker, *, replay_from: str | None = None):
+    """The predictor of ``pipeline`` over an opened linker (see :func:`check_pipeline` for the settings)."""
+    if pipeline == "retrieve":
+        return RetrievePredictor(linker.retriever, k=linker.config.k)
     return LinkerPredictor(linker, pipeline, replay_from=replay_from)

@@ -1,7 +1,7 @@
 """Fit the box-to-person alignment's knobs by leave-one-picture-out cross-validation.
 
     python -m vplink.eval.tune_box tests/fixtures/wikimel_with_images_boxed.jsonl --store stores/wikimel \
-        --images ../shared/data/wikimel --out eval/results/box
+        --images ../shared/data/wikimel --out results/box
 
 The visual evidence of every box (faces, text in the box) is computed once and cached in
 ``OUT/evidence.jsonl`` (resumable); each caption person is searched once as the mention, so a
@@ -20,11 +20,11 @@ from typing import Any
 
 from vplink.agent.alignment import AlignmentParams, align_box
 from vplink.agent.caption_people import find_people
-from vplink.agent.nodes import LinkerConfig
+from vplink.agent.settings import LinkerConfig
+from vplink.core.jsonl import append_jsonl, read_completed_ids, read_jsonl, write_json
 from vplink.core.provenance import provenance
 from vplink.eval.datasets import read_dataset
 from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.jsonl import append_jsonl, read_completed_ids, read_jsonl, write_json
 from vplink.retrieval.search import QueryViews, mix_fused
 
 GRID: dict[str, list[float]] = {
@@ -47,16 +47,16 @@ def collect(examples, out: Path) -> dict[str, dict[str, Any]]:
 
 def _collect_missing(examples, done: dict[str, dict[str, Any]], handle) -> None:
     from vplink.agent.evidence.collect import collect_evidence
-    from vplink.agent.visual_prompt import box_on_image
-    from vplink.retrieval.images import load_image
+    from vplink.agent.visual_prompt import VisualPrompt
 
     for example in examples:
         if example.id in done:
             continue
-        image = load_image(example.image)
-        marked = None if example.box is None else list(box_on_image(image, example.box))
-        found = collect_evidence(image, example.box, tools=("faces", "ocr")).model_dump(mode="json")
-        row = {"id": example.id, "faces": found["faces"], "box": marked, "width": image.width,
+        # What `prepare` computes for the alignment: the prompt's marked box and width, faces and text in the box.
+        prompt = VisualPrompt.load(example.image, example.box)
+        marked = None if prompt.marked_box is None else list(prompt.marked_box)
+        found = collect_evidence(prompt, tools=("faces", "ocr")).model_dump(mode="json")
+        row = {"id": example.id, "faces": found["faces"], "box": marked, "width": prompt.size[0],
                "ocr": " ".join(line["text"] for line in (found.get("ocr") or {}).get("lines", []))}
         append_jsonl(handle, row)  # flushed line by line: an interrupted run keeps what it computed
         done[example.id] = row

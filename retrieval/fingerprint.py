@@ -71,7 +71,7 @@ def _load_cache() -> dict[str, str]:
 
 
 def _save_cache(cache: dict[str, str]) -> None:
-    from vplink.retrieval.jsonl import write_json
+    from vplink.core.jsonl import write_json
 
     with _lock:
         try:

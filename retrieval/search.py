@@ -56,7 +56,7 @@ class FusionConfig(BaseModel):
     guess_decay: float = 0.5
 
 
-# Score-fusion weights tuned on WikiMEL dev only (`python -m vplink.eval.bench_retrieval --tune`; the grid's best
+# Score-fusion weights tuned on WikiMEL dev only (`python benchmarks/bench_retrieval.py --tune`; the grid's best
 # was mention>lexical = context>description = context>name = 2, context>dates = 0.5, mention>name = 0,
 # scaled here so lexical = 1). The agent's channels (name guesses, description, image) follow the
 # mention's and context's weights; channel = "<query view>><entity view>".
@@ -144,7 +144,7 @@ def channel_matrix(rankings: dict[str, list[tuple[str, float]]], channels: Seque
                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The fusion's input for one query: candidate ids (sorted), and candidates x channels matrices of
     similarities (a dense channel's lowest returned score where it missed a candidate, 0 for lexical and
-    dates) and of 1-based ranks (inf where it missed). Tuning (`eval/bench_retrieval.py`) uses it too."""
+    dates) and of 1-based ranks (inf where it missed). Tuning (`benchmarks/bench_retrieval.py`) uses it too."""
     ids = sorted({eid for channel in channels for eid, _ in rankings.get(channel, [])})
     row = {eid: i for i, eid in enumerate(ids)}
     scores = np.zeros((len(ids), len(channels)))
@@ -269,11 +269,11 @@ class MultiViewRetriever:
             order = np.argsort(-scores, kind="stable")  # stable: ties keep the order channels found them in
             per_query[DATES_CHANNEL] = [(found[i], float(scores[i])) for i in order]
 
-    def search(self, query: QueryViews, k: int = 20) -> list[Candidate]:
+    def search(self, query: QueryViews, k: int) -> list[Candidate]:
         """The top-k fused candidates of one query."""
         return self.search_batch([query], k)[0]
 
-    def search_batch(self, queries: Sequence[QueryViews], k: int = 20, *, explain: bool = True
+    def search_batch(self, queries: Sequence[QueryViews], k: int, *, explain: bool = True
                      ) -> list[list[Candidate]]:
         """The top-k fused candidates of each query; encoders and Chroma are called once per view.
 

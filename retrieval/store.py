@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from vplink.core.errors import EncoderMismatchError, StoreError
+from vplink.core.progress import tqdm
 from vplink.core.records import Entity
-from vplink.retrieval.progress import tqdm
 
 TEXT_VIEWS = ("name", "description")
 IMAGE_VIEW = "image"

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from vplink.agent.linker import Linker, RESULT
 from vplink.agent.state import LinkResult
-from vplink.agent.visual_prompt import parse_box
+from vplink.agent.visual_prompt import VisualPrompt, parse_box
 from vplink.core.errors import VplinkError
 from vplink.core.records import Entity, LinkQuery
 from vplink.service.deadline import ClientGone, Deadline, link_within, wait_for
@@ -98,17 +98,15 @@ class Service:
         query = LinkQuery(image=str(image) if image else None, box=form.box, text=form.text, mention=form.mention)
         return query, label, relabel
 
-    def check_picture(self, query: LinkQuery) -> None:
-        """Load the picture and check the box now, so a stream refuses bad input with a 4xx, not mid-way."""
-        if query.image:
-            from vplink.agent.visual_prompt import box_on_image
-            from vplink.retrieval.images import load_image
-
-            box_on_image(load_image(query.image), query.box)
+    def visual_prompt(self, query: LinkQuery) -> VisualPrompt | None:
+        """The query's visual prompt, made now (picture loaded, box checked) so that a stream refuses bad input
+        with a 4xx, not mid-way; the linker goes on with it instead of loading the picture again."""
+        return VisualPrompt.load(query.image, query.box) if query.image else None
 
     def health(self) -> Health:
         """The store, the encoders, and whether the model server answers now."""
-        store: dict[str, Any] = {"location": self.settings.store, "prefix": self.settings.prefix}
+        opened = self.linker.retriever.store
+        store: dict[str, Any] = {"location": opened.location, "prefix": opened.prefix}
         try:
             store.update(ok=True, entities=self.linker.retriever.store.count())
         except Exception as error:  # noqa: BLE001 - a health check reports failures, it does not raise them
@@ -137,15 +135,8 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(jsonable_encoder(data), ensure_ascii=False)}\n\n"
 
 
-def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastAPI:
-    """The app over ``linker`` (opened from ``settings`` when not given); the linker stays warm for every request."""
-    if linker is None:
-        from vplink.agent.nodes import LinkerConfig
-        from vplink.wiring import load_reranker
-
-        linker = Linker.open(settings.store, prefix=settings.prefix, llm_url=settings.llm_url,
-                             llm_model=settings.llm_model, vision=settings.vision, config=LinkerConfig(k=settings.k),
-                             reranker=load_reranker(settings.scorer, settings.store))
+def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
+    """The app over ``linker``, which stays warm for every request."""
     service = Service(settings, linker)
 
     @asynccontextmanager
@@ -186,7 +177,7 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
         """One KB entity by id."""
         found = await run_in_threadpool(linker.retriever.store.get_entities, [entity_id])
         if entity_id not in found:
-            raise RequestError(f"no entity {entity_id!r} in the store at {settings.store}",
+            raise RequestError(f"no entity {entity_id!r} in the store at {linker.retriever.store.location}",
                                "use an id from a /link ranking", status=404)
         return found[entity_id]
 
@@ -234,7 +225,7 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
         try:
             query, label, relabel = service.open_query(form, stack)
             try:
-                await run_in_threadpool(service.check_picture, query)
+                prompt = await run_in_threadpool(service.visual_prompt, query)
             except VplinkError as error:
                 raise ApiError(error, relabel) from None
         except BaseException:
@@ -247,7 +238,7 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
             # A client that leaves stops this generator at its next step: Starlette stops iterating it.
             with stack:
                 try:
-                    for node, update in linker.stream_query(query):
+                    for node, update in linker.stream_query(query, prompt):
                         if node == RESULT:
                             yield _sse("result", LinkResponse.of(update, label))
                         else:
@@ -264,6 +255,6 @@ def create_app(settings: ServiceSettings, linker: Linker | None = None) -> FastA
 
 
 def _version() -> str:
-    from vplink import __version__
+    from importlib.metadata import version
 
-    return __version__
+    return version("vplink")

@@ -16,7 +16,7 @@ class RequestError(VplinkError):
 
 def status_of(error: VplinkError) -> int:
     """The HTTP status of an error: the user's input is 4xx; a store or model server that fails is 5xx."""
-    from vplink.agent.llm_client import LLMError
+    from vplink.agent.llm_errors import LLMError
 
     if isinstance(error, RequestError):
         return error.status

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from vplink.agent.linker import Linker
 from vplink.service.app import create_app
 from vplink.service.settings import ServiceSettings
 
 
-def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Open the linker (once, before the first request) and answer HTTP on ``host:port`` until stopped."""
+def serve(settings: ServiceSettings, linker: Linker, *, log_level: str = "info") -> None:
+    """Answer HTTP on the settings' host and port with ``linker`` (opened once, before) until stopped."""
     import uvicorn
 
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(settings, linker), host=settings.host, port=settings.port, log_level=log_level)
 
 
 def vplink_command() -> list[str]:

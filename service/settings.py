@@ -1,31 +1,31 @@
-"""What the service is started with: the store, the model server, where pictures may be read from, limits."""
+"""What the service itself is started with: where it listens, where pictures may be read from, its limits.
+
+The linker it serves is opened by the front door from :class:`vplink.agent.settings.LinkerSettings`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Requests (an upload and its form fields) larger than this are refused with 413: 20 MiB.
-DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
-#: Linking still running after this many seconds is answered with 504 and stopped at its next step. Without a
-#: model server a request takes a few seconds; a CPU model server's answer can take tens.
-DEFAULT_REQUEST_TIMEOUT_S = 120.0
+class ServiceSettings(BaseSettings):
+    """The options of `vplink serve` beyond the linker's, one place for their defaults; each field ``x`` is also
+    read from ``VPLINK_SERVE_X``."""
 
+    model_config = SettingsConfigDict(env_prefix="VPLINK_SERVE_", extra="forbid")
 
-class ServiceSettings(BaseModel):
-    """The options of `vplink serve`, one place for their defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    store: str = Field(description="store folder or Chroma server URL")
-    prefix: str = Field(default="vplink", description="collection name prefix of the store")
-    llm_url: str | None = Field(default=None, description="vLLM server; None links on evidence and text alone")
-    llm_model: str | None = Field(default=None, description="served model name (default: the server's first)")
-    vision: bool = Field(default=False, description="send the marked picture and the crop to the model")
-    scorer: Path | None = Field(default=None, description="a distilled scorer folder to rerank with")
     image_root: Path | None = Field(default=None, description="folder whose pictures requests may name by path")
-    max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, gt=0)
-    request_timeout_s: float = Field(default=DEFAULT_REQUEST_TIMEOUT_S, gt=0,
+    max_request_mb: float = Field(default=20.0, gt=0, description="requests (an upload and its form fields) "
+                                                                  "larger than this many MiB are refused with 413")
+    # Without a model server a request takes a few seconds; a CPU model server's answer can take tens.
+    request_timeout_s: float = Field(default=120.0, gt=0,
                                      description="a request still linking after this many seconds gets 504")
-    k: int = Field(default=10, ge=1, description="candidates kept")
+    host: str = Field(default="127.0.0.1", description="address to listen on (loopback by default)")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to listen on")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The request size limit in bytes."""
+        return int(self.max_request_mb * 1024 * 1024)

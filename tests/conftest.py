@@ -49,7 +49,7 @@ def text_encoder():
 @pytest.fixture(scope="session")
 def small_kb(shared_data: Path, tmp_path_factory) -> Path:
     """A real 400-entity slice of the WikiMEL KB that holds the gold entities of the first dev mentions."""
-    from vplink.retrieval.jsonl import read_jsonl, write_jsonl
+    from vplink.core.jsonl import read_jsonl, write_jsonl
 
     kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
     dev = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]
@@ -63,7 +63,7 @@ def small_kb(shared_data: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_store(small_kb: Path, text_encoder, tmp_path_factory):
     """An embedded Chroma store of the small KB (text views), built once per run."""
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
 
     store = KBStore(tmp_path_factory.mktemp("store") / "chroma")
@@ -78,8 +78,8 @@ PEOPLE = ["Q76", "Q6279", "Q357607", "Q461132", "Q1646482"]
 @pytest.fixture(scope="session")
 def people_store(shared_data: Path, text_encoder, tmp_path_factory) -> str:
     """A real KB slice: the people of the photos, the first dev golds, and 250 other WikiMEL entities."""
-    from vplink.retrieval.jsonl import read_jsonl, write_jsonl
-    from vplink.retrieval.records import load_kb
+    from vplink.core.jsonl import read_jsonl, write_jsonl
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
 
     kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
@@ -95,7 +95,7 @@ def people_store(shared_data: Path, text_encoder, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def dev_slice(shared_data: Path) -> list[dict]:
     """The first 60 WikiMEL dev mentions (their gold entities are in ``small_kb``)."""
-    from vplink.retrieval.jsonl import read_jsonl
+    from vplink.core.jsonl import read_jsonl
 
     return read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:60]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from vplink.agent.llm_client import LLMConfig
-from vplink.serving.llm_server import LLMServer, ServerConfig, VLLMNotInstalledError, find_vllm_python
-from vplink.serving.model_prep import ModelPrepError, build_tiny_model
+from vplink.model_server.llm_server import LLMServer, ServerConfig, VLLMNotInstalledError, find_vllm_python
+from vplink.model_server.model_prep import ModelPrepError, build_tiny_model
 
 # Tiny models need little: a small cache, short context, no torch.compile warm-up.
 TINY_SERVER = dict(max_model_len=4096, kv_cache_gib=0.25, max_num_seqs=8, startup_timeout_s=600,

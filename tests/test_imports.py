@@ -86,18 +86,19 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-LAYERS = ("core", "retrieval", "prompts", "agent", "distill", "eval", "serving")
+LAYERS = ("core", "retrieval", "prompts", "agent", "distill", "eval", "model_server", "service")
 FRONT = "front door"  # vplink's own modules: the CLI, the lazy public names, the wiring
 
 #: package -> the packages it must never import (the design's one-way imports).
 FORBIDDEN: dict[str, set[str]] = {
     "core": set(LAYERS) - {"core"} | {FRONT},                       # the lowest layer imports none of them
-    "retrieval": {"agent", "distill", "eval", "prompts", "serving", FRONT},
+    "retrieval": {"agent", "distill", "eval", "prompts", "model_server", "service", FRONT},
     "prompts": set(LAYERS) - {"prompts", "core"} | {FRONT},          # templates and their loader: nothing that runs
-    "agent": {"distill", "eval", "serving", FRONT},                  # the scorer and the server are handed in
-    "distill": {"serving", FRONT},
-    "eval": {"serving", FRONT},
-    "serving": set(LAYERS) - {"serving", "core"} | {FRONT},          # tooling: starts vLLM, builds models
+    "agent": {"distill", "eval", "model_server", "service", FRONT},  # the scorer and the server are handed in
+    "distill": {"model_server", "service", FRONT},
+    "eval": {"model_server", "service", FRONT},
+    "model_server": set(LAYERS) - {"model_server", "core"} | {FRONT},  # tooling: starts vLLM, builds models
+    "service": {"distill", "eval", "model_server", FRONT},  # the HTTP app is handed an opened linker
 }
 
 
@@ -124,8 +125,9 @@ def test_every_package_has_a_contract() -> None:
 
 def test_a_wrong_way_import_is_caught() -> None:
     graph = {"vplink.retrieval.search": {"vplink.agent.state"}, "vplink.agent.nodes": {"vplink.retrieval.search"},
-             "vplink.core.records": {"vplink.cli"}}
-    assert violations(graph) == ["vplink.core.records -> vplink.cli", "vplink.retrieval.search -> vplink.agent.state"]
+             "vplink.core.records": {"vplink.cli"}, "vplink.service.app": {"vplink.wiring", "vplink.agent.linker"}}
+    assert violations(graph) == ["vplink.core.records -> vplink.cli", "vplink.retrieval.search -> vplink.agent.state",
+                                 "vplink.service.app -> vplink.wiring"]
 
 
 def test_the_graph_sees_lazy_imports() -> None:

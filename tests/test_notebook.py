@@ -42,7 +42,7 @@ def test_notebook_runs_without_errors(executed) -> None:
 
 
 def test_notebook_shows_rich_results(executed) -> None:
-    link = [out for out in outputs(executed, "from vplink import Linker") if out.output_type == "execute_result"]
+    link = [out for out in outputs(executed, "from vplink import open_linker") if out.output_type == "execute_result"]
     assert link and "data:image/jpeg;base64," in link[0].data["text/html"] and "Joe Biden" in link[0].data["text/html"]
     graph = [out for out in outputs(executed, "linker.mermaid()") if out.output_type == "execute_result"]
     assert graph and graph[0].data["text/markdown"].startswith("```mermaid")

@@ -10,10 +10,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Linker": ("vplink.agent.linker", "Linker"),
+    "LinkerSettings": ("vplink.agent.settings", "LinkerSettings"),
+    "open_linker": ("vplink.wiring", "open_linker"),
     "LinkResult": ("vplink.agent.state", "LinkResult"),
     "load_run": ("vplink.eval.compare", "load_run"),
     "compare": ("vplink.eval.compare", "compare"),
-    "load_kb": ("vplink.retrieval.records", "load_kb"),
+    "load_kb": ("vplink.retrieval.kb", "load_kb"),
     "open_retriever": ("vplink.retrieval.factory", "open_retriever"),
     "KBStore": ("vplink.retrieval.store", "KBStore"),
     "VplinkError": ("vplink.core.errors", "VplinkError"),

@@ -36,7 +36,7 @@ def annotate_cmd(
     from vplink.distill.teacher import annotate
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.retrieval.factory import open_retriever
-    from vplink.retrieval.jsonl import write_json
+    from vplink.core.jsonl import write_json
 
     examples = sample_examples(load_dataset(dataset, allow_missing_images=True), limit, sample_seed)
     # the teacher must never see the gold answer: hand it plain queries
@@ -126,13 +126,13 @@ def bench_teacher_cmd(
     """Score the teacher as a linker (its choice first, then its scores) and its agreement with other runs."""
     import numpy as np
 
-    from vplink.distill.records import RationaleRecord, disagreement_with_retrieval
+    from vplink.distill.rationales import RationaleRecord, disagreement_with_retrieval
     from vplink.eval.datasets import load_dataset, sample_examples
     from vplink.core.provenance import provenance
     from vplink.eval.harness import read_predictions
     from vplink.core.records import RankedEntity
     from vplink.eval.metrics import Prediction, compute_metrics
-    from vplink.retrieval.jsonl import iter_jsonl, write_json, write_jsonl
+    from vplink.core.jsonl import iter_jsonl, write_json, write_jsonl
 
     examples = sample_examples(load_dataset(gold, allow_missing_images=True), limit, sample_seed)
     answers = {e.id: e.answer for e in examples}

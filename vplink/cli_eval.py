@@ -12,13 +12,13 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vplink.cli_link import LLM_TIMEOUT_HELP
+from vplink.cli_options import linker_settings, say_model_server, with_linker_flags
 from vplink.console import data_console
 from vplink.core.errors import VplinkError
+from vplink.core.jsonl import iter_jsonl
 from vplink.eval.compare import compare_markdown, compare_runs, load_run
 from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
 from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
-from vplink.retrieval.jsonl import iter_jsonl
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -54,7 +54,8 @@ class Pipeline(str, Enum):
 
 
 def resolve_builder() -> Callable[..., Any]:
-    """The predictor factory ``vplink.eval.pipelines.build_predictor(pipeline, store, **options)``."""
+    """The predictor factory ``build(pipeline, settings, replay_from)``: the pipeline's settings checked, the
+    linker opened (:func:`vplink.open_linker`) and wrapped in the pipeline's predictor."""
     try:
         module = importlib.import_module("vplink.eval.pipelines")
     except ModuleNotFoundError as exc:
@@ -62,13 +63,19 @@ def resolve_builder() -> Callable[..., Any]:
             raise
         raise VplinkError("no pipelines are installed (eval/pipelines.py is missing). "
                           "Fix: install vplink with its eval pipelines") from None
-    return module.build_predictor
+    from vplink.wiring import open_linker
+
+    def build(pipeline: str, settings, replay_from: str | None = None):
+        settings = module.check_pipeline(pipeline, settings, replay_from)
+        return module.build_predictor(pipeline, open_linker(settings), replay_from=replay_from)
+
+    return build
 
 
 @eval_app.command("run")
+@with_linker_flags
 def run_command(
     dataset: Path = typer.Argument(..., help="Dataset file: vplink JSONL, MELBench, WikiDiverse or VPWiki JSON."),
-    store: str = typer.Option(..., "--store", help="The vplink store (folder or Chroma URL) holding the KB."),
     pipeline: Pipeline = typer.Option(..., "--pipeline", "-p", help="Which pipeline to evaluate."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Run folder (default runs/<dataset>-<pipeline>); resumed if it exists."),
@@ -81,30 +88,21 @@ def run_command(
                                               help="Keep examples whose image is missing, without an image."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid",
                                       help="Evaluate the valid lines of a vplink JSON Lines file and list the others."),
-    k: int = typer.Option(20, "-k", "--k", min=1, help="Candidates to retrieve and rank per query."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Batches run at once."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries per predictor call."),
     kb: Optional[Path] = typer.Option(None, "--kb", help="KB JSONL for entity names and types in the report."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip queries already predicted in --out."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On resume, predict failed queries again."),
     option: list[str] = typer.Option([], "--option", "-O", help="Extra pipeline option KEY=VALUE (repeatable)."),
-    scorer: Optional[Path] = typer.Option(None, "--scorer", help="Distilled scorer folder (rerank pipeline)."),
-    llm_url: Optional[str] = typer.Option(None, "--llm-url", help="vLLM server for the agent pipeline."),
-    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Served model name (default: the first)."),
-    llm_timeout: Optional[float] = typer.Option(None, "--llm-timeout", min=0.1, help=LLM_TIMEOUT_HELP),
-    vision: bool = typer.Option(False, "--vision", help="The model sees images."),
     no_mention: bool = typer.Option(False, "--no-mention",
                                     help="Hide every mention: the VP-MEL setting, where the box is the mention."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                               help="SQLite file: the agent resumes mid-query after a crash."),
-    prefix: Optional[str] = typer.Option(None, "--prefix",
-                                         help="The KB's collection prefix (needed when the store holds several)."),
-    text_model: Optional[Path] = typer.Option(None, "--text-model",
-                                              help="Text model folder (default: the one the store was built with)."),
     restart: bool = typer.Option(False, "--restart", help="Start the run in --out over, dropping its predictions."),
     allow_unknown_gold: bool = typer.Option(False, "--allow-unknown-gold",
                                             help="With --kb: run even when gold answers are not in the KB "
                                                  "(they count as misses and are listed in the report)."),
+    *, linker_flags: dict[str, Any],
 ) -> None:
     """Run a pipeline over a dataset and write predictions, metrics.json, report.md and hits.png."""
     try:
@@ -123,37 +121,35 @@ def run_command(
         types = types or None  # a KB without types gives no by-type table rather than one "unknown" row
         if kb and not allow_unknown_gold:
             _refuse_unknown_gold(examples, names, kb)
-        from vplink.wiring import load_reranker
-
-        wired = {"reranker": load_reranker(scorer, store, prefix=prefix), "llm_url": llm_url, "llm_model": llm_model,
-                 "vision": vision, "checkpoint": str(checkpoint) if checkpoint else None, "llm_timeout": llm_timeout,
-                 **({"prefix": prefix} if prefix else {}), **({"text_model": str(text_model)} if text_model else {})}
-        if llm_url and pipeline is Pipeline.agent:
-            from vplink.agent.llm_client import LLMConfig
-
-            _err.print(f"asking the model server at {escape(llm_url)} (up to {llm_timeout or LLMConfig().timeout_s:g} s per request; "
-                       "--llm-timeout changes it) ...", highlight=False)
-        predictor = resolve_builder()(pipeline.value, store, k=k, **{**wired, **options})
+        replay_from = options.get("replay_from") or None  # the harness's own option; the rest set the linker
+        settings = linker_settings(**linker_flags, checkpoint=checkpoint,
+                                   **{key: v for key, v in options.items() if key != "replay_from" and v != ""})
+        if pipeline is Pipeline.agent:
+            say_model_server(settings, _err)
+        predictor = resolve_builder()(pipeline.value, settings, replay_from)
         kb_ids = set(names) if names else set(getattr(predictor, "entity_names", None) or {}) or None
         names = names or getattr(predictor, "entity_names", None)
         types = types or getattr(predictor, "entity_types", None)
         run_dir = out or Path("runs") / f"{dataset.stem}-{pipeline.value}"
-        settings = {"store": store, "k": k, "scorer": str(scorer) if scorer else None, "llm_url": llm_url,
-                    "invalid_lines_skipped": len(loaded.skipped),
-                    "no_mention": no_mention, "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
-                    "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
+        shown = {"store": settings.store, "k": settings.k, "scorer": str(settings.scorer) if settings.scorer else None,
+                 "llm_url": settings.llm_url, "invalid_lines_skipped": len(loaded.skipped), "no_mention": no_mention,
+                 "format": loaded.format, "limit": limit, "sample_seed": sample_seed,
+                 "images": str(images) if images else None, **{f"option {key}": v for key, v in options.items()}}
         # Everything besides the predictor's own versions (store, encoders, fusion, prompts) that shapes a
         # prediction: a resumed run must have been made with the same.
         from vplink.retrieval.store import is_url
 
-        identity = {"store": store if is_url(store) else str(Path(store).resolve()), "prefix": prefix, "k": k, "scorer": _scorer_identity(scorer),
-                    "llm_url": llm_url, "llm_model": llm_model, "vision": vision, "no_mention": no_mention,
-                    "text_model": str(text_model.resolve()) if text_model else None, "format": loaded.format,
-                    "images": str(images.resolve()) if images else None, "options": options}
+        location = settings.store
+        identity = {"store": location if is_url(location) else str(Path(location).resolve()), "prefix": settings.prefix,
+                    "k": settings.k, "scorer": _scorer_identity(settings.scorer), "llm_url": settings.llm_url,
+                    "llm_model": settings.llm_model, "vision": settings.vision, "no_mention": no_mention,
+                    "text_model": str(settings.text_model.resolve()) if settings.text_model else None,
+                    "format": loaded.format, "images": str(images.resolve()) if images else None,
+                    "options": options}
         result = run_eval(examples, predictor, run_dir, pipeline=pipeline.value, dataset=str(dataset),
                           versions={}, concurrency=concurrency, batch_size=batch_size,
                           resume=resume and not restart, retry_errors=retry_errors, dataset_path=dataset,
-                          entity_names=names, types=types, settings=settings, identity=identity, kb_ids=kb_ids)
+                          entity_names=names, types=types, settings=shown, identity=identity, kb_ids=kb_ids)
     except VplinkError as exc:
         _fail(exc)
     _out.print(compare_runs([load_run(run_dir)]))

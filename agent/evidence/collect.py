@@ -8,14 +8,13 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from PIL import Image
 from pydantic import BaseModel
 
 from vplink.agent.evidence.faces import FaceDetector, FaceEvidence, analyse_faces
 from vplink.agent.evidence.geometry import GeometryEvidence, describe_geometry
 from vplink.agent.evidence.labels import LabelEvidence, label_region
 from vplink.agent.evidence.ocr import OcrEvidence, TextReader
-from vplink.agent.visual_prompt import box_on_image, crop_region, parse_box
+from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.errors import VplinkError
 
 #: Every tool, cheapest first.
@@ -109,25 +108,20 @@ def default_tools() -> EvidenceTools:
     return EvidenceTools()
 
 
-def collect_evidence(image: Image.Image, box: str | Sequence[object] | None, tools: Sequence[str] = ALL_TOOLS,
-                     *, toolbox: EvidenceTools | None = None, label_margin: float = 0.15,
-                     ocr_margin: float = 0.05) -> VisualEvidence:
-    """Run the named tools on the picture and box (box in the file's pixels; None = whole picture).
-
-    A bad box raises :class:`vplink.agent.visual_prompt.BoxError`; a tool that fails is recorded in ``runs``.
-    """
+def collect_evidence(prompt: VisualPrompt, tools: Sequence[str] = ALL_TOOLS, *, toolbox: EvidenceTools | None = None,
+                     label_margin: float = 0.15, ocr_margin: float = 0.05) -> VisualEvidence:
+    """Run the named tools on a visual prompt's picture and box; a tool that fails is recorded in ``runs``."""
     unknown = [tool for tool in tools if tool not in ALL_TOOLS]
     if unknown:
         raise EvidenceToolError(f"unknown evidence tool(s) {unknown}. Fix: choose from {list(ALL_TOOLS)}")
     toolbox = toolbox or default_tools()
-    marked = None if parse_box(box) is None else box_on_image(image, box)
-    evidence = VisualEvidence(image_size=image.size, box=marked)
+    picture, marked = prompt.picture, prompt.marked_box
+    evidence = VisualEvidence(image_size=picture.size, box=marked)
     steps: dict[str, Callable[[], BaseModel]] = {
-        "geometry": lambda: describe_geometry(image.size, marked),
-        "faces": lambda: analyse_faces(image, marked, toolbox.face_detector),
-        # crop_region takes the box in the file's pixels, as given, and maps it itself.
-        "labels": lambda: label_region(crop_region(image, box, label_margin), toolbox.classifier),
-        "ocr": lambda: toolbox.text_reader.read(crop_region(image, box, ocr_margin)),
+        "geometry": lambda: describe_geometry(picture.size, marked),
+        "faces": lambda: analyse_faces(picture, marked, toolbox.face_detector),
+        "labels": lambda: label_region(prompt.crop(label_margin), toolbox.classifier),
+        "ocr": lambda: toolbox.text_reader.read(prompt.crop(ocr_margin)),
     }
     runs = []
     for tool in ALL_TOOLS:

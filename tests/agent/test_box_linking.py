@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from vplink.agent.linker import Linker
-from vplink.agent.nodes import LinkerConfig
+from vplink.core.jsonl import read_jsonl, write_jsonl
 from vplink.retrieval.faces import FaceEncoder, FaceModels
-from vplink.retrieval.jsonl import read_jsonl, write_jsonl
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.store import FACE_VIEW, KBStore
+from vplink.wiring import open_linker
 
 PORTRAITS = {"Q76": "obama.jpg", "Q6279": "biden.jpg", "Q357607": "kit_harington.jpg", "Q461132": "rose_leslie.jpg",
              "Q1646482": "lin-manuel-miranda.jpg"}
@@ -40,7 +40,7 @@ def group_linker(shared_data: Path, boxed: list[dict], text_encoder, tmp_path_fa
     folder = tmp_path_factory.mktemp("groups")
     write_jsonl(folder / "kb.jsonl", rows)
     KBStore(folder / "store").index(load_kb(folder / "kb.jsonl").entities, text_encoder, progress=False)
-    return Linker.open(folder / "store", config=LinkerConfig(k=10, evidence_tools=["geometry", "faces", "ocr"]))
+    return open_linker(store=folder / "store", k=10, evidence_tools=["geometry", "faces", "ocr"])
 
 
 @pytest.mark.parametrize("picture", PICTURES)
@@ -74,7 +74,7 @@ def portrait_store(shared_data: Path, text_encoder, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("caption", [None, "Barack Obama and Joe Biden at the White House"])
 def test_face_view_links_the_group_photos_by_face(portrait_store: Path, shared_data: Path, caption) -> None:
-    linker = Linker.open(portrait_store, config=LinkerConfig(k=5, evidence_tools=["faces"], image_retrieval=False))
+    linker = open_linker(store=portrait_store, k=5, evidence_tools=["faces"], image_retrieval=False)
     for row in read_jsonl(shared_data / "people" / "photos.jsonl"):
         if row["box"] is None or ("kit" in row["id"] and caption):
             continue
@@ -85,7 +85,7 @@ def test_face_view_links_the_group_photos_by_face(portrait_store: Path, shared_d
 
 def test_the_face_channel_separates_the_two_people(portrait_store: Path, shared_data: Path) -> None:
     """Without a caption only the face speaks: the other person of the photo scores far lower."""
-    linker = Linker.open(portrait_store, config=LinkerConfig(k=5, evidence_tools=["faces"], image_retrieval=False))
+    linker = open_linker(store=portrait_store, k=5, evidence_tools=["faces"], image_retrieval=False)
     left = linker.link(shared_data / "people" / "images" / "kit_with_rose.jpg", box=[0, 20, 175, 512])
     scores = {entity.id: entity.hits["face>face"]["score"] for entity in left.ranking if "face>face" in entity.hits}
     assert scores["Q461132"] > 0.55 > scores["Q357607"]  # Rose Leslie within dlib's same-person distance, Kit not

@@ -12,8 +12,8 @@ from PIL import Image
 
 from vplink.agent.display import PICTURE_WIDTH, MermaidText, link_result_html
 from vplink.agent.linker import Linker
-from vplink.agent.nodes import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkResult
+from vplink.wiring import open_linker
 
 BOX = [256, 0, 512, 301]
 CAPTION = "Barack Obama <script>alert('x')</script> & Joe Biden"
@@ -51,7 +51,7 @@ def decode(uri: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def linker(small_store) -> Linker:
-    return Linker.open(small_store.location, config=LinkerConfig(k=10))
+    return open_linker(store=small_store.location, k=10)
 
 
 @pytest.fixture(scope="module")

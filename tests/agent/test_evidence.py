@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vplink.agent.evidence import ALL_TOOLS, EvidenceToolError, EvidenceTools, VisualEvidence, collect_evidence
 from vplink.agent.evidence.faces import Face, locate_faces, ordinal
 from vplink.agent.evidence.geometry import describe_geometry
-from vplink.agent.visual_prompt import BoxError
+from vplink.agent.visual_prompt import BoxError, VisualPrompt
 from vplink.retrieval.images import load_image
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -107,7 +107,7 @@ def test_whole_picture_with_one_face_marks_it_and_with_two_marks_none():
 def test_marked_person_order_on_real_group_photos(evidence_tools, row_id, position):
     row = next(r for r in _people_rows() if r["id"] == row_id)
     image = load_image(DATA / "people" / row["image"])
-    found = collect_evidence(image, row["box"], tools=("geometry", "faces"), toolbox=evidence_tools)
+    found = collect_evidence(VisualPrompt.of(image, row["box"]), tools=("geometry", "faces"), toolbox=evidence_tools)
     assert found.faces.count == 2 and found.faces.position == position
     marked = found.faces.faces[found.faces.marked]
     x0, y0, x1, y1 = row["box"]
@@ -122,7 +122,7 @@ def test_marked_person_order_on_real_group_photos(evidence_tools, row_id, positi
 def test_single_portraits_have_one_face(evidence_tools):
     for row in _people_rows():
         if row["box"] is None:
-            found = collect_evidence(load_image(DATA / "people" / row["image"]), None, tools=("faces",),
+            found = collect_evidence(VisualPrompt.load(DATA / "people" / row["image"], None), tools=("faces",),
                                      toolbox=evidence_tools)
             assert found.faces.count == 1 and found.faces.marked == 0, row["id"]
 
@@ -136,7 +136,7 @@ def test_single_portraits_have_one_face(evidence_tools):
 def test_five_leaders_photo_places_the_marked_face(evidence_tools, box, place):
     # WikiMEL 1342: five BRICS leaders in a row; dlib's HOG finds four or five of them (small faces).
     image = load_image(DATA / "wikimel" / "images" / "1342.jpg")
-    found = collect_evidence(image, box, tools=("faces",), toolbox=evidence_tools).faces
+    found = collect_evidence(VisualPrompt.of(image, box), tools=("faces",), toolbox=evidence_tools).faces
     assert 4 <= found.count <= 5
     lefts = [face.box[0] for face in found.faces]
     assert lefts == sorted(lefts)
@@ -151,7 +151,7 @@ def test_five_leaders_photo_places_the_marked_face(evidence_tools, box, place):
 
 
 def test_labels_and_faces_on_grace_hopper(evidence_tools):
-    found = collect_evidence(_grace_hopper(), None, tools=("faces", "labels"), toolbox=evidence_tools)
+    found = collect_evidence(VisualPrompt.of(_grace_hopper(), None), tools=("faces", "labels"), toolbox=evidence_tools)
     assert found.faces.count == 1
     assert found.labels.labels[0].label == "military uniform"
     assert all(label.probability >= 0.02 for label in found.labels.labels)
@@ -163,7 +163,7 @@ def test_labels_and_faces_on_grace_hopper(evidence_tools):
 def test_ocr_reads_a_real_film_poster(evidence_tools):
     # WikiMEL 13416: the "Rin-Tin-Tin in The Lone Defender" serial poster; box around the title.
     image = load_image(DATA / "wikimel" / "images" / "13416.jpg")
-    found = collect_evidence(image, [10, 325, 325, 455], tools=("ocr",), toolbox=evidence_tools)
+    found = collect_evidence(VisualPrompt.of(image, [10, 325, 325, 455]), tools=("ocr",), toolbox=evidence_tools)
     words = " ".join(line.text for line in found.ocr.lines).upper().replace(" ", "")
     assert "RIN-TIN-TIN" in words and "DEFENDER" in words
     assert 0.5 <= found.ocr.confidence <= 1.0
@@ -177,11 +177,11 @@ def test_ocr_reads_text_rendered_onto_a_real_photo(evidence_tools):
     photo = _grace_hopper()
     ImageDraw.Draw(photo).rectangle((40, 440, 470, 500), fill=(255, 255, 255))
     ImageDraw.Draw(photo).text((50, 445), "NAVY COBOL 1959", font=font, fill=(0, 0, 0))
-    found = collect_evidence(photo, [30, 430, 480, 510], tools=("ocr",), toolbox=evidence_tools)
+    found = collect_evidence(VisualPrompt.of(photo, [30, 430, 480, 510]), tools=("ocr",), toolbox=evidence_tools)
     read = " ".join(line.text for line in found.ocr.lines).upper().replace(" ", "")
     assert "COBOL" in read and "1959" in read
     # The same reader on her face, with no text there, reads nothing and says so.
-    blank = collect_evidence(photo, [150, 60, 350, 300], tools=("ocr",), toolbox=evidence_tools)
+    blank = collect_evidence(VisualPrompt.of(photo, [150, 60, 350, 300]), tools=("ocr",), toolbox=evidence_tools)
     assert blank.ocr.lines == [] and "OCR read no text" in blank.to_prompt_text()
 
 
@@ -197,8 +197,8 @@ class _BrokenClassifier:
 
 def test_a_failing_tool_is_recorded_and_the_others_still_run(evidence_tools):
     tools = EvidenceTools(face_detector=evidence_tools.face_detector, classifier=_BrokenClassifier())
-    found = collect_evidence(_grace_hopper(), [100, 50, 400, 500], tools=("geometry", "faces", "labels"),
-                             toolbox=tools)
+    found = collect_evidence(VisualPrompt.of(_grace_hopper(), [100, 50, 400, 500]),
+                             tools=("geometry", "faces", "labels"), toolbox=tools)
     labels = found.run("labels")
     assert labels is not None and not labels.ok and "weights went missing" in labels.error
     assert found.labels is None
@@ -212,14 +212,15 @@ def test_a_failing_tool_is_recorded_and_the_others_still_run(evidence_tools):
 def test_bad_box_and_unknown_tool_raise():
     picture = Image.new("RGB", (100, 100))
     with pytest.raises(BoxError, match="outside"):
-        collect_evidence(picture, [0, 0, 300, 300], tools=("geometry",))
+        collect_evidence(VisualPrompt.of(picture, [0, 0, 300, 300]), tools=("geometry",))
     with pytest.raises(EvidenceToolError, match="choose from"):
-        collect_evidence(picture, None, tools=("geometry", "clip"))
+        collect_evidence(VisualPrompt.of(picture, None), tools=("geometry", "clip"))
 
 
 def test_an_empty_picture_yields_modest_evidence(evidence_tools):
     picture = Image.fromarray(np.full((240, 320, 3), 200, dtype=np.uint8))
-    found = collect_evidence(picture, [10, 10, 100, 100], tools=("geometry", "faces"), toolbox=evidence_tools)
+    found = collect_evidence(VisualPrompt.of(picture, [10, 10, 100, 100]), tools=("geometry", "faces"),
+                             toolbox=evidence_tools)
     text = found.to_prompt_text()
     assert found.faces.count == 0 and "no face" in text and "marked person" not in text
     assert isinstance(VisualEvidence.model_validate_json(found.model_dump_json()), VisualEvidence)
@@ -227,13 +228,14 @@ def test_an_empty_picture_yields_modest_evidence(evidence_tools):
 
 def test_every_tool_runs_once_in_order_and_fills_its_finding(evidence_tools):
     # Asked in reverse, the tools still run cheapest first, each once, and each leaves its record.
-    found = collect_evidence(_grace_hopper(), None, tools=tuple(reversed(ALL_TOOLS)), toolbox=evidence_tools)
+    found = collect_evidence(VisualPrompt.of(_grace_hopper(), None), tools=tuple(reversed(ALL_TOOLS)),
+                             toolbox=evidence_tools)
     assert [run.tool for run in found.runs] == ["geometry", "faces", "labels", "ocr"]
     assert all(run.ok for run in found.runs), [run.error for run in found.runs]
     assert found.geometry.whole_image and found.labels.labels[0].label == "military uniform"
     assert found.ocr is not None and found.faces is not None
     # Only the tools asked for run: geometry alone leaves the model-backed findings empty.
-    alone = collect_evidence(_grace_hopper(), None, tools=("geometry",), toolbox=evidence_tools)
+    alone = collect_evidence(VisualPrompt.of(_grace_hopper(), None), tools=("geometry",), toolbox=evidence_tools)
     assert [run.tool for run in alone.runs] == ["geometry"] and (alone.labels, alone.ocr) == (None, None)
 
 

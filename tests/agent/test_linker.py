@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from vplink.agent.linker import Linker
-from vplink.agent.nodes import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkResult
 from vplink.agent.visual_prompt import BoxError
-from vplink.retrieval.jsonl import read_jsonl
+from vplink.core.jsonl import read_jsonl
+from vplink.wiring import open_linker
 
 
 @pytest.fixture(scope="module")
 def linker(people_store: str) -> Linker:
-    return Linker.open(people_store, config=LinkerConfig(k=10))
+    return open_linker(store=people_store, k=10)
 
 
 def test_text_only_without_a_model(linker: Linker, shared_data: Path) -> None:
@@ -78,10 +78,10 @@ def test_checkpoint_resumes_an_interrupted_query(people_store: str, tmp_path: Pa
             raise KeyboardInterrupt
 
     checkpoint = tmp_path / "run" / "checkpoints.sqlite"
-    crashing = Linker.open(people_store, reranker=Crashing(), checkpoint=checkpoint)
+    crashing = open_linker(store=people_store, reranker=Crashing(), checkpoint=checkpoint)
     with pytest.raises(KeyboardInterrupt):
         crashing.link(text="Joe Biden in Delaware", mention="Joe Biden", id="q1")
-    resumed = Linker.open(people_store, checkpoint=checkpoint)
+    resumed = open_linker(store=people_store, checkpoint=checkpoint)
     saved = resumed.graph.get_state({"configurable": {"thread_id": "q1"}})
     assert saved.next == ("rerank",)  # prepare, describe and retrieve are done and saved
     first = resumed.link(text="Joe Biden in Delaware", mention="Joe Biden", id="q1")
@@ -91,11 +91,60 @@ def test_checkpoint_resumes_an_interrupted_query(people_store: str, tmp_path: Pa
     assert again.model_dump() == first.model_dump()
 
 
+def test_the_box_is_parsed_once_and_the_picture_loaded_once_per_query(people_store: str, shared_data: Path,
+                                                                     monkeypatch) -> None:
+    import vplink.agent.visual_prompt as visual_prompt
+    import vplink.retrieval.images as images
+    from vplink.core.records import LinkQuery
+
+    calls: dict[str, int] = {}
+
+    def counted(module, name: str):
+        original = getattr(module, name)
+
+        def count(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, count)
+
+    for module, name in ((visual_prompt, "parse_box"), (images, "load_image"), (visual_prompt, "_crop")):
+        counted(module, name)
+    linker = open_linker(store=people_store, k=10)  # a fresh one: no picture in its cache yet
+    photo = str(shared_data / "people" / "images" / "obama.jpg")
+    steps = dict(linker.stream_query(LinkQuery(image=photo, box=[60, 20, 250, 250], text="Barack Obama")))
+    # Once per query: every step reads the one visual prompt made in prepare; the labels' and the OCR's crops
+    # differ in margin, so two crops.
+    assert calls == {"parse_box": 1, "load_image": 1, "_crop": 2}
+    prompt = steps["prepare"]["prompt"]
+    assert prompt.box == (60.0, 20.0, 250.0, 250.0) and prompt.path == photo
+    assert set(steps) == {"prepare", "retrieve", "rerank", "decide", "result"}
+
+
+def test_a_checkpointed_photo_query_resumes_and_reloads_its_picture(people_store: str, tmp_path: Path,
+                                                                   shared_data: Path) -> None:
+    class Crashing:
+        name = "crashing"
+
+        def score(self, *args):
+            raise KeyboardInterrupt
+
+    photo = shared_data / "people" / "images" / "two_people.jpg"
+    checkpoint = tmp_path / "checkpoints.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        open_linker(store=people_store, reranker=Crashing(), checkpoint=checkpoint, evidence_tools=["faces"]).link(
+            photo, box=[256, 0, 512, 301], text="Barack Obama and Joe Biden", id="p1")
+    resumed = open_linker(store=people_store, checkpoint=checkpoint, evidence_tools=["faces"])
+    saved = resumed.graph.get_state({"configurable": {"thread_id": "p1"}}).values["prompt"]
+    # The checkpoint holds the prompt's small fields; its picture is reloaded from the path when asked for.
+    assert saved.box == (256.0, 0.0, 512.0, 301.0) and saved.marked.size == saved.size
+    assert resumed.link(photo, box=[256, 0, 512, 301], id="p1").top.id == "Q6279"
+
+
 def test_describe_and_reflect_through_a_real_vllm_server(people_store: str, tiny_text_llm, tmp_path: Path) -> None:
     # Random weights: the words are arbitrary, but at temperature 0 the answers are fixed and arrive in the
     # schema through guided decoding. What is checked is what the workflow does with them.
-    linker = Linker.open(people_store, llm_config=tiny_text_llm, checkpoint=tmp_path / "c.sqlite",
-                         config=LinkerConfig(k=5, reflect_margin=10.0, describe_max_tokens=160, reflect_max_tokens=160))
+    linker = open_linker(store=people_store, llm_config=tiny_text_llm, checkpoint=tmp_path / "c.sqlite",
+                         k=5, reflect_margin=10.0, describe_max_tokens=160, reflect_max_tokens=160)
     result = linker.link(text="Joe Biden in Delaware", mention="Joe Biden", id="q")
     assert result.used_model == "tiny-text"
     assert isinstance(result.description, Description), result.notes
@@ -118,9 +167,8 @@ def test_describe_and_reflect_through_a_real_vllm_server(people_store: str, tiny
 
 
 def test_vlm_receives_the_marked_picture(people_store: str, tiny_vlm_llm, shared_data: Path) -> None:
-    linker = Linker.open(people_store, llm_config=tiny_vlm_llm, config=LinkerConfig(k=5, max_reflections=0,
-                                                                                      describe_max_tokens=64,
-                                                                                      route_confidence=1.01))
+    linker = open_linker(store=people_store, llm_config=tiny_vlm_llm, k=5, max_reflections=0, describe_max_tokens=64,
+                         route_confidence=1.01)
     result = linker.link(shared_data / "people" / "images" / "two_people.jpg", box=[256, 0, 512, 301],
                          text="Barack Obama and Joe Biden")
     assert result.used_model
@@ -148,8 +196,8 @@ def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_pa
 
     checkpoint = tmp_path / "checkpoints.sqlite"
     query = LinkQuery(id="q2", text="Joe Biden in Delaware", mention="Joe Biden")
-    first = Linker.open(people_store, checkpoint=checkpoint).link_query(query)
-    only_lexical = Linker.open(people_store, checkpoint=checkpoint)
+    first = open_linker(store=people_store, checkpoint=checkpoint).link_query(query)
+    only_lexical = open_linker(store=people_store, checkpoint=checkpoint)
     only_lexical.retriever.config = FusionConfig(weights={"mention>lexical": 1.0})
     replayed = only_lexical.replay(query)
     assert replayed.timings_ms["prepare"] == first.timings_ms["prepare"]  # saved, not run again
@@ -161,10 +209,10 @@ def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_pa
 def test_routing_asks_the_model_only_when_the_box_is_open(people_store: str, tiny_text_llm, shared_data: Path) -> None:
     """A caption naming one person needs no model; two people with a forced threshold do."""
     photo = shared_data / "people" / "images" / "two_people.jpg"
-    routed = Linker.open(people_store, llm_config=tiny_text_llm, config=LinkerConfig(k=5, max_reflections=0))
+    routed = open_linker(store=people_store, llm_config=tiny_text_llm, k=5, max_reflections=0)
     one = routed.link(photo, box=[256, 0, 512, 301], text="Joe Biden at the White House")
     assert "describe" not in one.timings_ms and one.used_model is None and one.top.id == "Q6279"
-    always = Linker.open(people_store, llm_config=tiny_text_llm,
-                         config=LinkerConfig(k=5, max_reflections=0, route_confidence=1.01, choose_max_tokens=32))
+    always = open_linker(store=people_store, llm_config=tiny_text_llm,
+                         k=5, max_reflections=0, route_confidence=1.01, choose_max_tokens=32)
     two = always.link(photo, box=[256, 0, 512, 301], text="Barack Obama and Joe Biden")
     assert "describe" in two.timings_ms and two.used_model == tiny_text_llm.model

@@ -11,11 +11,11 @@ from PIL import Image
 from pydantic import BaseModel
 
 from tests.stub_servers import chat_completion, html_server, scripted_server, silent_server
-from vplink.agent.llm_client import (CompletionInfo, LLMClient, LLMConfig, LLMConfigError, LLMHTTPError,
-                                     LLMProtocolError, LLMRequestError, LLMResponseError, LLMTimeoutError,
-                                     LLMUnavailableError, extract_json, parse_structured, value_probability)
+from vplink.agent.llm_client import CompletionInfo, LLMClient, LLMConfig, parse_structured, value_probability
+from vplink.agent.llm_errors import (LLMConfigError, LLMHTTPError, LLMProtocolError, LLMRequestError, LLMResponseError,
+                                     LLMTimeoutError, LLMUnavailableError)
 from vplink.core.errors import VplinkError
-from vplink.serving.llm_server import free_port
+from vplink.model_server.llm_server import free_port
 
 
 class Verdict(BaseModel):
@@ -39,16 +39,16 @@ MSG = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "conte
 # ---------------------------------------------------------------- pure parsing (no server)
 
 @pytest.mark.parametrize("text, expected", [
-    ('{"title": "a", "body": "hel', {"title": "a", "body": "hel"}),
-    ('Sure! ```json\n{"title": "x"}\n``` done', {"title": "x"}),
-    ('{"title": "a", "tags": ["p", "q', {"title": "a", "tags": ["p", "q"]}),
-    ('{"title": "a", "body": tr', {"title": "a"}),
-    ('{"title": "a", "body"', {"title": "a"}),
-    ('{"title": "a\\', {"title": "a"}),
+    ('{"title": "a", "body": "hel', Note(title="a", body="hel")),
+    ('Sure! ```json\n{"title": "x"}\n``` done', Note(title="x")),
+    ('{"title": "a", "tags": ["p", "q', Note(title="a", tags=["p", "q"])),
+    ('{"title": "a", "body": tr', Note(title="a", body="tr")),
+    ('{"title": "a", "body"', Note(title="a")),
 ])
-def test_extract_json_closes_truncated_answers(text: str, expected: dict) -> None:
-    value, repaired = extract_json(text)
+def test_answers_cut_short_or_wrapped_in_prose_are_repaired(text: str, expected: Note) -> None:
+    value, repaired = parse_structured(text, Note)
     assert value == expected and repaired
+    assert parse_structured(expected.model_dump_json(), Note) == (expected, False)  # whole JSON: no repair
 
 
 def test_parse_structured_reports_unfixable_answers_with_raw_text() -> None:

@@ -1,4 +1,4 @@
-"""Boxes: parsing, validation (with the overhang rule), drawing the red mark, zoomed crops."""
+"""Boxes: parsing, validation (with the overhang rule), drawing the red mark, zoomed crops, the visual prompt."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vplink.agent.visual_prompt import (BoxError, box_on_image, crop_region, line_width, parse_box, render_marked,
-                                        validate_box)
+from vplink.agent.visual_prompt import BoxError, VisualPrompt, line_width, parse_box, validate_box
 from vplink.core.errors import VplinkError
 from vplink.retrieval.images import load_image
 
@@ -77,9 +76,9 @@ def test_degenerate_boxes_are_refused(box, message):
         validate_box(box, (512, 301))
 
 
-def test_render_marked_draws_a_red_frame_and_leaves_the_original_alone():
+def test_the_marked_picture_has_a_red_frame_and_leaves_the_original_alone():
     picture = Image.new("RGB", (400, 300), (0, 128, 0))
-    marked = render_marked(picture, [100, 50, 300, 250])
+    marked = VisualPrompt.of(picture, [100, 50, 300, 250]).marked
     pixels = np.asarray(marked)
     width = line_width(picture.size)
     assert width == 3
@@ -89,36 +88,36 @@ def test_render_marked_draws_a_red_frame_and_leaves_the_original_alone():
     assert pixels[249, 200].tolist() == [255, 0, 0]  # bottom edge, drawn inside the box
     assert pixels[10, 10].tolist() == [0, 128, 0]
     assert np.asarray(picture)[50, 200].tolist() == [0, 128, 0]
-    assert np.array_equal(np.asarray(render_marked(picture, None)), np.asarray(picture))
+    assert np.array_equal(np.asarray(VisualPrompt.of(picture, None).marked), np.asarray(picture))
 
 
 def test_line_width_scales_with_the_picture():
     assert line_width((100, 80)) == 2 and line_width((2000, 1500)) == 15
 
 
-def test_crop_region_adds_margin_and_zooms_small_regions():
+def test_crop_adds_margin_and_zooms_small_regions():
     picture = Image.new("RGB", (1000, 800))
-    crop = crop_region(picture, [100, 100, 200, 150], margin=0.15, min_side=224)
+    crop = VisualPrompt.of(picture, [100, 100, 200, 150]).crop(margin=0.15, min_side=224)
     # 100x50 box + 15 % each side = about 130x65 (whole pixels), zoomed so the short side is 224.
     assert min(crop.size) == 224 and abs(crop.size[0] / crop.size[1] - 2.0) < 0.05
-    big = crop_region(picture, [0, 0, 600, 500], margin=0.0)
+    big = VisualPrompt.of(picture, [0, 0, 600, 500]).crop(margin=0.0)
     assert big.size == (600, 500)
-    whole = crop_region(picture, None, margin=0.3)
+    whole = VisualPrompt.of(picture, None).crop(margin=0.3)
     assert whole.size == (1000, 800)
-    edge = crop_region(picture, [900, 700, 1000, 800], margin=0.5, min_side=1)
+    edge = VisualPrompt.of(picture, [900, 700, 1000, 800]).crop(margin=0.5, min_side=1)
     assert edge.size == (150, 150)  # the margin stops at the picture's edge
     # A 500x2 sliver would need x112 to reach 224 px high; the zoom stops at a 4 x 224 long side.
-    sliver = crop_region(picture, [0, 400, 500, 402], margin=0.0)
+    sliver = VisualPrompt.of(picture, [0, 400, 500, 402]).crop(margin=0.0)
     assert sliver.size == (896, 4)
-    assert crop_region(picture, [0, 400, 1000, 402], margin=0.0).size == (1000, 2)  # never shrunk
+    assert VisualPrompt.of(picture, [0, 400, 1000, 402]).crop(margin=0.0).size == (1000, 2)  # never shrunk
     with pytest.raises(BoxError, match="negative margin"):
-        crop_region(picture, [0, 0, 10, 10], margin=-0.1)
+        VisualPrompt.of(picture, [0, 0, 10, 10]).crop(margin=-0.1)
 
 
 def test_crop_keeps_the_boxed_content():
     array = np.zeros((300, 400, 3), dtype=np.uint8)
     array[100:200, 150:250] = (255, 255, 0)
-    crop = np.asarray(crop_region(Image.fromarray(array), [150, 100, 250, 200], margin=0.0, min_side=1))
+    crop = np.asarray(VisualPrompt.of(Image.fromarray(array), [150, 100, 250, 200]).crop(margin=0.0, min_side=1))
     assert crop.shape == (100, 100, 3) and (crop == (255, 255, 0)).all()
 
 
@@ -130,13 +129,13 @@ def test_boxes_follow_a_picture_shrunk_on_load(tmp_path):
     image = load_image(path, max_pixels=500 * 250)
     assert image.size == (500, 250)
     # The box is given in the file's pixels; it lands on the same red patch of the smaller picture.
-    assert box_on_image(image, [1000, 200, 1400, 400]) == pytest.approx((250, 50, 350, 100))
-    crop = np.asarray(crop_region(image, [1000, 200, 1400, 400], margin=0.0, min_side=1))
+    assert VisualPrompt.of(image, [1000, 200, 1400, 400]).region == pytest.approx((250, 50, 350, 100))
+    crop = np.asarray(VisualPrompt.of(image, [1000, 200, 1400, 400]).crop(margin=0.0, min_side=1))
     assert crop.shape[:2] == (50, 100) and crop[5:-5, 5:-5, 0].min() > 200
     # A box valid for the file is valid even though it exceeds the loaded picture's pixels.
-    assert render_marked(image, [1500, 500, 2000, 1000]).size == (500, 250)
+    assert VisualPrompt.of(image, [1500, 500, 2000, 1000]).marked.size == (500, 250)
     with pytest.raises(BoxError, match="outside the 2000x1000 picture"):
-        box_on_image(image, [0, 0, 2100, 1000])
+        VisualPrompt.of(image, [0, 0, 2100, 1000]).region
 
 
 @needs_data
@@ -148,7 +147,7 @@ def test_real_photo_boxes_are_valid():
         row = json.loads(line)
         image = load_image(people / row["image"])
         box = validate_box(row["box"], image.size)
-        marked = render_marked(image, row["box"])
+        marked = VisualPrompt.of(image, row["box"]).marked
         assert marked.size == image.size
         if box is not None:
             assert all(math.isfinite(v) for v in box)

@@ -44,7 +44,7 @@ def train_gold(shared_data: Path, candidates_path: Path) -> dict[str, str | None
 def fixture_entities(shared_data: Path, rationales_path: Path, candidates_path: Path) -> dict:
     """The real KB entities every recorded candidate refers to, keyed by id."""
     from vplink.distill.train import load_rationales
-    from vplink.retrieval.jsonl import iter_jsonl
+    from vplink.core.jsonl import iter_jsonl
     from vplink.core.records import Entity
 
     wanted = {c for p in (rationales_path, candidates_path) for r in load_rationales(p) for c in r.candidates}

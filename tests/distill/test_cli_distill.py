@@ -36,7 +36,7 @@ def test_annotate_command_reports_an_unreachable_server(small_store, tmp_path, s
 def test_candidates_command_writes_the_students_rows_and_resumes(small_store, dev_slice, tmp_path):
     """Real retrieval over real dev mentions: k candidates a row in retrieval order, no teacher; a rerun adds nothing."""
     from vplink.distill.train import load_rationales
-    from vplink.retrieval.jsonl import write_jsonl
+    from vplink.core.jsonl import write_jsonl
 
     data = tmp_path / "dev12.jsonl"
     write_jsonl(data, dev_slice[:12])

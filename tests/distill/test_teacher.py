@@ -8,7 +8,7 @@ import pytest
 
 from vplink.agent.llm_client import LLMClient
 from vplink.core.records import LabeledQuery, LinkQuery
-from vplink.distill.records import NIL, RationaleRecord, TeacherAnswer
+from vplink.distill.rationales import NIL, RationaleRecord, TeacherAnswer
 from vplink.distill.teacher import annotate, candidate_listing, normalise_answer
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
@@ -113,7 +113,7 @@ def test_candidate_listing_trims_descriptions(small_store):
 
 
 def test_disagreement_with_retrieval_counts_who_was_right():
-    from vplink.distill.records import RationaleRecord, disagreement_with_retrieval
+    from vplink.distill.rationales import RationaleRecord, disagreement_with_retrieval
 
     def record(rid: str, choice: str) -> RationaleRecord:
         return RationaleRecord(id=rid, candidates=["A", "B", "C"], choice=choice, model="m", prompt_version="p")

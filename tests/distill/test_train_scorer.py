@@ -87,21 +87,20 @@ def test_save_load_roundtrip_scores_like_training(teacher_student, rationales_pa
 def test_decide_answers_nil_under_the_scorers_calibrated_threshold(teacher_student, people_store, shared_data,
                                                                     text_encoder):
     """The threshold the scorer was calibrated with is the one `decide` reads; a configured one wins."""
-    from vplink.agent.linker import Linker
-    from vplink.agent.nodes import LinkerConfig
-    from vplink.retrieval.jsonl import read_jsonl
+    from vplink.wiring import open_linker
+    from vplink.core.jsonl import read_jsonl
 
     out, _ = teacher_student
     assert json.loads((out / "config.json").read_text())["nil_threshold"] is not None
     scorer = load_scorer(out, text_encoder=text_encoder)
     row = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[0]
-    linker = Linker.open(people_store, reranker=scorer, config=LinkerConfig(k=10))
+    linker = open_linker(store=people_store, reranker=scorer, k=10)
     top = linker.link(text=row["text"], mention=row["mention"]).ranking[0].score
     scorer.nil_threshold = top + 1.0  # the calibrated cut above this query's best: NIL
     assert linker.link(text=row["text"], mention=row["mention"]).nil
     scorer.nil_threshold = top - 1.0
     assert not linker.link(text=row["text"], mention=row["mention"]).nil
-    forced = Linker.open(people_store, reranker=scorer, config=LinkerConfig(k=10, nil_threshold=top + 1.0))
+    forced = open_linker(store=people_store, reranker=scorer, k=10, nil_threshold=top + 1.0)
     assert forced.link(text=row["text"], mention=row["mention"]).nil
 
 

@@ -34,9 +34,9 @@ def builder(monkeypatch, kb_names):
     """Stand in for vplink.eval.pipelines.build_predictor with the name-matching predictor over the real KB."""
     calls = []
 
-    def build(pipeline, store, **options):
-        calls.append((pipeline, store, options))
-        return NameMatchPredictor(kb_names, k=options.get("k", 20))
+    def build(pipeline, settings, replay_from=None):
+        calls.append((pipeline, settings, replay_from))
+        return NameMatchPredictor(kb_names, k=settings.k)
 
     monkeypatch.setattr(cli_eval, "resolve_builder", lambda: build)
     return calls
@@ -80,8 +80,9 @@ def test_eval_dataset_runs_the_default_command(app, builder, tmp_path, prefix):
             str(WIKIMEL / "kb.jsonl"), "--out", str(out)]
     result = runner.invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert builder == [("retrieve", "stores/wikimel", {"k": 5, "reranker": None, "llm_url": None, "llm_model": None,
-                                                       "vision": False, "checkpoint": None, "llm_timeout": None})]
+    [(pipeline, settings, replay_from)] = builder
+    assert (pipeline, settings.store, settings.k, replay_from) == ("retrieve", "stores/wikimel", 5, None)
+    assert settings.llm_url is None and settings.scorer is None and settings.vision is False
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["pipeline"] == "retrieve"
     assert (out / "report.md").exists() and (out / "hits.png").exists()

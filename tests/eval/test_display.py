@@ -10,7 +10,8 @@ import pytest
 
 from vplink.eval.compare import Comparison, compare, load_run
 from vplink.eval.datasets import load_dataset
-from vplink.eval.display import comparison_html, parse_report_errors, run_html
+from vplink.eval.display import comparison_html, run_html
+from vplink.eval.error_analysis import ErrorAnalysis
 from vplink.eval.harness import run_eval
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor, name_match_runs
 from vplink import load_run as exported_load_run
@@ -60,29 +61,32 @@ def test_run_html_has_the_metrics_and_the_inlined_plot(runs) -> None:
     assert "script" not in page.tags
 
 
-def test_run_html_lists_the_worst_errors_from_the_report(runs) -> None:
+def test_report_and_view_render_the_worst_errors_from_errors_json(runs) -> None:
     run = load_run(runs[0])
+    analysis = ErrorAnalysis.model_validate_json((runs[0] / "errors.json").read_text(encoding="utf-8"))
     report = (runs[0] / "report.md").read_text(encoding="utf-8")
-    parsed = parse_report_errors(report)
-    assert len(parsed.worst) == len(re.findall(r"^### \d+\. ", report, flags=re.M)) > 0
-    assert sum(int(row[1]) for row in parsed.classes) == int(re.search(r"^(\d+) of 69 queries", report, re.M)[1])
+    # report.md lists the same errors, in the same order, with the same counts
+    assert re.findall(r"^### \d+\. `([^`]+)`: (.*)$", report, flags=re.M) == [
+        (error.query_id, error.error_class) for error in analysis.worst] != []
+    assert sum(c.errors for c in analysis.classes) == analysis.wrong
+    assert f"{analysis.wrong} of {analysis.queries} queries" in report
     page = Page(run_html(run, worst=5))
-    for error in parsed.worst[:5]:
+    for error in analysis.worst[:5]:
         assert error.query_id in page.text and error.error_class in page.text
-    assert parsed.worst[5].query_id not in page.text
+    assert analysis.worst[5].query_id not in page.text
     # The ranker mistakes the one-word mention "Scott" for another Scott; the gold Randolph Scott is named.
     assert "surname-only mention" in page.text and "Randolph Scott" in page.text
 
 
-def test_a_run_without_report_or_plot_still_renders(runs, tmp_path) -> None:
+def test_a_run_without_error_analysis_or_plot_still_renders(runs, tmp_path) -> None:
     import shutil
 
     copy = tmp_path / "bare"
     shutil.copytree(runs[0], copy)
-    (copy / "report.md").unlink()
+    (copy / "errors.json").unlink()
     (copy / "hits.png").unlink()
     page = Page(load_run(copy)._repr_html_())
-    assert page.images == [] and "No hits.png" in page.text and "No report.md" in page.text
+    assert page.images == [] and "No hits.png" in page.text and "No errors.json" in page.text
     assert "Hits@1" in page.text
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from tests.stub_servers import silent_server
-from vplink.agent.llm_client import LLMTimeoutError
+from vplink.agent.llm_errors import LLMTimeoutError
 from vplink.agent.state import Description, LinkResult
-from vplink.core.errors import VplinkError
+from vplink.core.errors import SettingsError, VplinkError
 from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
 from vplink.eval.metrics import compute_metrics
-from vplink.eval.pipelines import LinkerPredictor, RetrievePredictor, build_predictor, to_prediction
+from vplink.agent.settings import LinkerSettings
+from vplink.eval.pipelines import LinkerPredictor, RetrievePredictor, build_predictor, check_pipeline, to_prediction
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
+from vplink.wiring import open_linker
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def _queries(dev_slice, n: int) -> list[LabeledQuery]:
 
 
 def test_retrieve_pipeline_ranks_the_gold_first_on_real_mentions(store, small_store, text_encoder, dev_slice) -> None:
-    predictor = build_predictor("retrieve", store, k=5)
+    predictor = build_predictor("retrieve", open_linker(store=store, k=5))
     assert isinstance(predictor, RetrievePredictor) and predictor.k == 5
     queries = _queries(dev_slice, 20)
     predictions = predictor.predict(queries)
@@ -44,7 +46,7 @@ def test_retrieve_pipeline_ranks_the_gold_first_on_real_mentions(store, small_st
 
 
 def test_agent_pipeline_without_a_model_links_and_records_a_bad_query_alone(store, dev_slice, shared_data) -> None:
-    predictor = build_predictor("agent", store, k=5, max_reflections="0")
+    predictor = build_predictor("agent", open_linker(store=store, k=5, max_reflections="0"))
     assert isinstance(predictor, LinkerPredictor) and predictor.linker.llm is None
     assert predictor.linker.config.k == 5 and predictor.linker.config.max_reflections == 0
     good = _queries(dev_slice, 2)
@@ -72,18 +74,31 @@ def test_to_prediction_carries_the_ranking_and_what_the_model_said() -> None:
     assert prediction.extra["evidence_text"] == "OCR read no text" and "judgement" not in prediction.extra
 
 
-@pytest.mark.parametrize("pipeline, options, message", [
-    ("agent", {"no_such_knob": "1"}, "unknown pipeline option(s) ['no_such_knob']"),
-    ("bm25", {}, "unknown pipeline 'bm25'"),
-    ("rerank", {}, "needs a distilled scorer"),
-    ("agent", {"replay_from": "retrieve"}, "needs the run's --checkpoint"),
+@pytest.mark.parametrize("pipeline, options, replay_from, message", [
+    ("bm25", {}, None, "unknown pipeline 'bm25'"),
+    ("rerank", {}, None, "needs a distilled scorer"),
+    ("agent", {}, "retrieve", "needs the run's --checkpoint"),
 ])
-def test_bad_pipeline_settings_are_refused_with_the_fix(store, pipeline, options, message) -> None:
+def test_bad_pipeline_settings_are_refused_with_the_fix(store, pipeline, options, replay_from, message) -> None:
     with pytest.raises(VplinkError, match="Fix:") as err:
-        build_predictor(pipeline, store, **options)
+        check_pipeline(pipeline, LinkerSettings.load(store=store, **options), replay_from)
     assert message in str(err.value)
 
 
-def test_agent_pipeline_with_a_silent_model_server_fails_at_build(store) -> None:
+def test_unknown_or_bad_options_are_refused_with_the_fix(store) -> None:
+    with pytest.raises(SettingsError, match="Fix:") as err:
+        LinkerSettings.load(store=store, no_such_knob="1")
+    assert "unknown option(s) ['no_such_knob']" in str(err.value)
+    with pytest.raises(SettingsError, match="max_reflections"):  # the graph reflects once at most
+        LinkerSettings.load(store=store, max_reflections="3")
+
+
+def test_only_the_agent_asks_the_model_server(store) -> None:
+    settings = LinkerSettings.load(store=store, llm_url="http://127.0.0.1:1/v1")
+    assert check_pipeline("retrieve", settings).llm_url is None
+    assert check_pipeline("agent", settings).llm_url == "http://127.0.0.1:1/v1"
+
+
+def test_agent_pipeline_with_a_silent_model_server_fails_at_open(store) -> None:
     with silent_server() as url, pytest.raises(LLMTimeoutError, match="within 1 s"):
-        build_predictor("agent", store, llm_url=url, llm_timeout="1")
+        open_linker(store=store, llm_url=url, llm_timeout="1")

@@ -13,7 +13,8 @@ from vplink import cli_eval
 from vplink.cli_eval import eval_app
 from vplink.eval.compare import load_run
 from vplink.eval.datasets import load_dataset
-from vplink.eval.display import parse_report_errors, run_html
+from vplink.eval.display import run_html
+from vplink.eval.error_analysis import ErrorAnalysis
 from vplink.eval.harness import RunDirError, run_eval
 
 DATASET = WIKIMEL / "with_images.jsonl"
@@ -38,8 +39,8 @@ def builder(monkeypatch, kb_names):
     """The name-matching predictor over the real KB in place of the pipelines (it counts what it is asked)."""
     built = []
 
-    def build(pipeline, store, **options):
-        built.append(NameMatchPredictor(kb_names, k=options.get("k", 20)))
+    def build(pipeline, settings, replay_from=None):
+        built.append(NameMatchPredictor(kb_names, k=settings.k))
         return built[-1]
 
     monkeypatch.setattr(cli_eval, "resolve_builder", lambda: build)
@@ -131,8 +132,8 @@ def test_report_never_makes_data_live_html(tmp_path, examples, kb_names):
     for live in ("<script", "<img", "<iframe", "<b>", 'href="javascript', "<em>bold"):
         assert live not in rendered
     assert "&lt;script&gt;alert" in rendered and "&lt;iframe src=evil&gt;" in rendered and "*bold*" in rendered
-    parsed = parse_report_errors(report)
-    listed = {item.query_id: item for item in parsed.worst}
-    assert first.id in listed  # the escaped report still reads back
+    analysis = ErrorAnalysis.model_validate_json((tmp_path / "errors.json").read_text(encoding="utf-8"))
+    listed = {item.query_id: item for item in analysis.worst}
+    assert listed[first.id].mention == script  # errors.json keeps the data as it is; each view escapes it
     page = run_html(load_run(tmp_path))
     assert "<script>" not in page and "&lt;script&gt;" in page and "&amp;lt;" not in page

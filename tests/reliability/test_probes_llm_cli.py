@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.stub_servers import html_server, silent_server
-from vplink.retrieval.jsonl import write_jsonl
+from vplink.core.jsonl import write_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA
 from tests.text_models import InterruptedEncoder, text_model_copy
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_probe_3_a_changed_model_under_the_same_name_is_refused(data, tmp_path):
 
 
 def test_probe_4_an_interrupted_index_is_reported_on_open(data, tmp_path):
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
     from vplink.retrieval.store import KBStore
     from vplink.retrieval.text_encoder import TextEncoder
 
@@ -188,7 +188,7 @@ def test_probe_13_markup_in_a_kb_name_stays_text(data, tmp_path):
 
 
 def test_probe_17_tuning_and_production_agree(data, tmp_path):
-    bench = subprocess.run([sys.executable, "-m", "vplink.eval.bench_retrieval", "--store", str(data["store"]),
+    bench = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_retrieval.py"), "--store", str(data["store"]),
                             "--dataset", str(data["dev"]), "--out", str(tmp_path / "bench.json"), "--latency-n", "5"],
                            capture_output=True, text=True, timeout=1200)
     assert bench.returncode == 0, bench.stderr

@@ -50,7 +50,7 @@ def tiny_clip_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def kb_texts(small_kb: Path) -> list[str]:
     """Real name and description texts of varied lengths, as the store embeds them."""
-    from vplink.retrieval.records import load_kb
+    from vplink.retrieval.kb import load_kb
 
     entities = load_kb(small_kb).entities[:60]
     return [e.name_view() for e in entities] + [e.description_view() for e in entities]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.text_encoder import TextEncoder
 
 THREADS = 8

@@ -14,7 +14,7 @@ from tests.text_models import InterruptedEncoder
 from vplink.core.errors import EncoderMismatchError, StoreError
 from vplink.core.records import Entity
 from vplink.retrieval.factory import open_retriever, open_store
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
 

@@ -13,7 +13,7 @@ import pytest
 from tests.text_models import InterruptedEncoder, text_model_copy
 from vplink.core.errors import EncoderMismatchError, ModelLoadError, StoreError
 from vplink.retrieval.factory import IncompleteStoreWarning, open_retriever, open_store
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder

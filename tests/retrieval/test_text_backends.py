@@ -12,9 +12,9 @@ import pytest
 
 from vplink.core.errors import BackendMismatchWarning, EncoderMismatchError, ModelLoadError
 from vplink.retrieval.factory import open_retriever
+from vplink.retrieval.kb import load_kb
 from vplink.retrieval.onnx_text import (INT8_WEIGHT_BOUND, OnnxSentenceEncoder, cpu_has_bf16, onnx_model_file,
                                         widest_int8_weight)
-from vplink.retrieval.records import load_kb
 from vplink.retrieval.search import QueryViews
 from vplink.retrieval.store import KBStore
 from vplink.retrieval.text_encoder import TextEncoder

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from vplink.agent.linker import Linker
-from vplink.agent.nodes import LinkerConfig
 from vplink.service import ServiceSettings, create_app
 from vplink.service.server import vplink_command
+from vplink.wiring import open_linker
 
 #: Requests over this size are refused in the tests: small enough to exceed with a few hundred kB.
 TEST_LIMIT = 2 * 1024 * 1024
@@ -24,12 +24,12 @@ def people_dir(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def service_linker(people_store: str) -> Linker:
-    return Linker.open(people_store, config=LinkerConfig(k=10))
+    return open_linker(store=people_store, k=10)
 
 
 @pytest.fixture(scope="session")
 def service_settings(people_store: str, people_dir: Path) -> ServiceSettings:
-    return ServiceSettings(store=people_store, image_root=people_dir / "images", max_request_bytes=TEST_LIMIT, k=10)
+    return ServiceSettings(image_root=people_dir / "images", max_request_mb=TEST_LIMIT / (1024 * 1024))
 
 
 @pytest.fixture(scope="session")

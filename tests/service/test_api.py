@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tests.service.conftest import TEST_LIMIT
 from vplink.cli import app as cli_app
-from vplink.retrieval.jsonl import read_jsonl
+from vplink.core.jsonl import read_jsonl
 
 CAPTION = "Barack Obama and Joe Biden"
 LEFT, RIGHT = "0,0,250,301", "256,0,512,301"  # Obama, Biden (../shared/data/people/photos.jsonl)

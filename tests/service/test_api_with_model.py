@@ -10,15 +10,15 @@ from tests.service.conftest import free_port
 from tests.service.test_api import CAPTION, RIGHT, post_photo, sse_events
 from vplink.agent.linker import Linker
 from vplink.agent.llm_client import LLMClient, LLMConfig
-from vplink.agent.nodes import LinkerConfig
+from vplink.agent.settings import LinkerConfig
 from vplink.service import create_app
+from vplink.wiring import open_linker
 
 
 def test_health_and_stream_with_a_real_model_server(service_settings, people_store: str, tiny_text_llm,
                                                     people_dir: Path) -> None:
-    linker = Linker.open(people_store, llm_config=tiny_text_llm,
-                         config=LinkerConfig(k=5, max_reflections=0, describe_max_tokens=64,
-                                             route_confidence=1.01))  # always ask the model
+    linker = open_linker(store=people_store, llm_config=tiny_text_llm, k=5, max_reflections=0,
+                         describe_max_tokens=64, route_confidence=1.01)  # always ask the model
     with TestClient(create_app(service_settings, linker=linker)) as client:
         server = client.get("/health").json()["model_server"]
         assert server["configured"] and server["reachable"] and server["model"] == tiny_text_llm.model

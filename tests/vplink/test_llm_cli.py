@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.stub_servers import html_server, silent_server
-from vplink.retrieval.jsonl import write_jsonl
+from vplink.core.jsonl import write_jsonl
 
 # A hang is a failure: each command must be done long before this (the old client waited 300 s or forever).
 HANG_S = 120

@@ -9,8 +9,8 @@ import pytest
 from vplink.agent.llm_client import LLMClient, LLMConfig
 from vplink.core.settings import settings
 from vplink.retrieval.text_encoder import default_text_model_path
-from vplink.serving.llm_server import VLLMNotInstalledError, default_venv, find_vllm_python
-from vplink.serving.model_prep import tiny_cache_dir
+from vplink.model_server.llm_server import VLLMNotInstalledError, default_venv, find_vllm_python
+from vplink.model_server.model_prep import tiny_cache_dir
 
 
 def test_each_variable_reaches_its_reader(monkeypatch, tmp_path) -> None:

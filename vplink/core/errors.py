@@ -41,6 +41,10 @@ class EncoderMismatchError(StoreError):
     """A query was embedded by another encoder than the one that built the store."""
 
 
+class SettingsError(VplinkError):
+    """A setting (a flag, a ``VPLINK_*`` variable) is unknown or has a value it cannot take."""
+
+
 class ModelLoadError(VplinkError):
     """A model's weights cannot be found or loaded from a local path."""
 

@@ -26,8 +26,8 @@ def git_version() -> dict[str, Any]:
 
     head = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if head else None
-    # Untracked run outputs under eval/results/ are what runs write, not code: they do not dirty the tree.
-    changes = [line for line in (status or "").splitlines() if not line.startswith("?? eval/results/")]
+    # Untracked run outputs under results/ are what runs write, not code: they do not dirty the tree.
+    changes = [line for line in (status or "").splitlines() if not line.startswith("?? results/")]
     return {"git_commit": head, "git_dirty": bool(changes) if status is not None else None}
 
 

@@ -41,8 +41,8 @@ class ModelPrepError(VplinkError):
 
 
 def vllm_python() -> str:
-    """The vLLM environment's python (see :func:`vplink.serving.llm_server.find_vllm_python`)."""
-    from vplink.serving.llm_server import find_vllm_python
+    """The vLLM environment's python (see :func:`vplink.model_server.llm_server.find_vllm_python`)."""
+    from vplink.model_server.llm_server import find_vllm_python
     return find_vllm_python()
 
 

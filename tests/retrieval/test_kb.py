@@ -9,7 +9,7 @@ import pytest
 
 from vplink.core.errors import KBError
 from vplink.core.records import Entity
-from vplink.retrieval.records import load_kb
+from vplink.retrieval.kb import load_kb
 
 
 def write(path: Path, lines: list[str]) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vplink.serving.model_prep import (DEFAULT_MODEL_NAME, MANIFEST, ModelPrepError, build_tiny_model, is_complete,
+from vplink.model_server.model_prep import (DEFAULT_MODEL_NAME, MANIFEST, ModelPrepError, build_tiny_model, is_complete,
                                        prepare_default_model)
 
 REPO = Path(__file__).resolve().parents[2]

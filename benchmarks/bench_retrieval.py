@@ -1,7 +1,7 @@
 """Retrieval benchmark: recall@k per channel and fused, weight tuning on dev, query latency.
 
-    python -m vplink.eval.bench_retrieval --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
-        --out eval/results/retrieval_dev.json [--tune] [--server]
+    python benchmarks/bench_retrieval.py --store stores/wikimel --dataset ../shared/data/wikimel/dev.jsonl \
+        --out results/retrieval_dev.json [--tune] [--server]
 
 Prints a table with each row's ratio to the baseline measured in the same run (dense MiniLM over
 name + description plus name-token overlap with the mention), and writes everything as JSON.
@@ -24,11 +24,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from vplink.retrieval.progress import tqdm
+from vplink.core.progress import tqdm
 
+from vplink.core.jsonl import read_jsonl, write_json
 from vplink.core.provenance import provenance
 from vplink.retrieval.factory import open_retriever
-from vplink.retrieval.jsonl import read_jsonl, write_json
 from vplink.retrieval.search import (DATES_CHANNEL, DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews,
                                      channel_matrix, fused_scores, rank_scores)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from vplink.serving.llm_server import (LLMServer, LLMServerStartError, ServerConfig, VLLMNotInstalledError,
+from vplink.model_server.llm_server import (LLMServer, LLMServerStartError, ServerConfig, VLLMNotInstalledError,
                                        cpu_bind_all, find_vllm_python, free_port)
-from vplink.serving.model_prep import build_tiny_model
+from vplink.model_server.model_prep import build_tiny_model
 
 
 def test_free_port_is_bindable() -> None:
@@ -116,7 +116,7 @@ def test_context_manager_stops_server(tmp_path: Path) -> None:
 
 def test_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     # a parent that launches a real server and is then killed must not leave the server behind
-    script = ("import os, sys; from vplink.serving.llm_server import LLMServer, ServerConfig; "
+    script = ("import os, sys; from vplink.model_server.llm_server import LLMServer, ServerConfig; "
               f"s = LLMServer(ServerConfig(model={str(build_tiny_model('text'))!r}, log_path={str(tmp_path / 'l')!r}))"
               ".launch(); print(s.process.pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,

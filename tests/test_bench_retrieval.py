@@ -1,11 +1,11 @@
-"""The weight tuning of `eval/bench_retrieval.py` ranks exactly as the production fusion does."""
+"""The weight tuning of `benchmarks/bench_retrieval.py` ranks exactly as the production fusion does."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vplink.eval.bench_retrieval import TEXT_CHANNELS, channel_matrices, fused_gold_ranks, rrf_features
+from benchmarks.bench_retrieval import TEXT_CHANNELS, channel_matrices, fused_gold_ranks, rrf_features
 from vplink.retrieval.search import DEFAULT_WEIGHTS, FusionConfig, MultiViewRetriever, QueryViews
 
 WEIGHTS = {

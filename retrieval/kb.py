@@ -1,4 +1,4 @@
-"""KB entity records: the pydantic contract and a validating JSON Lines loader."""
+"""Loading a KB file: JSON Lines validated line by line against the entity contract (``vplink.core.records``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vplink.core.errors import KBError
+from vplink.core.jsonl import iter_jsonl
 from vplink.core.records import Entity
-from vplink.retrieval.jsonl import iter_jsonl
 
 
 @dataclass
