@@ -13,9 +13,9 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+from vplink.retrieval.records import load_kb
 
 from vplink.core.errors import KBError
-from vplink.retrieval.records import load_kb
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
