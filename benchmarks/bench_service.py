@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -59,13 +60,14 @@ def build_store(data: Path, folder: Path) -> str:
     return str(folder / "store")
 
 
-def start_server(store: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """`vplink serve` on a free loopback port, answering /health; returns the process and its URL."""
+def start_server(store: str, log: Path, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """`vplink serve` (with ``extra`` options) on a free loopback port, answering /health; returns the process
+    and its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with log.open("wb") as out:
-        process = subprocess.Popen([*vplink_command(), "serve", "--store", store, "--port", str(port)],
+        process = subprocess.Popen([*vplink_command(), "serve", "--store", store, "--port", str(port), *extra],
                                    stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -144,15 +146,22 @@ def load(url: str, requests: list[dict], clients: int, count: int, max_seconds: 
             "stopped_by": "count" if len(latencies) >= count else "time"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_options(description: str, *, requests: tuple[int, str], max_seconds: tuple[float, str],
+                 out: str) -> argparse.Namespace:
+    """The options of a load on the service: store, data, clients, requests and time limit (default, help), output."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--store", help="an existing store (default: index a small WikiMEL slice first)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=48, help="requests per workload and concurrency")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="time limit per workload and concurrency")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_service.json")
-    args = parser.parse_args()
+    parser.add_argument("--requests", type=int, default=requests[0], help=requests[1])
+    parser.add_argument("--max-seconds", type=float, default=max_seconds[0], help=max_seconds[1])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / out)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = load_options(__doc__.splitlines()[0], requests=(48, "requests per workload and concurrency"),
+                        max_seconds=(120.0, "time limit per workload and concurrency"), out="bench_service.json")
 
     with tempfile.TemporaryDirectory(prefix="vplink-bench-") as scratch:
         store = args.store or build_store(args.data, Path(scratch))

@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-
 from vplink.agent.linker import RESULT, Linker
 from vplink.agent.state import LinkResult
-from vplink.core.records import LinkQuery
 from vplink.service.errors import RequestError
+
+from vplink.core.records import LinkQuery
 
 log = logging.getLogger("vplink.service")
 #: How often the waiting request looks whether its client is still connected.

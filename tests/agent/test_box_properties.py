@@ -13,10 +13,10 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from vplink.agent.visual_prompt import BoxError, parse_box, validate_box
 from vplink.eval.datasets import DatasetError, load_dataset
 from vplink.retrieval.images import displayed_size
+
 from tests.eval.conftest import DATA
 
 PHOTO = DATA / "people" / "images" / "two_people.jpg"

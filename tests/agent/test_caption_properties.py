@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from vplink.agent.caption_people import MAX_CAPTION_CHARS, MAX_PEOPLE, find_people
-from vplink.core.records import Entity
 from vplink.retrieval.lexical import PersonNameIndex, normalize
+
+from vplink.core.records import Entity
 
 WORDS = ["Barack", "Obama", "Joe", "Biden", "Michelle", "Temer", "Zuma", "Noah", "Beery", "Sr.", "Jr.", "van",
          "de", "la", "President", "Dr.", "Left", "right", "L-R:", "Back", "row", "Front:", "(left)", "(1)",

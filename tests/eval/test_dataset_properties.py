@@ -13,11 +13,11 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from tests.eval.conftest import DATA
 from vplink.agent.visual_prompt import validate_box
 from vplink.eval.datasets import _NIL_ANSWERS, DatasetError, read_dataset
 from vplink.retrieval.images import displayed_size
+
+from tests.eval.conftest import DATA
 
 PHOTO = DATA / "people" / "images" / "two_people.jpg"
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False),

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-
-from tests.service.test_api import sse_events
-from tests.stub_servers import silent_server
 from vplink.agent.caption_people import MAX_CAPTION_CHARS
 from vplink.agent.linker import Linker
 from vplink.agent.llm_client import LLMClient, LLMConfig
 from vplink.agent.nodes import LinkerConfig
 from vplink.service import create_app
+
+from tests.service.test_api import sse_events
+from tests.stub_servers import silent_server
 
 #: The model server never answers; the describe step waits this long for it, then links without it.
 MODEL_WAIT_S = 8.0
