@@ -92,7 +92,6 @@ def test_decide_answers_nil_under_the_scorers_calibrated_threshold(teacher_stude
     from vplink.core.jsonl import read_jsonl
 
     out, _ = teacher_student
-    assert json.loads((out / "config.json").read_text())["nil_threshold"] is not None
     scorer = load_scorer(out, text_encoder=text_encoder)
     row = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[0]
     linker = open_linker(store=people_store, reranker=scorer, k=10)
