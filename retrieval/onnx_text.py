@@ -107,7 +107,7 @@ def quantize_onnx(source: Path, target: Path, model_path: Path) -> None:
         # multiplies uint8 activations by int8 weights, and without VNNI (AVX2, AVX-512 without VNNI) it sums
         # each pair of products into int16 (vpmaddubsw), which saturates once 2*255*|w| > 32767, i.e. |w| > 64.
         # With full-range weights an AVX2-only EPYC got mean cosine 0.9896 to torch where a VNNI CPU got 0.9915;
-        # with these, 0.9912 on both (tests/retrieval/test_int8_avx2.py runs the AVX2 kernels under qemu).
+        # with these, 0.9912 and 0.9913 (tests/retrieval/test_int8_avx2.py runs the AVX2 kernels under qemu).
         # DefaultTensorType: the fused ops come from a contrib domain that ONNX shape inference cannot type.
         quantize_dynamic(str(fused), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          extra_options={"DefaultTensorType": 1})

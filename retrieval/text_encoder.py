@@ -19,7 +19,8 @@ TEXT_BACKEND_ENV = "VPLINK_TEXT_BACKEND"
 # torch: sentence-transformers as is (GPUs); onnx: the same model exported to ONNX and run by onnxruntime (CPU,
 # same vectors); openvino: that ONNX file compiled by OpenVINO in float32 (CPU, same vectors, faster);
 # openvino-bf16: OpenVINO computing in bfloat16 on CPUs that have it (faster still; vectors within 0.9995 cosine
-# of torch's); onnx-int8: its weights quantised to int8 (vectors within ~0.99 cosine, a little accuracy lost).
+# of torch's); onnx-int8: its weights quantised to 7-bit int8 (vectors within ~0.99 cosine, a little accuracy
+# lost, the same with and without VNNI).
 BACKENDS = ("torch", "onnx", "openvino", "openvino-bf16", "onnx-int8")
 # A token never spans this many characters in real text, so cutting here changes no embedding but spares the
 # tokenizer from reading a whole article the model would truncate anyway.
@@ -28,8 +29,8 @@ CHARS_PER_TOKEN_CAP = 32
 
 def default_backend(device: str = "cpu") -> str:
     """``$VPLINK_TEXT_BACKEND``, else torch on a GPU and openvino on a CPU (onnx where openvino is missing)."""
-    # Not onnx-int8: with the default MiniLM it costs 0.07 points of WikiMEL dev Hits@1 but 0.19 on test
-    # (0.8788 against 0.8807; benchmarks/results/speed_int8.json), so it stays a choice, not the default.
+    # Not onnx-int8: with the default MiniLM it costs 0.04 points of WikiMEL dev Hits@1 but 0.19 on test
+    # (0.8794 against 0.8813; benchmarks/results/speed_int8.json), so it stays a choice, not the default.
     if settings().text_backend:
         return check_backend(settings().text_backend)
     if device != "cpu":

@@ -46,8 +46,9 @@ def cpu_info(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
     except OSError:
         pass
     flags = set(fields["flags"].split()) if "flags" in fields else None
+    simd = {flag: (flag in flags) if flags is not None else None for flag in SIMD_FLAGS}
     return {"model": fields.get("model name") or platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "simd": {flag: (flag in flags) if flags is not None else None for flag in SIMD_FLAGS}}
+            "cores": os.cpu_count(), "simd": simd}
 
 
 def provenance() -> dict[str, Any]:
