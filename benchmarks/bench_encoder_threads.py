@@ -29,9 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_soak import cpu  # noqa: E402
-from vplink.eval.harness import git_version  # noqa: E402
-from vplink.retrieval.jsonl import write_json  # noqa: E402
+from vplink.core.jsonl import write_json  # noqa: E402
+from vplink.core.provenance import provenance  # noqa: E402
 from vplink.retrieval.text_encoder import TextEncoder  # noqa: E402
 
 THREADS = (1, 4, 8)
@@ -108,7 +107,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "encoder_threads.json")
     args = parser.parse_args()
 
-    git = git_version()
+    measured_on = provenance()  # the tree and the CPU the numbers come from
     pool_of = texts(args.data)
     rng = random.Random(0)
     batches = [pool_of[start:start + rng.randint(1, 16)] for start in
@@ -131,7 +130,7 @@ def main() -> None:
 
     write_json(args.out, {
         "what": "OpenVINO text encoder (float32) from several threads: request strategies on the same batches",
-        "git": git, "machine": {"cpu": cpu(), "platform": platform.platform(),
+        **measured_on, "machine": {"platform": platform.platform(),
                                 "load_average_start": round(load_start[0], 2),
                                 "load_average_end": round(os.getloadavg()[0], 2)},
         "versions": {"python": platform.python_version(), "openvino": openvino.__version__},
