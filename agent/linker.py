@@ -135,6 +135,7 @@ def _query(image, box, text, mention, id) -> LinkQuery:
 def to_result(state: LinkState) -> LinkResult:
     """The user-facing result of a finished workflow state."""
     return LinkResult(query=state["query"], ranking=state.get("ranking") or [], nil=bool(state.get("nil")),
+                      confidence=state.get("confidence"),
                       description=state.get("description"), judgement=state.get("judgement"),
                       choice=state.get("choice"),
                       evidence=state.get("evidence"), evidence_text=state.get("evidence_text", ""),

@@ -65,6 +65,8 @@ class LinkResult(BaseModel):
     query: LinkQuery
     ranking: list[RankedEntity] = Field(default_factory=list)
     nil: bool = False
+    #: The calibrated probability that the top-1 is right (None: no calibration for this pipeline).
+    confidence: float | None = None
     description: Description | None = None
     judgement: Judgement | None = None
     choice: Choice | None = None
@@ -121,6 +123,7 @@ class LinkState(TypedDict, total=False):
     candidates: list[Candidate]
     ranking: list[RankedEntity]
     nil: bool
+    confidence: float | None
     judgement: Judgement | None
     reflections: int
     used_model: str | None
