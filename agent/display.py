@@ -131,13 +131,7 @@ def link_result_html(result: Any, *, top: int = TOP_CANDIDATES) -> str:
 
 
 def _header(result: Any) -> str:
-    best = result.top
-    if result.nil:
-        answer = "NIL: not in the knowledge base"
-    elif best is None:
-        answer = "no answer (nothing was retrieved)"
-    else:
-        answer = f"{best.name} ({best.id}), score {best.score:.3f}"
+    answer = result.headline
     query = result.query
     parts = []
     if query.image:

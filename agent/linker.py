@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vplink.agent.confidence import Calibrator, default_calibrator
 from vplink.agent.display import MermaidText
 from vplink.agent.graph import build_graph
 from vplink.agent.llm_client import LLMClient
@@ -32,12 +33,15 @@ class Linker:
 
     def __init__(self, retriever: MultiViewRetriever, *, llm: LLMClient | None = None,
                  reranker: Reranker | None = None, config: LinkerConfig | None = None,
-                 checkpoint: str | Path | None = None) -> None:
+                 checkpoint: str | Path | None = None, calibrator: Calibrator | None = None) -> None:
         self.retriever = retriever
         self.llm = llm
         self.reranker = reranker or RetrievalScoreReranker()
         self.config = config or LinkerConfig()
-        self.nodes = LinkerNodes(retriever, self.reranker, self.config, llm)
+        #: Maps an answer to its confidence and NIL threshold: the one given, else the reranker's own (a
+        #: distilled scorer's calibration.json), else the packaged one when the scores are retrieval's.
+        self.calibrator = calibrator or default_calibrator(self.reranker)
+        self.nodes = LinkerNodes(retriever, self.reranker, self.config, llm, calibrator=self.calibrator)
         self._checkpointer = _sqlite_saver(checkpoint) if checkpoint else None
         self.graph = build_graph(self.nodes, self._checkpointer)
 
@@ -120,6 +124,7 @@ class Linker:
                 "image_encoder": getattr(self.retriever.image_encoder, "name", None),
                 "fusion": self.retriever.config.model_dump(), "linker": self.config.model_dump(),
                 "llm": self.llm.model if self.llm else None, "reranker": self.reranker.name,
+                "calibration": self.calibrator.fitted_on if self.calibrator else None,
                 "prompts": prompt_versions()}
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from vplink.agent.alignment import SpanAlignment, align_box, with_choice
 from vplink.agent.caption_people import find_people
+from vplink.agent.confidence import Calibrator, assess
 from vplink.agent.llm_client import LLMClient
 from vplink.agent.llm_errors import LLMError
 from vplink.agent.reranker import Reranker
@@ -65,9 +66,11 @@ class LinkerNodes:
     """The resources the nodes share (retriever, model client, reranker, evidence tools) and the nodes."""
 
     def __init__(self, retriever: MultiViewRetriever, reranker: Reranker, config: LinkerConfig,
-                 llm: LLMClient | None = None, evidence_tools: Any = None) -> None:
+                 llm: LLMClient | None = None, evidence_tools: Any = None,
+                 calibrator: Calibrator | None = None) -> None:
         self.retriever = retriever
         self.reranker = reranker
+        self.calibrator = calibrator
         self.config = config
         self.llm = llm
         self.tools = evidence_tools
@@ -220,25 +223,19 @@ class LinkerNodes:
         top, second = ranking[0].score, ranking[1].score
         return top <= 0 or (top - second) / abs(top) < self.config.reflect_margin
 
-    @property
-    def nil_threshold(self) -> float | None:
-        """The top score under which the answer is NIL: the configured one, else the one the distilled scorer
-        was calibrated with on its dev split (its scores are on its own scale); None: never NIL."""
-        if self.config.nil_threshold is not None:
-            return self.config.nil_threshold
-        return getattr(self.reranker, "nil_threshold", None)
-
     @timed("decide")
     def decide(self, state: LinkState) -> dict[str, Any]:
-        """NIL when the top score is under the NIL threshold; otherwise keep the ranking."""
+        """The answer's calibrated confidence, and NIL when it is under the threshold, when the marked face
+        matches no portrait of the KB, or when the model judged that no candidate fits."""
         ranking = state.get("ranking") or []
         if not ranking:
-            return {"nil": True}
-        threshold = self.nil_threshold
+            return {"nil": self.config.nil, "confidence": None}
         judgement = state.get("judgement")
-        if judgement is not None and judgement.choice.upper() == "NIL" and threshold is not None:
-            return {"nil": True}
-        return {"nil": threshold is not None and ranking[0].score < threshold}
+        assessment = assess(ranking, mention=state["query"].mention, evidence=state.get("evidence"),
+                            calibrator=self.calibrator, threshold=self.config.nil_threshold, allow_nil=self.config.nil,
+                            model_said_nil=judgement is not None and judgement.choice.upper() == "NIL")
+        return {"nil": assessment.nil, "confidence": assessment.confidence,
+                "notes": [assessment.reason] if assessment.reason else []}
 
     @timed("reflect")
     def reflect(self, state: LinkState) -> dict[str, Any]:

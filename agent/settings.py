@@ -22,8 +22,11 @@ class LinkerConfig(BaseModel):
     # The graph goes through `reflect` at most once (rerank -> reflect -> decide), so 1 is the most it can do.
     max_reflections: int = Field(default=1, ge=0, le=1, description="1: a close call is shown to the model once "
                                  "more; 0: never")
-    nil_threshold: float | None = Field(default=None, description="top score under which the answer is NIL; "
-                                        "None: the reranker's own calibrated threshold, if it has one")
+    nil: bool = Field(default=True, description="answer NIL (not in the KB) when the answer is not sure enough; "
+                      "False: rankings only")
+    nil_threshold: float | None = Field(default=None, ge=0, le=1, description="the confidence under which the "
+                                        "answer is NIL; None: the calibration's own (chosen on dev for the best "
+                                        "NIL F1)")
     evidence_tools: list[str] = Field(default_factory=lambda: ["geometry", "faces", "ocr", "labels"])
     image_retrieval: bool = True
     describe_max_tokens: int = Field(default=320, ge=32)
@@ -64,6 +67,8 @@ class LinkerSettings(BaseSettings, LinkerConfig):
                                                                        "(default: the model client's LLMConfig.timeout_s)")
     vision: bool = Field(default=False, description="the model sees images: send the marked picture and the crop")
     scorer: Path | None = Field(default=None, description="a distilled scorer folder to rerank with")
+    calibration: Path | None = Field(default=None, description="a calibration file from `vplink eval calibrate` "
+                                     "(default: the scorer's own, else the one shipped for the retrieval score)")
     checkpoint: Path | None = Field(default=None, description="SQLite file: a query resumes mid-way after a crash")
 
     @field_validator("store", mode="before")

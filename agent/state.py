@@ -82,6 +82,17 @@ class LinkResult(BaseModel):
         return None if self.nil or not self.ranking else self.ranking[0]
 
     @property
+    def headline(self) -> str:
+        """The answer in one line, as every output shows it: the entity and how sure, or NIL with the nearest miss."""
+        sure = f"confidence {self.confidence:.2f}" if self.confidence is not None else "no calibrated confidence"
+        if self.nil:
+            nearest = f"; nearest: {self.ranking[0].name} ({self.ranking[0].id})" if self.ranking else ""
+            return f"NIL: not in the knowledge base ({sure}{nearest})"
+        if self.top is None:
+            return "no answer: nothing was retrieved"
+        return f"{self.top.name} ({self.top.id}), {sure}"
+
+    @property
     def rationale(self) -> str:
         """The model's reasoning: the reflect step's if it ran, else the description's."""
         if self.judgement and self.judgement.rationale:
@@ -91,7 +102,7 @@ class LinkResult(BaseModel):
         return self.description.rationale if self.description else ""
 
     def __repr__(self) -> str:
-        head = "NIL" if self.nil else (f"{self.top.name} ({self.top.id}, {self.top.score:.3f})" if self.top else "—")
+        head = self.headline
         others = ", ".join(f"{r.name} ({r.id})" for r in self.ranking[1:4])
         model = self.used_model or "no model"
         return f"<LinkResult {self.query.id or 'query'}: {head}; next: {others or '—'}; {model}; " \

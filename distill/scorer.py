@@ -13,6 +13,7 @@ import torch
 from cachetools import LRUCache
 from safetensors.torch import load_file
 
+from vplink.agent.confidence import Calibrator
 from vplink.agent.state import Description
 from vplink.core.errors import ModelLoadError, VplinkError
 from vplink.core.records import Candidate, LinkQuery
@@ -21,6 +22,8 @@ from vplink.distill.features import N_NUMERIC, retrieval_features, store_matches
 from vplink.distill.student import StudentConfig, StudentScorer
 
 FORMAT = "vplink-distilled-scorer/3"  # 3: the pair unit and the dates and face channels
+#: The scorer's confidence calibration, beside its weights (optional).
+CALIBRATION = "calibration.json"
 
 
 class ScorerLoadError(VplinkError):
@@ -56,12 +59,15 @@ class _VectorCache:
 class DistilledScorer:
     """Implements the agent's ``Reranker``: one fused student score per candidate (higher is better)."""
 
-    def __init__(self, model: StudentScorer, config: dict, text_encoder, store=None) -> None:
+    def __init__(self, model: StudentScorer, config: dict, text_encoder, store=None,
+                 calibrator: Calibrator | None = None) -> None:
         self.model = model.eval()
         self.config = config
         self.text_encoder = text_encoder
         self.store = store
-        self.nil_threshold: float | None = config.get("nil_threshold")
+        #: The confidence calibration of this scorer's scores (``calibration.json`` in its folder, written by
+        #: `vplink eval calibrate` on rerank runs), or None: its answers carry no confidence.
+        self.calibrator = calibrator
         self.name = f"distilled:{config.get('targets', 'teacher')}:{config.get('fingerprint', '')}".rstrip(":")
         self._cache = _VectorCache()
         self.last_ms = 0.0
@@ -166,4 +172,6 @@ def load_scorer(path: str | Path, store=None, text_encoder=None) -> DistilledSco
         from vplink.retrieval.factory import open_store
 
         store = open_store(store)
-    return DistilledScorer(model, config, text_encoder, store)
+    calibration = path / CALIBRATION
+    return DistilledScorer(model, config, text_encoder, store,
+                           Calibrator.load(calibration) if calibration.is_file() else None)

@@ -8,11 +8,8 @@
   (with the retrieval prior it ranks like retrieval); it is kept when no epoch beats it.
 - Every epoch writes ``checkpoint/`` (model and optimizer state as safetensors, progress as JSON) and a line
   of ``metrics.jsonl``; the best epoch's weights are ``model.safetensors`` beside ``config.json``.
-- NIL threshold (``config.json: nil_threshold``), calibrated on dev with the best weights: when the dev split
-  holds both NIL and non-NIL examples (the teacher's NIL; with ``gold``, a gold answer of None), the top fused score that best separates them (balanced
-  accuracy of "NIL iff top score < threshold"); when the teacher never said NIL (WikiMEL: every mention is in
-  the KB), none unless ``nil_quantile`` > 0 asks for that quantile of the dev top scores (about that fraction of in-KB queries
-  would then be called NIL). ``nil_source`` records which rule made it.
+- No NIL threshold: the scorer's confidence and NIL threshold come from `vplink eval calibrate` on its rerank
+  runs (``calibration.json`` beside the weights), like every other pipeline's.
 """
 
 from __future__ import annotations
@@ -56,7 +53,6 @@ class TrainConfig(BaseModel):
     patience: int = Field(default=6, ge=1)
     # Without NIL examples in dev a threshold can only be a guess: the share of in-KB answers to give up.
     # 0 (the default) sets none, so the scorer only ranks; NIL then comes from the linker's calibrated confidence.
-    nil_quantile: float = Field(default=0.0, ge=0, le=1)
     student: StudentConfig = Field(default_factory=StudentConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
 
@@ -123,22 +119,6 @@ def evaluate(scores: torch.Tensor, tensors: Tensors) -> dict[str, float]:
     ranks = (s > gold).sum(1) + ((s == gold) & earlier).sum(1) + 1
     return {"agreement": float((ranks == 1).float().mean()), "mrr": float((1.0 / ranks.float()).mean()),
             "n": int(keep.sum())}
-
-
-def calibrate_nil(scores: torch.Tensor, tensors: Tensors, quantile: float) -> tuple[float | None, str]:
-    """The NIL threshold and the rule that made it (see the module docstring)."""
-    if len(tensors) == 0:
-        return None, "none: empty dev split"
-    top = scores.max(dim=1).values.numpy()
-    nil = tensors.data["teacher_nil"].numpy()
-    if nil.any() and (~nil).any():
-        cands = np.unique(top)
-        cuts = np.concatenate([[cands[0] - 1e-6], (cands[:-1] + cands[1:]) / 2, [cands[-1] + 1e-6]])
-        best = max(cuts, key=lambda t: (0.5 * ((top[nil] < t).mean() + (top[~nil] >= t).mean()), -t))
-        return float(best), "teacher-nil-separation"
-    if quantile > 0:
-        return float(np.quantile(top, quantile)), f"quantile-{quantile:g}"
-    return None, "none: the dev split has no NIL answer to calibrate on"
 
 
 # ---------------------------------------------------------------- checkpoints (safetensors only)
@@ -297,7 +277,7 @@ def train(records_path: str | Path, store: KBStore | Mapping[str, Entity], out_d
 
     def save_best(epoch: int, dev: dict) -> None:
         _save(model.state_dict(), out / "model.safetensors")
-        write_json(out / "config.json", {**meta, "best_epoch": epoch, "dev": dev, "nil_threshold": None})
+        write_json(out / "config.json", {**meta, "best_epoch": epoch, "dev": dev})
 
     # the bar to clear: retrieval's own order (position 0 first) scored the same way
     position = -torch.arange(k, dtype=torch.float32).expand(len(dv), k).masked_fill(~dv.data["mask"], -1e4)
@@ -348,14 +328,12 @@ def train(records_path: str | Path, store: KBStore | Mapping[str, Entity], out_d
             break
     bar.close()
 
-    # calibrate NIL with the best weights, then write the final config
+    # the best weights' dev numbers, then the final config
     best = StudentScorer(config.student)
     best.load_state_dict(load_file(str(out / "model.safetensors")))
-    dev_scores = predict(best, dv)
-    dev_best = evaluate(dev_scores, dv)
-    threshold, source = calibrate_nil(dev_scores, dv, config.nil_quantile)
-    final = {**meta, "best_epoch": state["best_epoch"], "dev": dev_best, "nil_threshold": threshold,
-             "nil_source": source, "metric": "gold_hits@1" if dev_gold is not None else "teacher_agreement"}
+    dev_best = evaluate(predict(best, dv), dv)
+    final = {**meta, "best_epoch": state["best_epoch"], "dev": dev_best,
+             "metric": "gold_hits@1" if dev_gold is not None else "teacher_agreement"}
     write_json(out / "config.json", final)
-    return {k: final[k] for k in ("best_epoch", "dev", "dev_retrieval", "nil_threshold", "nil_source", "metric", "n_train", "n_dev",
+    return {k: final[k] for k in ("best_epoch", "dev", "dev_retrieval", "metric", "n_train", "n_dev",
                                   "parameters", "targets")} | {"epochs_run": state["epoch"]}

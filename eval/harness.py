@@ -18,12 +18,13 @@ from vplink.core.records import LabeledQuery, LinkQuery
 from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
 from vplink.eval.error_analysis import ERRORS, ErrorAnalysis, analyse_errors
-from vplink.eval.metrics import KS, Metrics, Prediction, compute_metrics
+from vplink.eval.metrics import KS, CalibrationMetrics, Metrics, Prediction, compute_metrics
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 REPORT = "report.md"
 PLOT = "hits.png"
+RELIABILITY = "reliability.png"
 MANIFEST = "run.json"
 WORST = 20
 
@@ -73,7 +74,7 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
     todo = [example for example in examples if example.id not in done]
     if todo:
         # Until this run finishes, results from an earlier one would describe other predictions.
-        for name in (METRICS, REPORT, ERRORS, PLOT):
+        for name in (METRICS, REPORT, ERRORS, PLOT, RELIABILITY):
             (out / name).unlink(missing_ok=True)
     started = time.perf_counter()
     new = _predict_all(todo, predictor, out / PREDICTIONS, concurrency=concurrency, batch_size=batch_size,
@@ -96,6 +97,8 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
     with atomic_write(out / REPORT) as handle:
         handle.write(render_report(result, metrics, analysis, run_settings))
     write_hits_plot(out / PLOT, metrics, title=f"{pipeline} on {Path(dataset).name}")
+    if metrics.calibration is not None:
+        write_reliability_plot(out / RELIABILITY, metrics.calibration, title=f"{pipeline} on {Path(dataset).name}")
     return result
 
 
@@ -114,6 +117,10 @@ def metrics_document(metrics: Metrics, *, pipeline: str, dataset: str, versions:
     }
     if metrics.nil is not None:
         doc["nil"] = metrics.nil.model_dump()
+    if metrics.abstention is not None:
+        doc["abstention"] = metrics.abstention.model_dump()
+    if metrics.calibration is not None:
+        doc["calibration"] = metrics.calibration.model_dump()
     if metrics.by_type is not None:
         doc["by_type"] = {name: group.model_dump() for name, group in metrics.by_type.items()}
     doc["errors"] = metrics.errors
@@ -313,6 +320,19 @@ def render_report(result: Mapping[str, Any], metrics: Metrics, analysis: ErrorAn
                   "| --- | --- | --- | --- | --- |",
                   f"| {_pct(nil.precision)} | {_pct(nil.recall)} | {_pct(nil.f1)} | {nil.n_gold_nil} | "
                   f"{nil.n_pred_nil} |", ""]
+    if metrics.abstention is not None:
+        cost = metrics.abstention
+        lines += ["### What NIL costs the in-KB queries", "", "| Hits@1 without NIL answers | Hits@1 with them | "
+                  "in-KB queries answered NIL |", "| --- | --- | --- |",
+                  f"| {_pct(cost.h1_before_nil)} | {_pct(cost.h1_after_nil)} | {cost.nil_on_in_kb} |", ""]
+    if metrics.calibration is not None:
+        lines += ["### Calibration of the confidence", "",
+                  f"Expected calibration error over 10 bins: **{metrics.calibration.ece:.4f}** "
+                  f"({metrics.calibration.n} answers; `{RELIABILITY}` draws the diagram).", "",
+                  "| confidence bin | answers | mean confidence | top-1 right |", "| --- | --- | --- | --- |"]
+        lines += [f"| {b.low:.1f}–{b.high:.1f} | {b.n} | {_num(b.confidence)} | {_num(b.accuracy)} |"
+                  for b in metrics.calibration.bins]
+        lines.append("")
     unknown = result.get("unknown_gold")
     if unknown and unknown["queries"]:
         shown = ", ".join(md.code(eid) for eid in unknown["ids"][:50])
@@ -422,5 +442,34 @@ def write_hits_plot(path: str | Path, metrics: Metrics, *, title: str = "") -> N
     axes.set_title(title or "Hits@k", fontsize=10)
     # Fixed margins rather than tight_layout: as readable here, and a third of the time.
     figure.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.9)
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png")
+
+
+def write_reliability_plot(path: str | Path, calibration: CalibrationMetrics, *, title: str = "") -> None:
+    """Draw the reliability diagram (mean confidence vs share of right top-1 answers per bin) to a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    filled = [b for b in calibration.bins if b.n]
+    figure = Figure(figsize=(4.5, 4.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    axes.bar([(b.low + b.high) / 2 for b in filled], [b.accuracy for b in filled], width=0.09, alpha=0.6,
+             label="top-1 right (share)")
+    axes.plot([b.confidence for b in filled], [b.accuracy for b in filled], marker="o", linewidth=1,
+              label="bin: mean confidence")
+    for b in filled:
+        axes.annotate(str(b.n), ((b.low + b.high) / 2, b.accuracy), textcoords="offset points", xytext=(0, 4),
+                      ha="center", fontsize=7)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.08)
+    axes.set_xlabel("confidence")
+    axes.set_ylabel("accuracy of the top-1")
+    axes.legend(loc="upper left", fontsize=7)
+    axes.grid(alpha=0.3)
+    axes.set_title(f"{title or 'reliability'} (ECE {calibration.ece:.3f})", fontsize=9)
+    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)
     with atomic_write(path, "wb") as handle:
         figure.savefig(handle, format="png")

@@ -22,6 +22,9 @@ class Prediction(BaseModel):
     id: str
     ranking: list[RankedEntity] = Field(default_factory=list)
     nil: bool = False
+    #: The calibrated probability that the top-1 is right, and the features it was computed from.
+    confidence: float | None = None
+    confidence_features: dict[str, float] = Field(default_factory=dict)
     # The ids retrieval handed to the reranker; empty means "the same as the ranking".
     candidates: list[str] = Field(default_factory=list)
     latency_ms: dict[str, float] = Field(default_factory=dict)
@@ -65,6 +68,32 @@ class NilMetrics(BaseModel):
     n_linkable: int
 
 
+class ReliabilityBin(BaseModel):
+    """One bin of the reliability diagram: its confidence range, answers, mean confidence and accuracy."""
+
+    low: float
+    high: float
+    n: int
+    confidence: float | None
+    accuracy: float | None
+
+
+class CalibrationMetrics(BaseModel):
+    """How well the confidence predicts that the top-1 is right: expected calibration error over 10 bins."""
+
+    ece: float
+    n: int
+    bins: list[ReliabilityBin]
+
+
+class AbstentionMetrics(BaseModel):
+    """What saying NIL costs the queries whose gold is in the KB: Hits@1 with NIL answers ignored and counted."""
+
+    h1_before_nil: float
+    h1_after_nil: float
+    nil_on_in_kb: int
+
+
 class TypeMetrics(BaseModel):
     """Hits@k and MRR over the queries whose gold entity has one type."""
 
@@ -84,6 +113,8 @@ class Metrics(BaseModel):
     latency_ms: dict[str, LatencyStats]
     throughput_qps: float | None = None
     nil: NilMetrics | None = None
+    abstention: AbstentionMetrics | None = None
+    calibration: CalibrationMetrics | None = None
     by_type: dict[str, TypeMetrics] | None = None
 
 
@@ -119,6 +150,8 @@ def compute_metrics(predictions: Iterable[Prediction], gold: Mapping[str, str | 
         latency_ms=latency_stats(by_id[qid] for qid in answers if qid in by_id),
         throughput_qps=throughput_qps,
         nil=_nil_metrics(answers, by_id, len(linkable)),
+        abstention=_abstention(linkable, answers, by_id, hits.get("1")),
+        calibration=_calibration(answers, by_id),
         by_type=_by_type(linkable, ranks, answers, types, ks) if types is not None else None,
     )
 
@@ -162,6 +195,49 @@ def _nil_metrics(answers: dict[str, str | None], by_id: dict[str, Prediction], n
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return NilMetrics(precision=precision, recall=recall, f1=f1, n_gold_nil=len(gold_nil),
                       n_pred_nil=len(pred_nil), n_linkable=n_linkable)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
+                               ) -> tuple[float, list[ReliabilityBin]]:
+    """ECE over ``bins`` equal-width confidence bins (Σ share of answers × |accuracy − mean confidence|), and
+    the bins of the reliability diagram."""
+    confidence, correct = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    out, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        n = int(inside.sum())
+        mean_conf = float(confidence[inside].mean()) if n else None
+        accuracy = float(correct[inside].mean()) if n else None
+        if n:
+            ece += n / len(confidence) * abs(accuracy - mean_conf)
+        out.append(ReliabilityBin(low=float(edges[b]), high=float(edges[b + 1]), n=n, confidence=mean_conf,
+                                  accuracy=accuracy))
+    return float(ece), out
+
+
+def _calibration(answers: dict[str, str | None], by_id: dict[str, Prediction]) -> CalibrationMetrics | None:
+    """ECE of the confidence against "the top-1 is the gold" (a NIL gold: never), over answered queries."""
+    scored = [(p.confidence, bool(answers[qid] is not None and p.ranking and p.ranking[0].id == answers[qid]))
+              for qid in answers if (p := by_id.get(qid)) is not None and p.error is None and p.confidence is not None]
+    if not scored:
+        return None
+    confidence, correct = map(np.array, zip(*scored))
+    ece, bins = expected_calibration_error(confidence, correct)
+    return CalibrationMetrics(ece=ece, n=len(scored), bins=bins)
+
+
+def _abstention(linkable: list[str], answers: dict[str, str | None], by_id: dict[str, Prediction],
+                h1_after: float | None) -> AbstentionMetrics | None:
+    """In-KB Hits@1 before and after NIL answers, when the run said NIL at all."""
+    if not linkable or not any(p.nil for p in by_id.values()):
+        return None
+    right = sum(1 for qid in linkable if (p := by_id.get(qid)) is not None and p.error is None and p.ranking
+                and p.ranking[0].id == answers[qid])
+    nil_on_in_kb = sum(1 for qid in linkable if (p := by_id.get(qid)) is not None and p.error is None and p.nil)
+    return AbstentionMetrics(h1_before_nil=right / len(linkable), h1_after_nil=h1_after or 0.0,
+                             nil_on_in_kb=nil_on_in_kb)
 
 
 def _by_type(linkable: list[str], ranks: dict[str, int | None], answers: dict[str, str | None],

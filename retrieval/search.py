@@ -125,14 +125,16 @@ class FusedRanking(Mapping[str, tuple[float, dict[str, ViewHit]]]):
         """Where each channel ranked ``eid`` (channels that missed it are left out)."""
         return self._hits_of(eid)
 
-    def top(self, k: int, *, explain: bool = True) -> list[Candidate]:
+    def top(self, k: int, *, explain: bool | int = True) -> list[Candidate]:
         """The k best candidates: scores rounded by :func:`rank_scores` first, ties to the smaller id, so
-        float noise below 1e-6 cannot reorder two runs. ``explain=False`` leaves their hits empty."""
+        float noise below 1e-6 cannot reorder two runs. ``explain=False`` leaves their hits empty; a number n
+        fills them for the first n only."""
         ids = sorted(self.scores)
         rounded = rank_scores(np.fromiter(map(self.scores.__getitem__, ids), dtype=np.float64, count=len(ids)))
         best = np.argsort(-rounded, kind="stable")[:k]  # stable: among equal scores the smaller id first
-        return [Candidate(id=ids[i], score=float(rounded[i]), hits=self._hits_of(ids[i]) if explain else {})
-                for i in best.tolist()]
+        explained = k if explain is True else int(explain)
+        return [Candidate(id=ids[i], score=float(rounded[i]), hits=self._hits_of(ids[i]) if n < explained else {})
+                for n, i in enumerate(best.tolist())]
 
 
 def rank_scores(scores: np.ndarray) -> np.ndarray:
@@ -273,14 +275,14 @@ class MultiViewRetriever:
         """The top-k fused candidates of one query."""
         return self.search_batch([query], k)[0]
 
-    def search_batch(self, queries: Sequence[QueryViews], k: int, *, explain: bool = True
+    def search_batch(self, queries: Sequence[QueryViews], k: int, *, explain: bool | int = True
                      ) -> list[list[Candidate]]:
         """The top-k fused candidates of each query; encoders and Chroma are called once per view.
 
         A query without a mention but with weighted ``people`` is searched once per person (that
         person as the mention) and the fused scores are mixed by the people's probabilities.
         ``explain=False`` leaves each candidate's per-channel ``hits`` empty (a ranking-only evaluation
-        needs none, and they are a quarter of its time).
+        needs none, and they are a quarter of its time); a number n explains the first n candidates only.
         """
         expanded: list[tuple[int, float, QueryViews]] = []
         for i, query in enumerate(queries):

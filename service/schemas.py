@@ -24,6 +24,11 @@ class LinkResponse(LinkResult):
     def answer(self) -> str | None:
         return self.top.id if self.top else None
 
+    @computed_field(description="the answer in one line: the entity and its confidence, or NIL with the nearest miss")
+    @property
+    def headline(self) -> str:
+        return LinkResult.headline.fget(self)
+
     @computed_field(description="the model's reasoning: the reflect step's if it ran, else the description's")
     @property
     def rationale(self) -> str:

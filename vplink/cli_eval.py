@@ -17,7 +17,7 @@ from vplink.console import data_console
 from vplink.core.errors import VplinkError
 from vplink.core.jsonl import iter_jsonl
 from vplink.eval.compare import compare_markdown, compare_runs, load_run
-from vplink.eval.datasets import FORMATS, read_dataset, sample_examples
+from vplink.eval.datasets import FORMATS, file_sha1, read_dataset, sample_examples
 from vplink.eval.harness import METRICS, PLOT, REPORT, run_eval
 
 
@@ -145,7 +145,8 @@ def run_command(
                     "llm_model": settings.llm_model, "vision": settings.vision, "no_mention": no_mention,
                     "text_model": str(settings.text_model.resolve()) if settings.text_model else None,
                     "format": loaded.format, "images": str(images.resolve()) if images else None,
-                    "options": options}
+                    "options": options, "calibration": _file_identity(settings.calibration),
+                    "nil": settings.nil, "nil_threshold": settings.nil_threshold}
         result = run_eval(examples, predictor, run_dir, pipeline=pipeline.value, dataset=str(dataset),
                           versions={}, concurrency=concurrency, batch_size=batch_size,
                           resume=resume and not restart, retry_errors=retry_errors, dataset_path=dataset,
@@ -174,6 +175,35 @@ def box_report_command(
         _fail(exc)
     _out.print_json(data=report)
     _out.print(f"Wrote {run_dir / BOX_REPORT}")
+
+
+@eval_app.command("calibrate")
+def calibrate_command(
+    runs: list[Path] = typer.Argument(..., help="Finished run folders of ONE pipeline on a dev split (e.g. the plain "
+                                                "dev run and a run on its KB-ablated copy, for NIL answers)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The calibration file to write (JSON)."),
+    max_h1_cost: float = typer.Option(0.02, "--max-h1-cost", min=0.0, max=1.0,
+                                      help="The most in-KB Hits@1 the NIL threshold may cost on the runs."),
+    c: float = typer.Option(1.0, "--c", min=1e-6, help="Inverse strength of the logistic model's L2 penalty."),
+) -> None:
+    """Fit the confidence calibrator (P(top-1 is right)) and the NIL threshold on finished dev runs; pass the file
+    with --calibration, or keep it as calibration.json in a scorer's folder."""
+    from vplink.eval.calibration import fit_calibrator, run_rows
+
+    try:
+        loaded = [run_rows(run) for run in runs]
+        rerankers = {source["reranker"] for _, source in loaded}
+        if len(rerankers) > 1:
+            raise VplinkError(f"the runs rank with different scores ({', '.join(sorted(rerankers))}). Fix: calibrate "
+                              "each reranker on its own runs")
+        calibrator = fit_calibrator([row for rows, _ in loaded for row in rows], reranker=rerankers.pop(),
+                                    max_h1_cost=max_h1_cost, c=c, fitted_on=[source for _, source in loaded])
+        calibrator.save(out)
+    except VplinkError as exc:
+        _fail(exc)
+    _out.print_json(data={kind: {"nil_threshold": model.nil_threshold, **model.metrics}
+                          for kind, model in calibrator.kinds.items()})
+    _out.print(f"Wrote {escape(str(out))}")
 
 
 @eval_app.command("compare")
@@ -226,6 +256,11 @@ def _refuse_unknown_gold(examples, names: dict[str, str] | None, kb: Path) -> No
         raise VplinkError(f"{missing['queries']} of {len(examples)} gold answers name {len(missing['ids'])} "
                           f"entities that are not in the KB {kb} ({shown}). Fix: evaluate against the KB the "
                           "dataset was made for, or pass --allow-unknown-gold to count them as misses")
+
+
+def _file_identity(path: Path | None) -> dict[str, str] | None:
+    """A file's resolved path and content hash: a resumed run must use the same file, not just the same name."""
+    return {"path": str(path.resolve()), "sha1": file_sha1(path)} if path is not None and path.is_file() else None
 
 
 def _kb_names_types(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -114,6 +114,25 @@ def search(
     console.print(f"[dim]{elapsed:.0f} ms[/]")
 
 
+@kb_app.command("ablate")
+def ablate(
+    kb: Annotated[Path, typer.Argument(help="KB file, JSON Lines")],
+    dataset: Annotated[Path, typer.Option(help="The dataset (vplink JSON Lines) whose mentions pick the removed "
+                                               "entities")],
+    out: Annotated[Path, typer.Option(help="Folder for kb.jsonl, the ablated dataset and ablation.json")],
+    fraction: Annotated[float, typer.Option(help="Share of the dataset's linkable mentions whose gold is removed")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the random pick")] = 0,
+) -> None:
+    """Remove the gold entities of a seeded random share of DATASET's mentions from KB, so that their answer is
+    NIL: the standard way to measure NIL detection on data without NIL answers."""
+    from vplink.eval.ablation import ablate as run_ablation
+
+    done = run_ablation(kb, dataset, out, fraction=fraction, seed=seed)
+    console.print(f"{len(done.removed_entities)} entities removed ({done.entities_before} -> {done.entities_after}); "
+                  f"{done.nil_mentions} of {done.mentions} mentions now answer NIL. Wrote "
+                  f"{escape(str(out / 'kb.jsonl'))}, {escape(str(out / dataset.name))} and ablation.json")
+
+
 def _location(store: Path | None, chroma_url: str | None) -> str:
     if bool(store) == bool(chroma_url):
         raise typer.BadParameter("give exactly one of --store DIR or --chroma-url URL")

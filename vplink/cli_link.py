@@ -41,7 +41,8 @@ def link(
 
 def print_result(result, console: Console) -> None:
     """A readable ranking, the model's reasoning, the evidence and the notes (data is never read as markup)."""
-    table = Table(title="NIL: no KB entity fits" if result.nil else "ranking")
+    console.print(("[bold red]" if result.nil else "[bold green]") + escape(result.headline) + "[/]")
+    table = Table(title="the near misses (the answer is NIL)" if result.nil else "ranking")
     for column in ("#", "id", "name", "score", "description"):
         table.add_column(column, overflow="fold")
     for rank, entity in enumerate(result.ranking[:10], start=1):

@@ -28,11 +28,16 @@ LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help=_help("llm_
 LlmTimeout = Annotated[Optional[float], typer.Option("--llm-timeout", min=0.1, help=_help("llm_timeout"))]
 Vision = Annotated[Optional[bool], typer.Option("--vision/--no-vision", help=_help("vision"), show_default=False)]
 Scorer = Annotated[Optional[Path], typer.Option("--scorer", help=_help("scorer"))]
+Calibration = Annotated[Optional[Path], typer.Option("--calibration", help=_help("calibration"))]
+Nil = Annotated[Optional[bool], typer.Option("--nil/--no-nil", help=_help("nil"), show_default=False)]
+NilThreshold = Annotated[Optional[float], typer.Option("--nil-threshold", min=0.0, max=1.0,
+                                                       help=_help("nil_threshold"))]
 
 
 #: Every linker flag of the commands that open a linker, by its LinkerSettings field.
 LINKER_FLAGS: dict[str, Any] = {"store": Store, "prefix": Prefix, "k": K, "text_model": TextModel, "llm_url": LlmUrl,
-                                "llm_model": LlmModel, "llm_timeout": LlmTimeout, "vision": Vision, "scorer": Scorer}
+                                "llm_model": LlmModel, "llm_timeout": LlmTimeout, "vision": Vision, "scorer": Scorer,
+                                "calibration": Calibration, "nil": Nil, "nil_threshold": NilThreshold}
 
 
 def with_linker_flags(command: Callable[..., Any]) -> Callable[..., Any]:

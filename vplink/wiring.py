@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vplink.agent.confidence import Calibrator
 from vplink.agent.linker import Linker
 from vplink.agent.llm_client import LLMClient, LLMConfig
 from vplink.agent.reranker import Reranker
@@ -36,4 +37,6 @@ def open_linker(settings: LinkerSettings | None = None, /, *, reranker: Reranker
             llm_config = llm_config.model_copy(update={"timeout_s": settings.llm_timeout})
         llm = LLMClient(llm_config)
         llm.check()  # fail now, with the fix, when no server (or not this model) answers at that URL
-    return Linker(retriever, llm=llm, reranker=reranker, config=config, checkpoint=settings.checkpoint)
+    calibrator = Calibrator.load(settings.calibration) if settings.calibration else None
+    return Linker(retriever, llm=llm, reranker=reranker, config=config, checkpoint=settings.checkpoint,
+                  calibrator=calibrator)

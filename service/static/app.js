@@ -295,8 +295,8 @@ function showResult(result) {
   const evidence = result.evidence || {};
   showFaces(evidence);
   const best = !result.nil && result.ranking && result.ranking.length ? result.ranking[0] : null;
-  $("answer").textContent = result.nil ? "NIL: not in the knowledge base"
-    : best ? `${best.name} (${best.id})` : "No answer: nothing was retrieved";
+  $("answer").textContent = result.headline;
+  $("answer").className = result.nil ? "nil" : best ? "found" : "";
   $("status").textContent = `done in ${Math.round(Object.values(result.timings_ms || {}).reduce((a, b) => a + b, 0))} ms`;
   showCrop(result.query && result.query.box);
   showReasoning(result);

@@ -40,13 +40,12 @@ def test_gold_training_learns_and_never_ships_below_retrieval(gold_student, cand
     assert set(load_file(str(out / "model.safetensors")))  # plain tensors, no pickle
 
 
-def test_teacher_training_writes_a_calibrated_scorer(teacher_student):
+def test_teacher_training_writes_a_scorer_with_its_provenance(teacher_student):
     out, summary = teacher_student
     config = json.loads((out / "config.json").read_text())
     assert summary["targets"] == "teacher" and summary["metric"] == "teacher_agreement"
     assert config["teacher_models"] == ["qwen2.5-coder-1.5b-instruct"] and config["prompt_versions"]
-    # a threshold exactly where the dev split held the teacher's NIL answers to calibrate it on
-    assert (config["nil_threshold"] is None) == config["nil_source"].startswith("none")
+    assert "nil_threshold" not in config  # NIL comes from `vplink eval calibrate` on the scorer's runs
     assert [r["epoch"] for r in _metrics(out)] == [0, 1, 2, 3]
 
 
@@ -85,22 +84,36 @@ def test_save_load_roundtrip_scores_like_training(teacher_student, rationales_pa
     assert scores == pytest.approx(ref, abs=1e-4)
 
 
-def test_decide_answers_nil_under_the_scorers_calibrated_threshold(teacher_student, people_store, shared_data,
-                                                                    text_encoder):
-    """The threshold the scorer was calibrated with is the one `decide` reads; a configured one wins."""
-    from vplink.wiring import open_linker
+def test_a_scorer_folder_with_a_calibration_gives_confidence_and_nil(teacher_student, people_store, shared_data,
+                                                                     text_encoder, tmp_path):
+    """calibration.json beside the weights (fitted here on the scorer's own answers to real dev mentions) is the
+    one `decide` reads; a configured threshold wins over its own."""
+    import shutil
+
+    from vplink.agent.confidence import confidence_features
     from vplink.core.jsonl import read_jsonl
+    from vplink.distill.scorer import CALIBRATION
+    from vplink.eval.calibration import Row, fit_calibrator
+    from vplink.wiring import open_linker
 
     out, _ = teacher_student
     scorer = load_scorer(out, text_encoder=text_encoder)
+    linker = open_linker(store=people_store, reranker=scorer, k=10, nil=False)
+    rows = []
+    for row in read_jsonl(shared_data / "wikimel" / "dev.jsonl")[:40]:
+        result = linker.link(text=row["text"], mention=row["mention"])
+        rows.append(Row(features=confidence_features(result.ranking, mention=row["mention"]), gold_nil=False,
+                        correct=result.ranking[0].id == row["answer"]))
+    assert len({r.correct for r in rows}) == 2, "the slice must hold right and wrong answers to fit on"
+    calibrated = tmp_path / "scorer"
+    shutil.copytree(out, calibrated)
+    fit_calibrator(rows, reranker=scorer.name).save(calibrated / CALIBRATION)
+    scorer = load_scorer(calibrated, text_encoder=text_encoder)
+    assert scorer.calibrator is not None and scorer.calibrator.reranker == scorer.name
     row = read_jsonl(shared_data / "wikimel" / "dev.jsonl")[0]
-    linker = open_linker(store=people_store, reranker=scorer, k=10)
-    top = linker.link(text=row["text"], mention=row["mention"]).ranking[0].score
-    scorer.nil_threshold = top + 1.0  # the calibrated cut above this query's best: NIL
-    assert linker.link(text=row["text"], mention=row["mention"]).nil
-    scorer.nil_threshold = top - 1.0
-    assert not linker.link(text=row["text"], mention=row["mention"]).nil
-    forced = open_linker(store=people_store, reranker=scorer, k=10, nil_threshold=top + 1.0)
+    result = open_linker(store=people_store, reranker=scorer, k=10).link(text=row["text"], mention=row["mention"])
+    assert result.confidence is not None and not result.nil  # no NIL rows in the fit: no threshold of its own
+    forced = open_linker(store=people_store, reranker=scorer, k=10, nil_threshold=1.0)
     assert forced.link(text=row["text"], mention=row["mention"]).nil
 
 
@@ -158,4 +171,4 @@ def test_a_separate_dev_split_is_the_only_one_selected_on(candidates_path, train
     summary = train(candidates_path, fixture_entities, tmp_path / "scorer", gold=train_gold, dev_path=dev_file,
                     config=gold_config(), cache_dir=feature_dir, text_encoder=text_encoder, progress=False)
     assert summary["n_dev"] == 30 and summary["n_train"] == len(lines) - 30
-    assert summary["nil_threshold"] is None  # no NIL answer in dev: the scorer only ranks, it does not guess one
+    assert "nil_threshold" not in summary  # the scorer only ranks; NIL is calibrated on its runs

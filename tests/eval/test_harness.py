@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 from PIL import Image
 
@@ -11,7 +13,7 @@ from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
 from vplink.eval.datasets import load_dataset
 from vplink.eval.error_analysis import classify_error
 from vplink.eval.harness import RunDirError, read_predictions, run_eval
-from vplink.eval.metrics import Prediction
+from vplink.eval.metrics import Prediction, expected_calibration_error
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor
 
 DATASET = WIKIMEL / "with_images.jsonl"
@@ -153,22 +155,43 @@ def test_resume_refuses_another_pipeline(tmp_path, examples, kb_names):
 
 
 class NilBelow(NameMatchPredictor):
-    """Answers NIL unless the top name matches the mention exactly (score >= 1)."""
+    """Answers NIL unless the top name matches the mention exactly (score >= 1); its confidence is the score."""
 
     def predict(self, batch):
         out = super().predict(batch)
         for p in out:
             p.nil = not p.ranking or p.ranking[0].score < 1.0
+            p.confidence = min(p.ranking[0].score, 1.0) if p.ranking else None
         return out
 
 
-def test_nil_and_types_appear_when_present(tmp_path, examples, kb_names):
+def test_nil_abstention_calibration_and_types_appear_when_present(tmp_path, examples, kb_names):
     # Two real mentions made NIL by taking their gold out of the answer set.
     subset = [e.model_copy(update={"answer": None}) if i < 2 else e for i, e in enumerate(examples[:12])]
     types = {e.answer: ("group-a" if i % 2 else "group-b") for i, e in enumerate(subset) if e.answer}
     result = run(subset, NilBelow(kb_names), tmp_path, types=types)
-    assert {"nil", "by_type"} <= set(result) and set(result) == KEYS | {"nil", "by_type"}
+    extra = {"nil", "abstention", "calibration", "by_type"}
+    assert extra <= set(result) and set(result) == KEYS | extra
     assert result["nil"]["n_gold_nil"] == 2 and set(result["by_type"]) == {"group-a", "group-b"}
+    # what NIL cost: in-KB answers called NIL are misses after, and only after
+    cost = result["abstention"]
+    assert cost["h1_after_nil"] == result["hits"]["1"] and cost["h1_before_nil"] >= cost["h1_after_nil"]
+    assert (cost["h1_before_nil"] > cost["h1_after_nil"]) == (cost["nil_on_in_kb"] > 0)
+    calibration = result["calibration"]
+    assert calibration["n"] == 12 and len(calibration["bins"]) == 10 and 0 <= calibration["ece"] <= 1
+    assert sum(b["n"] for b in calibration["bins"]) == 12
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "What NIL costs the in-KB queries" in report and "Expected calibration error" in report
+
+
+def test_expected_calibration_error_is_zero_when_confidence_is_accuracy():
+    confidence = np.array([0.25] * 4 + [0.75] * 4)
+    right = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
+    ece, bins = expected_calibration_error(confidence, right)
+    assert ece == pytest.approx(0.0) and [b.n for b in bins if b.n] == [4, 4]
+    ece, _ = expected_calibration_error(np.full(8, 0.95), right)
+    assert ece == pytest.approx(0.95 - 4 / 8)
 
 
 def test_classify_error_classes():
