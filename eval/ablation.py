@@ -95,6 +95,7 @@ def _rebased(row: dict[str, Any], source: Path, out: Path) -> dict[str, Any]:
 
 
 def _relative(path: str, source: Path, out: Path) -> str:
-    if "://" in path or Path(path).is_absolute():
+    # A path that is not a file beside its source is one the user resolves with --images: left as it is.
+    if "://" in path or Path(path).is_absolute() or not (source / path).is_file():
         return path
     return os.path.relpath((source / path).resolve(), out.resolve())

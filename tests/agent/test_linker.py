@@ -188,6 +188,23 @@ def test_cli_link_prints_json(people_store: str, shared_data: Path) -> None:
     data = json.loads(out.stdout)
     assert data["ranking"][0]["id"] == "Q6279"
     assert data["query"]["box"] == [256.0, 0.0, 512.0, 301.0]
+    assert data["nil"] is False and 0 < data["confidence"] < 1  # a caption-only box: a kind the calibration saw
+
+
+def test_cli_link_shows_nil_and_its_nearest_miss(people_store: str, shared_data: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vplink.cli import app
+
+    # No one in the KB is called Zyxwv Qrstuv: the answer is NIL, and the terminal says so first, in words.
+    photo = str(shared_data / "people" / "images" / "obama.jpg")
+    out = CliRunner().invoke(app, ["link", photo, "--store", people_store, "--text", "Zyxwv Qrstuv visits the factory",
+                                   "--mention", "Zyxwv Qrstuv"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.lstrip().startswith("NIL: not in the knowledge base (confidence 0.") and "nearest:" in out.stdout
+    data = json.loads(CliRunner().invoke(app, ["link", photo, "--store", people_store, "--text", "Zyxwv Qrstuv visits",
+                                               "--mention", "Zyxwv Qrstuv", "--json", "--no-nil"]).stdout)
+    assert data["nil"] is False and data["confidence"] < 0.5 and data["ranking"]
 
 
 def test_replay_reuses_saved_steps_and_reruns_the_rest(people_store: str, tmp_path: Path) -> None:
