@@ -164,6 +164,13 @@ class Calibrator(BaseModel):
     kinds: dict[str, KindModel]
     fitted_on: dict[str, Any] = Field(default_factory=dict, description="the runs and data it was fitted on")
 
+    def fingerprint(self) -> str:
+        """A short hash of the calibration's numbers: run records name the calibration they were made with."""
+        import hashlib
+
+        payload = json.dumps(self.model_dump(exclude={"fitted_on"}), sort_keys=True)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
+
     def model_for(self, features: Mapping[str, float]) -> tuple[KindModel | None, str]:
         """The model that speaks for a query with these features, or None and why none does."""
         kind = query_kind(features)

@@ -124,7 +124,7 @@ class Linker:
                 "image_encoder": getattr(self.retriever.image_encoder, "name", None),
                 "fusion": self.retriever.config.model_dump(), "linker": self.config.model_dump(),
                 "llm": self.llm.model if self.llm else None, "reranker": self.reranker.name,
-                "calibration": self.calibrator.fitted_on if self.calibrator else None,
+                "calibration": self.calibrator.fingerprint() if self.calibrator else None,
                 "prompts": prompt_versions()}
 
 

@@ -43,7 +43,8 @@ class RetrievePredictor:
         """The encoders and fusion settings behind the numbers."""
         return {"text_encoder": self.retriever.text_encoder.name, "text_weights": self.retriever.text_encoder.weights,
                 "store": self.retriever.store.fingerprint(), "fusion": self.retriever.config.model_dump(),
-                "pipeline": "retrieve"}
+                "calibration": self.calibrator.fingerprint() if self.calibrator else None,
+                "nil": self.config.nil, "nil_threshold": self.config.nil_threshold, "pipeline": "retrieve"}
 
     def predict(self, batch: list[LinkQuery]) -> list[Prediction]:
         """One batched search for the whole batch; latency is the batch's time shared per query."""
