@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vplink.core.provenance import CPUINFO, SIMD_FLAGS, cpu_info, provenance
+from vplink.core.provenance import CPUINFO, SIMD_FLAGS, code_changes, cpu_info, provenance
 
 # The first lines of /proc/cpuinfo on an AVX2-only AMD EPYC (the other CPU family the suite must pass on).
 EPYC = """processor\t: 0
@@ -42,3 +42,10 @@ def test_this_machine_is_recorded_with_its_commit() -> None:
         flags = next(line for line in CPUINFO.read_text().splitlines() if line.startswith("flags")).split()
         assert recorded["cpu"]["simd"] == {flag: flag in flags for flag in SIMD_FLAGS}
         assert recorded["cpu"]["model"] in CPUINFO.read_text()
+
+
+def test_a_run_rewriting_its_outputs_does_not_dirty_the_tree() -> None:
+    status = "\n".join([" M results/nil/dev/metrics.json", "?? results/nil/new/report.md",
+                         " M benchmarks/results/speed.json", " M agent/nodes.py", "?? eval/new_module.py"])
+    assert code_changes(status) == [" M agent/nodes.py", "?? eval/new_module.py"]
+    assert code_changes("") == [] and code_changes(None) == []

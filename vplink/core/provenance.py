@@ -26,9 +26,17 @@ def git_version() -> dict[str, Any]:
 
     head = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if head else None
-    # Untracked run outputs under results/ are what runs write, not code: they do not dirty the tree.
-    changes = [line for line in (status or "").splitlines() if not line.startswith("?? results/")]
-    return {"git_commit": head, "git_dirty": bool(changes) if status is not None else None}
+    return {"git_commit": head, "git_dirty": bool(code_changes(status)) if status is not None else None}
+
+
+#: Where runs and benchmarks write their outputs: data, not code.
+OUTPUT_FOLDERS = ("results/", "benchmarks/results/")
+
+
+def code_changes(status: str | None) -> list[str]:
+    """The lines of ``git status --porcelain`` that change code: a run re-writing its own outputs (new or
+    committed ones, under :data:`OUTPUT_FOLDERS`) does not dirty the tree it runs on."""
+    return [line for line in (status or "").splitlines() if not line[3:].strip('"').startswith(OUTPUT_FOLDERS)]
 
 
 def cpu_info(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
