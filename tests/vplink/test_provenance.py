@@ -49,3 +49,4 @@ def test_a_run_rewriting_its_outputs_does_not_dirty_the_tree() -> None:
                          " M benchmarks/results/speed.json", " M agent/nodes.py", "?? eval/new_module.py"])
     assert code_changes(status) == [" M agent/nodes.py", "?? eval/new_module.py"]
     assert code_changes("") == [] and code_changes(None) == []
+    assert code_changes("M results/nil/dev/metrics.json") == []  # a first line whose leading blank was stripped

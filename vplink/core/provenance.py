@@ -36,7 +36,9 @@ OUTPUT_FOLDERS = ("results/", "benchmarks/results/")
 def code_changes(status: str | None) -> list[str]:
     """The lines of ``git status --porcelain`` that change code: a run re-writing its own outputs (new or
     committed ones, under :data:`OUTPUT_FOLDERS`) does not dirty the tree it runs on."""
-    return [line for line in (status or "").splitlines() if not line[3:].strip('"').startswith(OUTPUT_FOLDERS)]
+    # split, not a column: the status's first line may have lost its leading blank to the output's strip()
+    return [line for line in (status or "").splitlines()
+            if line.strip() and not line.split(maxsplit=1)[-1].strip('"').startswith(OUTPUT_FOLDERS)]
 
 
 def cpu_info(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
