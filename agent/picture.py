@@ -1,0 +1,86 @@
+"""The boxes of one picture, each linked alone by the workflow, decided together (see :mod:`vplink.agent.joint`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vplink.agent.alignment import SpanAlignment, with_choice
+from vplink.agent.joint import BoxEvidence, JointParams, assign, log_prob_matrix
+from vplink.agent.settings import LinkerConfig
+from vplink.agent.state import JointDecision, LinkResult
+from vplink.core.records import Candidate, RankedEntity
+from vplink.retrieval.faces import face_distance
+from vplink.retrieval.search import MultiViewRetriever, QueryViews
+from vplink.retrieval.store import FACE_VIEW
+
+FACE_CHANNEL = "face>face"
+
+
+def box_evidence(result: LinkResult, retriever: MultiViewRetriever, config: LinkerConfig) -> BoxEvidence:
+    """The evidence one box brings: the caption's people as the box aligns them, its ranking, its face."""
+    query, evidence = result.query, result.evidence or {}
+    people: list[tuple[str, float]] = []
+    if not query.mention:  # a given mention names the person; the alignment is not used then
+        alignment = SpanAlignment.model_validate(evidence.get("alignment") or {})
+        if result.choice is not None:
+            alignment = with_choice(alignment, result.choice.person, config.choice_weight)
+        people = list(zip(alignment.spans, alignment.probabilities))
+    face = (evidence.get("faces") or {}).get("descriptor")
+    distances, floor = None, None
+    if face is not None and retriever.face_models is not None and FACE_VIEW in retriever.store.views():
+        found = retriever.channel_rankings([QueryViews(face=face)])[0].get(FACE_CHANNEL, [])
+        distances = {eid: face_distance(score) for eid, score in found}
+        # A full page of portraits: the ones not returned lie at least as far as the last one.
+        floor = max(distances.values()) if len(found) >= retriever.config.depth else None
+    return BoxEvidence(people=people, ranking=[(r.id, r.score) for r in result.ranking],
+                       text=bool(query.text or query.mention), face_distances=distances, face_floor=floor)
+
+
+def decide_jointly(results: Sequence[LinkResult], retriever: MultiViewRetriever, config: LinkerConfig,
+                   params: JointParams | None = None) -> list[LinkResult]:
+    """The results of one picture's boxes after the joint decision: each box's answer first in its ranking
+    (or NIL for unknown), with a :class:`JointDecision` and a note where the decision changed the answer."""
+    params = params or config.joint
+    boxes = [box_evidence(result, retriever, config) for result in results]
+    names = list(dict.fromkeys(name for box in boxes for name, p in box.people if p > 0))
+    context = next((r.query.text for r in results if r.query.text), None)
+    searched = retriever.search_batch([QueryViews(mention=name, context=context) for name in names], k=config.k)
+    ids, matrix = log_prob_matrix(boxes, {name: [(c.id, c.score) for c in found] for name, found in
+                                          zip(names, searched)}, params)
+    candidates = {c.id: c for found in searched for c in found}
+    chosen = assign(matrix, params.unknown_log_prob)
+    out = []
+    for i, (result, column) in enumerate(zip(results, chosen)):
+        answer = ids[column] if column is not None else None
+        alone = result.top.id if result.top else None
+        decision = JointDecision(answer=answer, log_prob=round(float(matrix[i, column]) if column is not None
+                                                               else params.unknown_log_prob, 4),
+                                 alone=alone, boxes=len(results))
+        ranking = list(result.ranking)
+        if answer is not None:
+            first = next((r for r in ranking if r.id == answer), None) or _ranked(answer, candidates, retriever)
+            ranking = [first] + [r for r in ranking if r.id != answer]
+        notes = list(result.notes)
+        if decision.changed:
+            was = _name(result.ranking, alone) if alone else "unknown"
+            now = _name(ranking, answer) if answer else "unknown"
+            notes.append(f"linked jointly with the picture's {len(results)} boxes: {now}, not {was} as alone")
+        out.append(result.model_copy(update={"ranking": ranking, "nil": answer is None, "joint": decision,
+                                             "notes": notes}))
+    return out
+
+
+def _ranked(eid: str, candidates: dict[str, Candidate], retriever: MultiViewRetriever) -> RankedEntity:
+    """An entity that the caption's names (or the face view) found but the box's own ranking lacked."""
+    candidate = candidates.get(eid)
+    if candidate is None:  # found by the face view alone
+        entity = retriever.store.get_entities([eid]).get(eid)
+        return RankedEntity(id=eid, name=entity.name if entity else eid,
+                            description=entity.description if entity else "")
+    return RankedEntity(id=candidate.id, name=candidate.name, score=candidate.score, retrieval_score=candidate.score,
+                        description=candidate.entity.description if candidate.entity else "",
+                        hits={ch: h.model_dump() for ch, h in candidate.hits.items()})
+
+
+def _name(ranking: Sequence[RankedEntity], eid: str) -> str:
+    return next((f"{r.name} ({r.id})" for r in ranking if r.id == eid), eid)
