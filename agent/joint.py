@@ -1,34 +1,37 @@
-"""Everyone on one picture at once: boxes assigned to KB entities one to one, "unknown" allowed for any box.
+"""Everyone on one picture at once: boxes assigned to caption people and KB entities one to one, "unknown" allowed.
 
-Linked alone, two boxes can both take the caption's likeliest name. Jointly, each box's log-probability of
-showing each entity is summed over the evidence — which caption person the box marks (the alignment) times
-whom that person's name retrieves, and how far the box's face lies from the entity's portrait (dlib's
-descriptors) — and scipy's ``linear_sum_assignment`` picks the one-to-one assignment with the largest total.
-Every box also has its own "unknown" column at :attr:`JointParams.unknown_log_prob`, so a box whose best
-remaining entity is less likely than that floor is answered "not in the KB / not named".
+Linked alone, two boxes can both take the caption's likeliest name. Jointly, each option "box i shows entity e,
+named in the caption as person s" gets the summed log-probability of its evidence — the alignment (that box i
+marks person s), retrieval (that the name s means e rather than its best candidate), and the face view (that the box's face and e's portrait
+are one person) — and the options are chosen so that the total is largest, with every box taking one option,
+every caption person at most one box, and every entity at most one box. Two "at most one" sides make this a
+three-index assignment, which ``linear_sum_assignment`` cannot express; it is a small integer program, solved
+exactly by HiGHS (``scipy.optimize.milp``) in milliseconds. Every box also has its own "unknown" option at
+:attr:`JointParams.unknown_log_prob`, so a box whose best remaining option is less likely than that floor is
+answered "not in the KB / not named".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from vplink.retrieval.faces import SAME_PERSON_DISTANCE
 
-#: A log-probability that stands for "impossible" in the cost matrix (finite: scipy needs a feasible matrix).
-IMPOSSIBLE = -1e6
-
 
 class JointParams(BaseModel):
     """The joint decision's knobs."""
 
-    #: The log-probability of "not in the KB / not named" for any box: a box whose best remaining entity scores
+    #: The log-probability of "not in the KB / not named" for any box: a box whose best remaining option scores
     #: below it is answered unknown. A fixed floor today; a calibrated per-box confidence can replace it.
     unknown_log_prob: float = Field(default=math.log(0.02), le=0)
-    #: Temperature that turns a name's fused retrieval scores into probabilities over its candidates.
+    #: The log-probability that a box shows someone the caption does not name (when it names anybody): such a
+    #: box can still be linked by its face alone.
+    unnamed_log_prob: float = Field(default=math.log(0.1), le=0)
+    #: Temperature that turns fused retrieval scores into probabilities over a name's candidates.
     retrieval_temperature: float = Field(default=0.1, gt=0)
     #: Logistic scale (descriptor distance) of P(same person) around dlib's 0.6 threshold.
     face_scale: float = Field(default=0.05, gt=0)
@@ -39,6 +42,9 @@ class BoxEvidence(BaseModel):
 
     #: The caption's people and the probability that this box marks each (empty: the caption names nobody).
     people: list[tuple[str, float]] = Field(default_factory=list)
+    #: The ranking ``(id, fused score)`` each caption person's name retrieves in this box's context (the caption
+    #: and the text read in the box).
+    named: dict[str, list[tuple[str, float]]] = Field(default_factory=dict)
     #: The box's own fused ranking ``(id, score)``: the retrieval evidence when the caption names nobody.
     ranking: list[tuple[str, float]] = Field(default_factory=list)
     #: Whether the box's own ranking rests on text (else it is the face view alone and adds nothing of its own).
@@ -47,6 +53,22 @@ class BoxEvidence(BaseModel):
     face_distances: dict[str, float] | None = None
     #: Distance assumed for an entity whose portrait was not among those found (None: it has no portrait).
     face_floor: float | None = None
+
+    def face_log_prob(self, eid: str, scale: float) -> float:
+        """log P(same person) of the box's face and ``eid``'s portrait; 0 where either is missing."""
+        if self.face_distances is None:
+            return 0.0
+        distance = self.face_distances.get(eid, self.face_floor)
+        return 0.0 if distance is None else face_log_prob(distance, scale)
+
+
+class Option(BaseModel):
+    """One way to answer one box: the entity it shows, the caption person naming it (None: unnamed), how likely."""
+
+    box: int
+    person: str | None
+    entity: str
+    log_prob: float
 
 
 def softmax(scores: Sequence[float], temperature: float) -> np.ndarray:
@@ -64,58 +86,76 @@ def face_log_prob(distance: float, scale: float) -> float:
     return -float(np.logaddexp(0.0, -z))  # log sigmoid(z), stable for large |z|
 
 
-def log_prob_matrix(boxes: Sequence[BoxEvidence], names: Mapping[str, Sequence[tuple[str, float]]],
-                    params: JointParams) -> tuple[list[str], np.ndarray]:
-    """The entity ids (columns) and each box's log-probability of showing each entity (boxes x entities).
+def _against_best(ranking: Sequence[tuple[str, float]], temperature: float) -> dict[str, float]:
+    """Each candidate's probability over the best one's: 1 for the best.
 
-    ``names`` maps each caption person to the ranking ``(id, fused score)`` that person's name retrieves.
+    How many namesakes a name has says nothing about which box shows its person, so a name's best candidate
+    counts as sure as the name; the others pay for how much less likely they are.
     """
-    by_name = {name: dict(zip((eid for eid, _ in ranking), softmax([s for _, s in ranking],
-                                                                      params.retrieval_temperature)))
-               for name, ranking in names.items()}
-    ids = list(dict.fromkeys([eid for ranking in names.values() for eid, _ in ranking]
-                             + [eid for box in boxes for eid, _ in box.ranking]
-                             + [eid for box in boxes for eid in (box.face_distances or {})]))
-    matrix = np.zeros((len(boxes), len(ids)))
+    probabilities = softmax([s for _, s in ranking], temperature)
+    best = probabilities.max(initial=0.0)
+    return {eid: float(p / best) for (eid, _), p in zip(ranking, probabilities)} if best > 0 else {}
+
+
+def box_options(boxes: Sequence[BoxEvidence], params: JointParams) -> list[Option]:
+    """Every option of every box with its log-probability.
+
+    A box may be the caption's person s showing one of the candidates s's name retrieves; or someone the caption
+    does not name, known by the face view (or, when the caption names nobody, by the box's own ranking).
+    """
+    options: list[Option] = []
     for i, box in enumerate(boxes):
-        matrix[i] = _retrieval_log_probs(box, by_name, ids, params) + _face_log_probs(box, ids, params)
-    return ids, matrix
+        for name, p in box.people:
+            if p <= 0:
+                continue
+            retrieved = _against_best(box.named.get(name, []), params.retrieval_temperature)
+            options += [Option(box=i, person=name, entity=eid,
+                               log_prob=math.log(p) + math.log(r) + box.face_log_prob(eid, params.face_scale))
+                        for eid, r in retrieved.items() if r > 0]
+        if box.people:  # the caption names people, but maybe not this one: only the face can name the box then
+            unnamed = {eid: params.unnamed_log_prob for eid in box.face_distances or {}}
+        elif box.text:  # the caption names nobody: the box's own ranking is the retrieval evidence
+            unnamed = {eid: math.log(r) for eid, r in _against_best(box.ranking, params.retrieval_temperature).items()
+                       if r > 0}
+        else:  # no text at all: the face decides
+            unnamed = {eid: 0.0 for eid in box.face_distances or dict(box.ranking)}
+        options += [Option(box=i, person=None, entity=eid, log_prob=prior + box.face_log_prob(eid, params.face_scale))
+                    for eid, prior in unnamed.items()]
+    return options
 
 
-def _retrieval_log_probs(box: BoxEvidence, by_name: Mapping[str, Mapping[str, float]], ids: list[str],
-                         params: JointParams) -> np.ndarray:
-    """log sum over the caption's people of P(box marks that person) x P(that name retrieves the entity)."""
-    if box.people:
-        mixed = np.array([sum(p * by_name.get(name, {}).get(eid, 0.0) for name, p in box.people) for eid in ids])
-    elif box.text and box.ranking:
-        own = dict(zip((eid for eid, _ in box.ranking),
-                       softmax([s for _, s in box.ranking], params.retrieval_temperature)))
-        mixed = np.array([own.get(eid, 0.0) for eid in ids])
-    else:
-        return np.zeros(len(ids))  # no text: retrieval says nothing, the face decides
-    with np.errstate(divide="ignore"):
-        return np.maximum(np.log(mixed), IMPOSSIBLE)
+def assign(options: Sequence[Option], boxes: int, unknown_log_prob: float) -> list[Option | None]:
+    """The option each box takes (None: unknown), maximising the summed log-probability with every caption
+    person and every entity used by at most one box."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # lazy: the settings import this module
 
-
-def _face_log_probs(box: BoxEvidence, ids: list[str], params: JointParams) -> np.ndarray:
-    """log P(same person) of the box's face and each entity's portrait; 0 where either is missing."""
-    if box.face_distances is None:
-        return np.zeros(len(ids))
-    distances = [box.face_distances.get(eid, box.face_floor) for eid in ids]
-    return np.array([0.0 if d is None else face_log_prob(d, params.face_scale) for d in distances])
-
-
-def assign(log_probs: np.ndarray, unknown_log_prob: float) -> list[int | None]:
-    """The column each row (box) takes, one to one, maximising the summed log-probability; None: unknown.
-
-    Each box gets a dummy column of its own worth ``unknown_log_prob``, so any box may stay unknown.
-    """
-    from scipy.optimize import linear_sum_assignment  # lazy: the settings import this module, scipy costs 0.3 s
-
-    rows, cols = log_probs.shape
-    dummies = np.full((rows, rows), IMPOSSIBLE)
-    np.fill_diagonal(dummies, unknown_log_prob)
-    chosen = np.full(rows, -1)
-    row_ind, col_ind = linear_sum_assignment(np.hstack([log_probs, dummies]), maximize=True)
-    chosen[row_ind] = col_ind
-    return [int(c) if c < cols and log_probs[r, c] > IMPOSSIBLE else None for r, c in enumerate(chosen)]
+    # Variables: one per option, then one "unknown" per box.
+    n = len(options) + boxes
+    rows: list[np.ndarray] = []
+    lower: list[float] = []
+    for i in range(boxes):  # each box takes exactly one option (or its unknown)
+        row = np.zeros(n)
+        row[[k for k, o in enumerate(options) if o.box == i] + [len(options) + i]] = 1
+        rows.append(row)
+        lower.append(1)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k, option in enumerate(options):
+        groups.setdefault(("entity", option.entity), []).append(k)
+        if option.person is not None:
+            groups.setdefault(("person", option.person), []).append(k)
+    for members in groups.values():  # each entity, and each caption person, at most once
+        if len({options[k].box for k in members}) > 1:
+            row = np.zeros(n)
+            row[members] = 1
+            rows.append(row)
+            lower.append(0)
+    gains = np.array([o.log_prob for o in options] + [unknown_log_prob] * boxes)
+    solved = milp(-gains, constraints=LinearConstraint(np.array(rows), lower, 1), integrality=np.ones(n),
+                  bounds=Bounds(0, 1))
+    if not solved.success:  # cannot happen (every box may stay unknown), but never answer from a failed solve
+        raise RuntimeError(f"the joint assignment failed: {solved.message}")
+    chosen: list[Option | None] = [None] * boxes
+    for k, option in enumerate(options):
+        if solved.x[k] > 0.5:
+            chosen[option.box] = option
+    return chosen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -80,9 +80,10 @@ class Linker:
             return list(pool.map(self.link_query, queries))
 
     def link_all(self, image: str | Path, text: str | None = None, boxes: Sequence[Sequence[float] | str] | None = None,
-                 *, id: str | None = None) -> PictureResult:
+                 *, id: str | None = None, link: Callable[[LinkQuery], LinkResult] | None = None) -> PictureResult:
         """Link every given box of ``image`` (None: every face the detector finds) jointly: one entity per box,
-        no entity twice, "unknown" allowed (see :mod:`vplink.agent.joint`)."""
+        no entity twice, "unknown" allowed (see :mod:`vplink.agent.joint`). ``link`` links one box alone
+        (default :meth:`link_query`; the service passes one that stops at its deadline)."""
         boxes_from = "boxes"
         if boxes is None:
             from vplink.agent.evidence.collect import default_tools
@@ -95,13 +96,15 @@ class Linker:
             boxes = [[f.box[0] / sx, f.box[1] / sy, f.box[2] / sx, f.box[3] / sy] for f in detector.detect(picture)]
             boxes_from = "faces"
         queries = [_query(image, box, text, None, f"{id}#{n}" if id else None) for n, box in enumerate(boxes, start=1)]
-        return PictureResult(image=str(image), text=text, boxes_from=boxes_from, results=self.link_jointly(queries))
+        return PictureResult(image=str(image), text=text, boxes_from=boxes_from,
+                             results=self.link_jointly(queries, link=link))
 
-    def link_jointly(self, queries: Sequence[LinkQuery]) -> list[LinkResult]:
+    def link_jointly(self, queries: Sequence[LinkQuery], *,
+                     link: Callable[[LinkQuery], LinkResult] | None = None) -> list[LinkResult]:
         """Link the queries of one picture (its boxes, one caption) each alone, then decide them together."""
         from vplink.agent.picture import decide_jointly  # scipy loads only where boxes are decided together
 
-        results = [self.link_query(query) for query in queries]
+        results = [(link or self.link_query)(query) for query in queries]
         return decide_jointly(results, self.retriever, self.config) if results else []
 
     def stream(self, image: str | Path | None = None, *, box: Sequence[float] | str | None = None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vplink.agent.alignment import SpanAlignment, with_choice
-from vplink.agent.joint import BoxEvidence, JointParams, assign, log_prob_matrix
+from vplink.agent.joint import BoxEvidence, JointParams, assign, box_options
+from vplink.agent.nodes import query_context
 from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import JointDecision, LinkResult
 from vplink.core.records import Candidate, RankedEntity
@@ -24,7 +25,7 @@ def box_evidence(result: LinkResult, retriever: MultiViewRetriever, config: Link
         alignment = SpanAlignment.model_validate(evidence.get("alignment") or {})
         if result.choice is not None:
             alignment = with_choice(alignment, result.choice.person, config.choice_weight)
-        people = list(zip(alignment.spans, alignment.probabilities))
+        people = [(name, p) for name, p in zip(alignment.spans, alignment.probabilities) if p > 0]
     face = (evidence.get("faces") or {}).get("descriptor")
     distances, floor = None, None
     if face is not None and retriever.face_models is not None and FACE_VIEW in retriever.store.views():
@@ -42,19 +43,22 @@ def decide_jointly(results: Sequence[LinkResult], retriever: MultiViewRetriever,
     (or NIL for unknown), with a :class:`JointDecision` and a note where the decision changed the answer."""
     params = params or config.joint
     boxes = [box_evidence(result, retriever, config) for result in results]
-    names = list(dict.fromkeys(name for box in boxes for name, p in box.people if p > 0))
-    context = next((r.query.text for r in results if r.query.text), None)
-    searched = retriever.search_batch([QueryViews(mention=name, context=context) for name in names], k=config.k)
-    ids, matrix = log_prob_matrix(boxes, {name: [(c.id, c.score) for c in found] for name, found in
-                                          zip(names, searched)}, params)
-    candidates = {c.id: c for found in searched for c in found}
-    chosen = assign(matrix, params.unknown_log_prob)
+    # Each caption person's name searched in each box's context (the caption and the text read in that box).
+    asked = list(dict.fromkeys((name, query_context(r.query, r.evidence or {}))
+                               for r, box in zip(results, boxes) for name, _ in box.people))
+    searched = dict(zip(asked, retriever.search_batch([QueryViews(mention=name, context=context)
+                                                       for name, context in asked], k=config.k)))
+    for result, box in zip(results, boxes):
+        context = query_context(result.query, result.evidence or {})
+        box.named = {name: [(c.id, c.score) for c in searched[name, context]] for name, _ in box.people}
+    candidates = {c.id: c for found in searched.values() for c in found}
+    chosen = assign(box_options(boxes, params), len(results), params.unknown_log_prob)
     out = []
-    for i, (result, column) in enumerate(zip(results, chosen)):
-        answer = ids[column] if column is not None else None
+    for result, option in zip(results, chosen):
+        answer = option.entity if option is not None else None
         alone = result.top.id if result.top else None
-        decision = JointDecision(answer=answer, log_prob=round(float(matrix[i, column]) if column is not None
-                                                               else params.unknown_log_prob, 4),
+        decision = JointDecision(answer=answer, person=option.person if option is not None else None,
+                                 log_prob=round(option.log_prob if option is not None else params.unknown_log_prob, 4),
                                  alone=alone, boxes=len(results))
         ranking = list(result.ranking)
         if answer is not None:

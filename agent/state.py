@@ -64,6 +64,8 @@ class JointDecision(BaseModel):
 
     #: The entity the box was assigned (None: unknown, not in the KB or not named).
     answer: str | None
+    #: The caption's person the box was taken to be (None: unknown, or someone the caption does not name).
+    person: str | None = None
     #: The summed evidence's log-probability of that answer (the unknown floor when unknown).
     log_prob: float
     #: The box's own top-1 when linked alone (None: it was NIL or empty).

@@ -1,4 +1,5 @@
-"""The FastAPI app: one warm `Linker`, the JSON API (`/link`, `/link/stream`, `/entities`, `/health`) and the page."""
+"""The FastAPI app: one warm `Linker`, the JSON API (`/link`, `/link/all`, `/link/stream`, `/entities`, `/health`)
+and the page."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from vplink.agent.linker import Linker, RESULT
-from vplink.agent.state import LinkResult
+from vplink.agent.state import LinkResult, PictureResult
 from vplink.agent.visual_prompt import VisualPrompt, parse_box
 from vplink.core.errors import VplinkError
 from vplink.core.records import Entity, LinkQuery
@@ -27,7 +28,7 @@ from vplink.service.deadline import ClientGone, Deadline, link_within, wait_for
 from vplink.service.errors import ApiError, RequestError
 from vplink.service.limits import BodySizeLimit
 from vplink.service.pictures import PictureRoot, temporary_picture
-from vplink.service.schemas import ErrorBody, Health, LinkResponse, PictureList
+from vplink.service.schemas import ErrorBody, Health, LinkResponse, PictureList, PictureResponse
 from vplink.service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -71,6 +72,24 @@ async def link_form(
         raise ApiError(error) from None
     return LinkForm(data=data, filename=image.filename if image is not None else None, path=path or None,
                     box=list(parsed) if parsed else None, text=text or None, mention=mention or None)
+
+
+async def all_form(
+    image: Annotated[UploadFile | None, File(description="the picture, uploaded")] = None,
+    path: Annotated[str | None, Form(description="or: a picture under the server's image root, relative to it")] = None,
+    boxes: Annotated[str | None, Form(description="boxes x0,y0,x1,y1 separated by ';'; empty: every face found")]
+    = None,
+    text: Annotated[str | None, Form(description="caption or text around the picture")] = None,
+) -> tuple[LinkForm, list[list[float]] | None]:
+    """Read and check the form of /link/all: a picture, optional boxes (each checked like /link's), a caption."""
+    if image is None and not path:
+        raise ApiError(RequestError("no picture to find everyone in", "upload `image` or name `path`"))
+    form = await link_form(image=image, path=path, text=text)
+    try:
+        parsed = [list(parse_box(part)) for part in (boxes or "").split(";") if part.strip()]
+    except VplinkError as error:
+        raise ApiError(error) from None
+    return form, parsed or None
 
 
 class Service:
@@ -214,6 +233,33 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
         except VplinkError as error:
             raise ApiError(error, relabel) from None
         return LinkResponse.of(result, label)
+
+    @app.post("/link/all", response_model=PictureResponse, responses={504: {"model": ErrorBody}})
+    async def link_all(request: Request, given: Annotated[tuple[LinkForm, list[list[float]] | None],
+                                                          Depends(all_form)]) -> PictureResponse | Response:
+        """Find everyone in a picture (every face, or every given box) and link them jointly: one entity per
+        person, no entity twice, unknown allowed."""
+        form, boxes = given
+        stack = ExitStack()
+        try:
+            query, label, relabel = service.open_query(form, stack)
+        except BaseException:
+            stack.close()
+            raise
+        deadline = Deadline(settings.request_timeout_s)
+
+        def work() -> PictureResult:
+            with stack:
+                return linker.link_all(query.image, query.text, boxes,
+                                       link=lambda one: link_within(linker, one, deadline))
+
+        try:
+            picture = await wait_for(asyncio.ensure_future(run_in_threadpool(work)), request, deadline)
+        except ClientGone:
+            return Response(status_code=499)
+        except VplinkError as error:
+            raise ApiError(error, relabel) from None
+        return PictureResponse.of(picture, label)
 
     @app.post("/link/stream", response_class=StreamingResponse,
               responses={200: {"content": {"text/event-stream": {}},

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from vplink.agent.joint import assign
+from vplink.agent.joint import Option, assign
 from vplink.wiring import open_linker
 
 OBAMA, BIDEN, KIT, ROSE = "Q76", "Q6279", "Q357607", "Q461132"
@@ -61,15 +60,28 @@ def test_given_boxes_are_linked_jointly_and_keep_their_own_rankings(portrait_sto
     assert all(len(p.ranking) > 1 and p.ranking[0]["id"] == p.answer for p in picture.people())
 
 
+def _options(*rows: tuple[int, str | None, str, float]) -> list[Option]:
+    return [Option(box=box, person=person, entity=entity, log_prob=math.log(p)) for box, person, entity, p in rows]
+
+
 def test_the_assignment_is_one_to_one_and_joint() -> None:
-    """Both boxes prefer entity 0; the box less sure of it yields, where greedy choice would collide."""
-    log_probs = np.log([[0.6, 0.4], [0.9, 0.1]])
-    assert assign(log_probs, math.log(0.01)) == [1, 0]
-    assert log_probs.argmax(axis=1).tolist() == [0, 0]
+    """Both boxes prefer the caption's first person; the box less sure of it yields, where greedy would collide."""
+    options = _options((0, "A", "a", 0.6), (0, "B", "b", 0.4), (1, "A", "a", 0.9), (1, "B", "b", 0.1))
+    assert [o.entity for o in assign(options, 2, math.log(0.01))] == ["b", "a"]
+
+
+def test_a_caption_person_marks_at_most_one_box() -> None:
+    """Box 1's likeliest option is another entity the name "Noah Beery" retrieves; the name is box 0's, so box 1
+    is the caption's other person (entities alone being one to one would let both boxes be Noah Beery)."""
+    options = _options((0, "Noah Beery", "sr", 0.5), (0, "Noah Beery", "jr", 0.3),
+                       (1, "Noah Beery", "jr", 0.25), (1, "Scott", "randolph", 0.1))
+    assert [(o.person, o.entity) for o in assign(options, 2, math.log(0.02))] == [("Noah Beery", "sr"),
+                                                                                ("Scott", "randolph")]
 
 
 def test_a_box_below_the_unknown_floor_is_unknown() -> None:
     """Three boxes, two entities: one box must stay unknown, the one that loses least by it."""
-    log_probs = np.log([[0.9, 0.05], [0.8, 0.2], [0.02, 0.03]])
-    assert assign(log_probs, math.log(0.04)) == [0, 1, None]
-    assert assign(np.log([[0.03, 0.02]]), math.log(0.04)) == [None]
+    options = _options((0, None, "a", 0.9), (0, None, "b", 0.05), (1, None, "a", 0.8), (1, None, "b", 0.2),
+                       (2, None, "a", 0.02), (2, None, "b", 0.03))
+    assert [o and o.entity for o in assign(options, 3, math.log(0.04))] == ["a", "b", None]
+    assert assign(_options((0, None, "a", 0.03)), 1, math.log(0.04)) == [None]
