@@ -268,7 +268,8 @@ function showEveryone(picture) {
   const list = $("people");
   clear(list);
   state.people.forEach((entry, index) => {
-    const item = el("li", { "data-index": String(index) }, entry.person.name || "unknown",
+    const item = el("li", { "data-index": String(index), "data-box": (entry.box || []).join(",") },
+      `${entry.number}. ${entry.person.name || "unknown"}`,
       entry.person.answer ? el("span", { class: "id" }, ` ${entry.person.answer}`) : null,
       entry.person.confidence !== null && entry.person.confidence !== undefined ? ` (${fmt(entry.person.confidence, 2)})` : "",
       entry.person.changed_by_joint ? el("span", { class: "muted" }, " · changed by the joint decision") : null);
