@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from vplink.agent.linker import Linker, RESULT
-from vplink.agent.state import LinkResult, PictureResult
+from vplink.agent.state import PictureResult
 from vplink.agent.visual_prompt import VisualPrompt, parse_box
 from vplink.core.errors import VplinkError
 from vplink.core.records import Entity, LinkQuery
@@ -211,9 +211,9 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
         """One picture under the image root (the page shows it to draw a box on)."""
         return FileResponse(service.pictures.resolve(name))
 
-    @app.post("/link", response_model=LinkResponse, responses={504: {"model": ErrorBody}})
-    async def link(request: Request, form: Annotated[LinkForm, Depends(link_form)]) -> LinkResponse | Response:
-        """Link the boxed region of a picture (uploaded, or under the image root) to ranked KB entities."""
+    async def within_deadline(request: Request, form: LinkForm, work: Callable[[LinkQuery, Deadline], Any]) -> Any:
+        """``work(query, deadline)`` for the form's picture in a worker thread, within the request's time limit;
+        None when the client left. The uploaded picture lives until the work stops, which may be after we answered."""
         stack = ExitStack()
         try:
             query, label, relabel = service.open_query(form, stack)
@@ -222,17 +222,22 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
             raise
         deadline = Deadline(settings.request_timeout_s)
 
-        def work() -> LinkResult:
-            with stack:  # the uploaded picture lives until the work stops, which may be after we answered
-                return link_within(linker, query, deadline)
+        def run() -> Any:
+            with stack:
+                return work(query, deadline), label
 
         try:
-            result = await wait_for(asyncio.ensure_future(run_in_threadpool(work)), request, deadline)
+            return await wait_for(asyncio.ensure_future(run_in_threadpool(run)), request, deadline)
         except ClientGone:
-            return Response(status_code=499)  # nobody reads it; the server's log says why
+            return None  # nobody reads the answer; the server's log says why
         except VplinkError as error:
             raise ApiError(error, relabel) from None
-        return LinkResponse.of(result, label)
+
+    @app.post("/link", response_model=LinkResponse, responses={504: {"model": ErrorBody}})
+    async def link(request: Request, form: Annotated[LinkForm, Depends(link_form)]) -> LinkResponse | Response:
+        """Link the boxed region of a picture (uploaded, or under the image root) to ranked KB entities."""
+        done = await within_deadline(request, form, lambda query, deadline: link_within(linker, query, deadline))
+        return Response(status_code=499) if done is None else LinkResponse.of(*done)
 
     @app.post("/link/all", response_model=PictureResponse, responses={504: {"model": ErrorBody}})
     async def link_all(request: Request, given: Annotated[tuple[LinkForm, list[list[float]] | None],
@@ -240,26 +245,12 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
         """Find everyone in a picture (every face, or every given box) and link them jointly: one entity per
         person, no entity twice, unknown allowed."""
         form, boxes = given
-        stack = ExitStack()
-        try:
-            query, label, relabel = service.open_query(form, stack)
-        except BaseException:
-            stack.close()
-            raise
-        deadline = Deadline(settings.request_timeout_s)
 
-        def work() -> PictureResult:
-            with stack:
-                return linker.link_all(query.image, query.text, boxes,
-                                       link=lambda one: link_within(linker, one, deadline))
+        def work(query: LinkQuery, deadline: Deadline) -> PictureResult:
+            return linker.link_all(query.image, query.text, boxes, link=lambda one: link_within(linker, one, deadline))
 
-        try:
-            picture = await wait_for(asyncio.ensure_future(run_in_threadpool(work)), request, deadline)
-        except ClientGone:
-            return Response(status_code=499)
-        except VplinkError as error:
-            raise ApiError(error, relabel) from None
-        return PictureResponse.of(picture, label)
+        done = await within_deadline(request, form, work)
+        return Response(status_code=499) if done is None else PictureResponse.of(*done)
 
     @app.post("/link/stream", response_class=StreamingResponse,
               responses={200: {"content": {"text/event-stream": {}},

@@ -81,6 +81,20 @@ def link_box(browser, box: tuple[int, int, int, int]) -> list[str]:
     return [row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")[:5]]
 
 
+def pick_two_people(browser, served: str):
+    """Open the page and pick two_people.jpg under the image root; returns a 30 s wait."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(served + "/")
+    # The picker is filled once the page's listing of the image root has answered.
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#picker option[value="two_people.jpg"]'))
+    Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
+    wait.until(lambda d: d.find_element(By.ID, "go").is_enabled() and d.find_element(By.ID, "everyone").is_enabled())
+    return wait
+
+
 def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -119,13 +133,8 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
 def test_pick_a_picture_link_the_other_box_then_a_bad_box(browser, served: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    wait = WebDriverWait(browser, 30)
-    browser.get(served + "/")
-    wait.until(lambda d: d.find_element(By.ID, "picker-label").is_displayed())
-    Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
-    wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
+    pick_two_people(browser, served)
     assert "Q76" in link_box(browser, LEFT)
 
     field = browser.find_element(By.ID, "box")
@@ -141,13 +150,9 @@ def test_pick_a_picture_link_the_other_box_then_a_bad_box(browser, served: str, 
 def test_find_everyone_names_every_face_and_a_click_shows_its_ranking(browser, served: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 30)
-    browser.get(served + "/")
-    wait.until(lambda d: d.find_element(By.ID, "picker-label").is_displayed())
-    Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
-    wait.until(lambda d: d.find_element(By.ID, "everyone").is_enabled())
+    wait = pick_two_people(browser, served)
     browser.find_element(By.ID, "text").send_keys(CAPTION)
     browser.find_element(By.ID, "everyone").click()
     WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "people-panel").is_displayed()
