@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic import BaseModel, Field
 from vplink.agent.linker import Linker
 from vplink.agent.state import PersonRecord
 from vplink.core.errors import InputFileError, VplinkError
+from vplink.core.inflight import in_flight
 from vplink.core.jsonl import append_jsonl, atomic_write, iter_jsonl, read_completed_ids
 from vplink.core.rundir import claim_run_dir
 
@@ -108,44 +108,21 @@ def tag_archive(linker: Linker, tasks: list[PictureTask], out: str | Path, *, id
     done = read_completed_ids(out / PICTURES)
     todo = [task for task in tasks if task.id not in done]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="tag", unit="picture", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="vplink-tag") as pool, \
-            open(out / PICTURES, "a", encoding="utf-8") as handle:
-        try:
-            for line in _in_flight(pool, todo, linker, concurrency):
+    try:
+        with open(out / PICTURES, "a", encoding="utf-8") as handle:
+            for line in in_flight(partial(tag_picture, linker), todo, concurrency=concurrency, name="vplink-tag"):
                 append_jsonl(handle, line)  # on disk before the bar moves: an interrupt loses nothing written
                 bar.update(1)
                 if line.error:
                     bar.write(f"skipped {line.id}: {line.error}")
-        finally:
-            bar.close()
+    finally:
+        bar.close()
     lines = read_lines(out / PICTURES)
     write_people_csv(out / PEOPLE_CSV, lines)
     from vplink.agent.contact_sheet import write_contact_sheet  # lazy: PIL drawing only once the run is done
 
     write_contact_sheet(out / CONTACT_SHEET, lines)
     return lines
-
-
-def _in_flight(pool: ThreadPoolExecutor, todo: list[PictureTask], linker: Linker,
-               concurrency: int) -> Iterator[PictureLine]:
-    """Each picture's line as it finishes, with at most ``concurrency`` pictures in flight (an interrupt wastes
-    little work)."""
-    queue = iter(todo)
-    pending: set[Future[PictureLine]] = set()
-    try:
-        while True:
-            for task in queue:
-                pending.add(pool.submit(tag_picture, linker, task))
-                if len(pending) >= concurrency:
-                    break
-            if not pending:
-                return
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-    finally:
-        for future in pending:
-            future.cancel()
 
 
 def read_lines(path: Path) -> list[PictureLine]:

@@ -7,11 +7,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vplink.core.errors import VplinkError
+from vplink.core.inflight import in_flight
 from vplink.core.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 from vplink.core.provenance import provenance
 from vplink.core.records import LabeledQuery, LinkQuery
@@ -137,36 +138,21 @@ def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, 
 
     batches = make_batches(todo, batch_size, getattr(predictor, "group", None))
     written = 0
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vplink-eval")
-    pending: set[Future[list[Prediction]]] = set()
     bar = tqdm(total=total, initial=initial, desc="eval", unit="q", disable=not progress)
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            queue = iter(batches)
-            while True:
-                # Keep at most `concurrency` batches in flight so an interrupt wastes little work.
-                for batch in queue:
-                    pending.add(pool.submit(_predict_batch, predictor, batch))
-                    if len(pending) >= concurrency:
-                        break
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    batch = future.result()  # re-raises a KeyboardInterrupt raised inside the predictor
-                    for prediction in batch:
-                        handle.write(prediction.model_dump_json() + "\n")
-                    # One flush + fsync per finished batch: on disk before the bar moves, and a crash
-                    # tears at most the last line, which resuming drops.
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    written += len(batch)
-                    bar.update(len(batch))
+            for batch in in_flight(partial(_predict_batch, predictor), batches, concurrency=concurrency,
+                                   name="vplink-eval"):
+                for prediction in batch:
+                    handle.write(prediction.model_dump_json() + "\n")
+                # One flush + fsync per finished batch: on disk before the bar moves, and a crash
+                # tears at most the last line, which resuming drops.
+                handle.flush()
+                os.fsync(handle.fileno())
+                written += len(batch)
+                bar.update(len(batch))
     finally:
         bar.close()
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
     return written
 
 

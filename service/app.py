@@ -48,12 +48,18 @@ class LinkForm:
     mention: str | None
 
 
+# The form fields /link and /link/all share.
+ImageField = Annotated[UploadFile | None, File(description="the picture, uploaded")]
+PathField = Annotated[str | None, Form(description="or: a picture under the server's image root, relative to it")]
+TextField = Annotated[str | None, Form(description="caption or text around the picture")]
+
+
 async def link_form(
-    image: Annotated[UploadFile | None, File(description="the picture, uploaded")] = None,
-    path: Annotated[str | None, Form(description="or: a picture under the server's image root, relative to it")] = None,
+    image: ImageField = None,
+    path: PathField = None,
     box: Annotated[str | None, Form(description="x0,y0,x1,y1 in pixels of the picture; empty: the whole picture")]
     = None,
-    text: Annotated[str | None, Form(description="caption or text around the picture")] = None,
+    text: TextField = None,
     mention: Annotated[str | None, Form(description="the mention word, if any")] = None,
 ) -> LinkForm:
     """Read and check the form; a bad box gets the CLI's message."""
@@ -75,11 +81,11 @@ async def link_form(
 
 
 async def all_form(
-    image: Annotated[UploadFile | None, File(description="the picture, uploaded")] = None,
-    path: Annotated[str | None, Form(description="or: a picture under the server's image root, relative to it")] = None,
+    image: ImageField = None,
+    path: PathField = None,
     boxes: Annotated[str | None, Form(description="boxes x0,y0,x1,y1 separated by ';'; empty: every face found")]
     = None,
-    text: Annotated[str | None, Form(description="caption or text around the picture")] = None,
+    text: TextField = None,
 ) -> tuple[LinkForm, list[list[float]] | None]:
     """Read and check the form of /link/all: a picture, optional boxes (each checked like /link's), a caption."""
     if image is None and not path:
