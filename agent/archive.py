@@ -14,10 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from vplink.agent.linker import Linker
-from vplink.agent.state import PersonRecord
+from vplink.agent.state import PictureLine
 from vplink.core.errors import InputFileError, VplinkError
 from vplink.core.inflight import in_flight
 from vplink.core.jsonl import append_jsonl, atomic_write, iter_jsonl, read_completed_ids
@@ -37,17 +37,6 @@ class PictureTask(BaseModel):
     id: str
     image: str
     text: str | None = None
-
-
-class PictureLine(BaseModel):
-    """One line of ``pictures.jsonl``: everyone in the picture, or the error that made it skipped."""
-
-    id: str
-    image: str
-    text: str | None = None
-    boxes_from: str | None = None
-    people: list[PersonRecord] = Field(default_factory=list)
-    error: str | None = None
 
 
 def read_archive(source: str | Path) -> list[PictureTask]:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from vplink.agent.display import draw_named_boxes, esc, guarded, image_data_uri, note
+from vplink.agent.state import PictureLine
 from vplink.core.jsonl import atomic_write
-
-if TYPE_CHECKING:
-    from vplink.agent.archive import PictureLine
 
 #: Thumbnail width (px).
 THUMBNAIL_WIDTH = 320

@@ -174,6 +174,17 @@ class PictureResult(BaseModel):
         return picture_result_html(self)
 
 
+class PictureLine(BaseModel):
+    """One line of ``pictures.jsonl``: everyone in the picture, or the error that made it skipped."""
+
+    id: str
+    image: str
+    text: str | None = None
+    boxes_from: str | None = None
+    people: list[PersonRecord] = Field(default_factory=list)
+    error: str | None = None
+
+
 def merge_dicts(left: dict, right: dict) -> dict:
     """State reducer: later nodes add keys to a dict (timings) instead of replacing it."""
     return {**(left or {}), **(right or {})}
