@@ -130,9 +130,14 @@ def write_people_csv(path: Path, lines: list[PictureLine]) -> None:
         writer.writerow(CSV_COLUMNS)
         for line in lines:
             if line.error:
-                writer.writerow([line.id, "", "", "", "", "", "", "", "", "", "", line.error])
+                writer.writerow([_cell(line.id), "", "", "", "", "", "", "", "", "", "", _cell(line.error)])
             for number, person in enumerate(line.people, start=1):
                 second = person.ranking[1]["id"] if len(person.ranking) > 1 else ""
-                writer.writerow([line.id, number, *(person.box or ["", "", "", ""]), person.answer or "",
-                                 person.name or "", "" if person.confidence is None else person.confidence,
-                                 person.changed_by_joint, second, ""])
+                writer.writerow([_cell(line.id), number, *(person.box or ["", "", "", ""]), _cell(person.answer or ""),
+                                 _cell(person.name or ""), "" if person.confidence is None else person.confidence,
+                                 person.changed_by_joint, _cell(second), ""])
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet shows as text: one starting like a formula ("=", "+", "-", "@") gets a leading quote."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text

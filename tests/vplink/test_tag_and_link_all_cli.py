@@ -10,7 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vplink.agent.archive import CONTACT_SHEET, PEOPLE_CSV, PICTURES
+from vplink.agent.archive import CONTACT_SHEET, PEOPLE_CSV, PICTURES, write_people_csv
+from vplink.agent.state import PersonRecord, PictureLine
 from vplink.cli import app
 from vplink.core.errors import InputFileError, VplinkError
 from vplink.core.rundir import RunDirError
@@ -88,3 +89,11 @@ def test_link_all_prints_one_record_per_person(portrait_store: Path, shared_data
     refused = runner.invoke(app, ["link", str(image), "--box", "0,0,250,301", "--box", "256,0,512,301",
                                   "--store", str(portrait_store)])
     assert isinstance(refused.exception, VplinkError) and "Fix: add --all" in str(refused.exception)
+
+
+def test_the_csv_keeps_data_that_looks_like_a_formula_as_text(tmp_path: Path) -> None:
+    person = PersonRecord(box=[0, 0, 10, 10], answer="Q1", name='=HYPERLINK("x")', nil=False, confidence=None,
+                          changed_by_joint=False, ranking=[])
+    write_people_csv(tmp_path / "p.csv", [PictureLine(id="@a.jpg", image="a.jpg", people=[person])])
+    row = next(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
+    assert row["name"] == "'=HYPERLINK(\"x\")" and row["picture"] == "'@a.jpg" and row["answer"] == "Q1"
