@@ -386,3 +386,66 @@ class MermaidText(str):
     def html(self) -> str:
         """The text in an escaped ``<pre>``, for HTML pages that cannot run Mermaid."""
         return f'<pre class="mermaid">{esc(self)}</pre>'
+
+
+# --------------------------------------------------------------------------------------- a whole picture
+
+#: Outline and label colour of a named box, and of a box answered unknown.
+NAMED_COLOUR = (220, 30, 30)
+UNKNOWN_COLOUR = (128, 128, 128)
+
+
+def draw_named_boxes(image: Image.Image, boxes: Sequence[Sequence[float] | None], labels: Sequence[str | None],
+                     width: int) -> Image.Image:
+    """A copy of the picture, ``width`` px wide, with each box outlined, numbered from 1 and named (None: unknown)."""
+    from PIL import ImageDraw, ImageFont
+
+    from vplink.retrieval.images import original_size
+
+    shown = _downscale(image.convert("RGB"), width)
+    scale = shown.width / max(1, original_size(image)[0])  # boxes are in the file's pixels
+    draw = ImageDraw.Draw(shown)
+    try:
+        font = ImageFont.load_default(size=max(11, round(shown.width / 45)))
+    except TypeError:  # Pillow < 10.1 has only the small bitmap font
+        font = ImageFont.load_default()
+    for number, (box, label) in enumerate(zip(boxes, labels), start=1):
+        x0, y0, x1, y1 = (round(v * scale) for v in (box or (0, 0, *original_size(image))))
+        colour = NAMED_COLOUR if label else UNKNOWN_COLOUR
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=max(2, round(shown.width / 250)))
+        text = f"{number}. {label or 'unknown'}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 6, bottom - top + 4
+        # The label sits under the box, or over its bottom edge when the box reaches the picture's foot.
+        tx, ty = max(0, min(x0, shown.width - w)), max(0, min(y1, shown.height - h))
+        draw.rectangle((tx, ty, tx + w, ty + h), fill=colour)
+        draw.text((tx + 3 - left, ty + 2 - top), text, fill=(255, 255, 255), font=font)
+    return shown
+
+
+def picture_result_html(picture: Any) -> str:
+    """A self-contained HTML view of a :class:`PictureResult`: every box numbered and named, then a table."""
+    people = picture.people()
+
+    def drawn() -> str:
+        from vplink.retrieval.images import load_image
+
+        image = draw_named_boxes(load_image(picture.image), [p.box for p in people], [p.name for p in people],
+                                 PICTURE_WIDTH)
+        return img_tag(image_data_uri(image), "the picture with every box named",
+                       f"{len(people)} {picture.boxes_from}, numbered and named (grey: unknown)")
+
+    rows = []
+    for number, person in enumerate(people, start=1):
+        box = "whole picture" if not person.box else "[" + ", ".join(f"{v:g}" for v in person.box) + "]"
+        answer = (f'<span class="vp-name">{esc(person.name)}</span> <code>{esc(person.answer)}</code>'
+                  if person.answer else '<span class="vp-muted">unknown</span>')
+        others = ", ".join(esc(r["name"] or r["id"]) for r in person.ranking[1:4])
+        confidence = "–" if person.confidence is None else f"{person.confidence:.2f}"
+        rows.append([str(number), esc(box), answer, confidence, "yes" if person.changed_by_joint else "",
+                     others or "–"])
+    caption = f'<div class="vp-query">text “{esc(picture.text)}”</div>' if picture.text else ""
+    head = f"<h3>vplink: everyone in <code>{esc(picture.image)}</code></h3>{caption}"
+    listing = table(["#", "box", "answer", "confidence", "changed by the joint decision", "next"], rows, numeric=[0])
+    return (STYLE + '<div class="vplink">' + head + guarded(drawn, "The picture")
+            + (listing if rows else note("No box: no face was found.")) + "</div>")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from vplink.agent.llm_client import LLMClient
 from vplink.agent.nodes import LinkerNodes
 from vplink.agent.settings import LinkerConfig
 from vplink.agent.reranker import Reranker, RetrievalScoreReranker
-from vplink.agent.state import LinkResult, LinkState
+from vplink.agent.state import LinkResult, LinkState, PictureResult
 from vplink.agent.visual_prompt import VisualPrompt
 from vplink.core.records import LinkQuery
 from vplink.retrieval.search import MultiViewRetriever
@@ -82,6 +82,34 @@ class Linker:
         """Link many queries with bounded concurrency (the model server batches concurrent requests)."""
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             return list(pool.map(self.link_query, queries))
+
+    def link_all(self, image: str | Path, text: str | None = None, boxes: Sequence[Sequence[float] | str] | None = None,
+                 *, id: str | None = None, link: Callable[[LinkQuery], LinkResult] | None = None) -> PictureResult:
+        """Link every given box of ``image`` (None: every face the detector finds) jointly: one entity per box,
+        no entity twice, "unknown" allowed (see :mod:`vplink.agent.joint`). ``link`` links one box alone
+        (default :meth:`link_query`; the service passes one that stops at its deadline)."""
+        boxes_from = "boxes"
+        if boxes is None:
+            from vplink.agent.evidence.collect import default_tools
+
+            from vplink.retrieval.images import loaded_scale
+
+            picture = self.nodes.load_image(str(image))
+            sx, sy = loaded_scale(picture)  # boxes are in the file's pixels; a huge file was shrunk on load
+            detector = (self.nodes.tools or default_tools()).face_detector
+            boxes = [[f.box[0] / sx, f.box[1] / sy, f.box[2] / sx, f.box[3] / sy] for f in detector.detect(picture)]
+            boxes_from = "faces"
+        queries = [_query(image, box, text, None, f"{id}#{n}" if id else None) for n, box in enumerate(boxes, start=1)]
+        return PictureResult(image=str(image), text=text, boxes_from=boxes_from,
+                             results=self.link_jointly(queries, link=link))
+
+    def link_jointly(self, queries: Sequence[LinkQuery], *,
+                     link: Callable[[LinkQuery], LinkResult] | None = None) -> list[LinkResult]:
+        """Link the queries of one picture (its boxes, one caption) each alone, then decide them together."""
+        from vplink.agent.picture import decide_jointly  # scipy loads only where boxes are decided together
+
+        results = [(link or self.link_query)(query) for query in queries]
+        return decide_jointly(results, self.retriever, self.config, calibrator=self.calibrator) if results else []
 
     def stream(self, image: str | Path | None = None, *, box: Sequence[float] | str | None = None,
                text: str | None = None, mention: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -16,7 +16,7 @@ from vplink.agent.reranker import Reranker
 from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import Description, Judgement, LinkState, choice_model
 from vplink.agent.visual_prompt import VisualPrompt
-from vplink.core.records import RankedEntity
+from vplink.core.records import LinkQuery, RankedEntity
 from vplink.prompts.loader import load_prompt
 from vplink.retrieval.search import MultiViewRetriever, QueryViews
 
@@ -24,6 +24,11 @@ from vplink.retrieval.search import MultiViewRetriever, QueryViews
 def _ocr_text(evidence: dict[str, Any]) -> str:
     """The text read inside the box."""
     return " ".join(line.get("text", "") for line in (evidence.get("ocr") or {}).get("lines", []))
+
+
+def query_context(query: LinkQuery, evidence: dict[str, Any]) -> str | None:
+    """The context view of a query: its caption and the text read inside the box."""
+    return " ".join(t for t in (query.text, _ocr_text(evidence)) if t) or None
 
 
 def _alignment(state: LinkState) -> SpanAlignment:
@@ -174,7 +179,7 @@ class LinkerNodes:
         """The query views: mention, caption (+ text read in the box), model's guesses and description."""
         query, description = state["query"], state.get("description")
         evidence = state.get("evidence") or {}
-        context = " ".join(t for t in (query.text, _ocr_text(evidence)) if t) or None
+        context = query_context(query, evidence)
         names = list(description.names) if description else []
         alignment = _alignment(state)
         choice = state.get("choice")

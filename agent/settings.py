@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vplink.agent.alignment import AlignmentParams
+from vplink.agent.joint import JointParams
 from vplink.core.settings import load_settings
 
 
@@ -42,6 +43,8 @@ class LinkerConfig(BaseModel):
     choice_weight: float = Field(default=0.0, ge=0, description="the model's chosen caption person gets its odds "
                                  "multiplied by 1 + this")
     reflect_max_tokens: int = Field(default=256, ge=32)
+    joint: JointParams = Field(default_factory=JointParams, description="how the boxes of one picture are "
+                               "decided together (Linker.link_all)")
 
 
 class LinkerSettings(BaseSettings, LinkerConfig):

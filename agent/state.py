@@ -59,6 +59,26 @@ def choice_model(names: list[str]) -> type[Choice]:
                         reason=(str, Field(default="", max_length=200)))
 
 
+class JointDecision(BaseModel):
+    """How the joint decision over every box of the picture answered this box."""
+
+    #: The entity the box was assigned (None: unknown, not in the KB or not named).
+    answer: str | None
+    #: The caption's person the box was taken to be (None: unknown, or someone the caption does not name).
+    person: str | None = None
+    #: The summed evidence's log-probability of that answer (the unknown floor when unknown).
+    log_prob: float
+    #: The box's own top-1 when linked alone (None: it was NIL or empty).
+    alone: str | None
+    #: How many boxes were linked together.
+    boxes: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether the joint decision gave this box another answer than linking it alone."""
+        return self.answer != self.alone
+
+
 class LinkResult(BaseModel):
     """What linking one query produced: the ranking (or NIL), what the model saw and said, and timings."""
 
@@ -75,6 +95,8 @@ class LinkResult(BaseModel):
     used_model: str | None = None
     notes: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    #: Set when the box was linked together with the picture's other boxes (:meth:`Linker.link_all`).
+    joint: JointDecision | None = None
 
     @property
     def top(self) -> RankedEntity | None:
@@ -114,6 +136,64 @@ class LinkResult(BaseModel):
         from vplink.agent.display import link_result_html  # lazy: PIL and drawing only when a notebook asks
 
         return link_result_html(self)
+
+
+class PersonRecord(BaseModel):
+    """One box of a picture linked jointly, as `--json`, `vplink tag` and `/link/all` give it."""
+
+    box: list[float] | None
+    #: The entity id, or None: unknown (not in the KB, or not named).
+    answer: str | None
+    name: str | None
+    nil: bool
+    confidence: float | None
+    #: Whether the joint decision changed the answer the box got alone.
+    changed_by_joint: bool
+    ranking: list[dict[str, Any]]
+
+
+#: How many ranked entities a person record keeps.
+PERSON_RANKING = 5
+
+
+class PictureResult(BaseModel):
+    """Every box of one picture (given, or every face found), linked jointly."""
+
+    image: str | None
+    text: str | None = None
+    #: "boxes" when the caller gave the boxes, "faces" when they are the faces the detector found.
+    boxes_from: str
+    results: list[LinkResult] = Field(default_factory=list)
+
+    def people(self) -> list[PersonRecord]:
+        """One record per box, in the order of the boxes."""
+        return [PersonRecord(box=r.query.box, answer=r.top.id if r.top else None, name=r.top.name if r.top else None,
+                             nil=r.top is None, confidence=r.confidence,
+                             changed_by_joint=bool(r.joint and r.joint.changed),
+                             ranking=[{"id": e.id, "name": e.name, "score": e.score} for e in r.ranking[:PERSON_RANKING]])
+                for r in self.results]
+
+    def __repr__(self) -> str:
+        named = ", ".join(f"{n}. {p.name or 'unknown'}" for n, p in enumerate(self.people(), start=1))
+        return f"<PictureResult {self.image}: {len(self.results)} {self.boxes_from}: {named or '—'}>"
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        from vplink.agent.display import picture_result_html  # lazy, as for LinkResult
+
+        return picture_result_html(self)
+
+
+class PictureLine(BaseModel):
+    """One line of ``pictures.jsonl``: everyone in the picture, or the error that made it skipped."""
+
+    id: str
+    image: str
+    text: str | None = None
+    boxes_from: str | None = None
+    people: list[PersonRecord] = Field(default_factory=list)
+    error: str | None = None
 
 
 def merge_dicts(left: dict, right: dict) -> dict:

@@ -16,7 +16,8 @@ import numpy as np
 
 from vplink.core.jsonl import write_json
 from vplink.core.records import LabeledQuery
-from vplink.eval.harness import PREDICTIONS, RunDirError, read_predictions
+from vplink.core.rundir import RunDirError
+from vplink.eval.harness import PREDICTIONS, read_predictions
 from vplink.retrieval.lexical import normalize
 
 BOX_REPORT = "box_report.json"
@@ -49,8 +50,10 @@ def box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, A
             if spans:
                 best = spans[int(np.argmax(alignment.get("probabilities") or [0]))]
                 aligned += _names_mention(best, example.mention)
-        ranks.append(prediction.rank_of(example.answer))
-        per_picture[example.image or example.id].append(prediction.ranking[0].id if prediction.ranking else None)
+        # A NIL answer (a box the joint decision left unknown) is a miss, and shares its top-1 with nobody.
+        ranks.append(None if prediction.nil else prediction.rank_of(example.answer))
+        per_picture[example.image or example.id].append(prediction.ranking[0].id if prediction.ranking
+                                                        and not prediction.nil else None)
         for node, ms in prediction.latency_ms.items():
             nodes[node].append(ms / 1000)
     multi = {image: tops for image, tops in per_picture.items() if len(tops) >= 2}
@@ -68,10 +71,21 @@ def box_report(run_dir: str | Path, examples: list[LabeledQuery]) -> dict[str, A
         if multi else None,
         "pictures_where_every_box_differs": round(sum(1 for tops in multi.values() if len(set(tops)) == len(tops))
                                                   / len(multi), 4) if multi else None,
+        "pictures_where_two_boxes_share_a_top1": round(sum(1 for tops in multi.values() if _shared(tops))
+                                                       / len(multi), 4) if multi else None,
+        "nil_answers": sum(1 for _, prediction in rows if prediction.nil),
+        "changed_by_joint_decision": sum(1 for _, prediction in rows
+                                         if (prediction.extra.get("joint") or {}).get("changed")),
         "model_choice": model,
         "seconds_per_box": {node: {"mean": round(statistics.fmean(v), 3), "p50": round(float(np.percentile(v, 50)), 3),
                                    "p95": round(float(np.percentile(v, 95)), 3)} for node, v in sorted(nodes.items())},
     }
+
+
+def _shared(tops: list[str | None]) -> bool:
+    """Whether two boxes of one picture got the same entity (unknown boxes share nothing)."""
+    named = [top for top in tops if top is not None]
+    return len(set(named)) < len(named)
 
 
 _CHOSE = "the model chose "

@@ -6,15 +6,17 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vplink.core.errors import VplinkError
+from vplink.core.inflight import in_flight
 from vplink.core.jsonl import atomic_write, iter_jsonl, read_completed_ids, write_json
 from vplink.core.provenance import provenance
 from vplink.core.records import LabeledQuery, LinkQuery
+from vplink.core.rundir import claim_run_dir
 from vplink.eval import markdown as md
 from vplink.eval.datasets import file_sha1
 from vplink.eval.error_analysis import ERRORS, ErrorAnalysis, analyse_errors
@@ -42,10 +44,6 @@ class Predictor(Protocol):
         ...
 
 
-class RunDirError(VplinkError):
-    """An output folder holds a run that cannot be resumed with these settings."""
-
-
 def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: str | Path, *, pipeline: str,
              dataset: str, versions: Mapping[str, Any] | None = None, concurrency: int = 4, batch_size: int = 32,
              resume: bool = True, retry_errors: bool = False, dataset_path: str | Path | None = None,
@@ -68,7 +66,8 @@ def run_eval(examples: Sequence[LabeledQuery], predictor: Predictor, out_dir: st
     _check_unique(examples)
     data_path = Path(dataset_path) if dataset_path is not None else Path(dataset) if Path(dataset).is_file() else None
     data_sha1 = file_sha1(data_path) if data_path is not None else None
-    _claim_run_dir(out, _manifest(predictor, pipeline, data_path or dataset, data_sha1, identity), resume)
+    claim_run_dir(out, _manifest(predictor, pipeline, data_path or dataset, data_sha1, identity), resume,
+                  manifest_name=MANIFEST, records=PREDICTIONS)
 
     done = _completed(out / PREDICTIONS, retry_errors)
     todo = [example for example in examples if example.id not in done]
@@ -144,54 +143,59 @@ def _predict_all(todo: list[LabeledQuery], predictor: Predictor, path: Path, *, 
     """Run the batches on a bounded thread pool, appending each prediction as its batch finishes."""
     from vplink.core.progress import tqdm  # the widget form in notebooks, a text bar elsewhere
 
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = make_batches(todo, batch_size, getattr(predictor, "group", None))
     written = 0
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vplink-eval")
-    pending: set[Future[list[Prediction]]] = set()
     bar = tqdm(total=total, initial=initial, desc="eval", unit="q", disable=not progress)
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            queue = iter(batches)
-            while True:
-                # Keep at most `concurrency` batches in flight so an interrupt wastes little work.
-                for batch in queue:
-                    pending.add(pool.submit(_predict_batch, predictor, batch))
-                    if len(pending) >= concurrency:
-                        break
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    batch = future.result()  # re-raises a KeyboardInterrupt raised inside the predictor
-                    for prediction in batch:
-                        handle.write(prediction.model_dump_json() + "\n")
-                    # One flush + fsync per finished batch: on disk before the bar moves, and a crash
-                    # tears at most the last line, which resuming drops.
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    written += len(batch)
-                    bar.update(len(batch))
+            for batch in in_flight(partial(_predict_batch, predictor), batches, concurrency=concurrency,
+                                   name="vplink-eval"):
+                for prediction in batch:
+                    handle.write(prediction.model_dump_json() + "\n")
+                # One flush + fsync per finished batch: on disk before the bar moves, and a crash
+                # tears at most the last line, which resuming drops.
+                handle.flush()
+                os.fsync(handle.fileno())
+                written += len(batch)
+                bar.update(len(batch))
     finally:
         bar.close()
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
     return written
 
 
+def make_batches(todo: Sequence[LabeledQuery], batch_size: int,
+                 group: Callable[[LinkQuery], str] | None = None) -> list[list[LabeledQuery]]:
+    """Batches of ``batch_size`` queries; with ``group`` (a predictor that decides a picture's boxes together),
+    whole groups, so a batch never splits one (a group larger than ``batch_size`` is a batch of its own)."""
+    if group is None:
+        return [list(todo[i:i + batch_size]) for i in range(0, len(todo), batch_size)]
+    groups: dict[str, list[LabeledQuery]] = {}
+    for example in todo:
+        groups.setdefault(group(example), []).append(example)
+    batches: list[list[LabeledQuery]] = []
+    for members in groups.values():
+        if batches and len(batches[-1]) + len(members) <= batch_size:
+            batches[-1].extend(members)
+        else:
+            batches.append(list(members))
+    return batches
+
+
 def _predict_batch(predictor: Predictor, batch: list[LabeledQuery]) -> list[Prediction]:
-    """Predict one batch; if it fails, retry its queries one by one so one bad query fails alone."""
+    """Predict one batch; if it fails, retry its queries one by one (one group at a time for a predictor that
+    groups them) so one bad query fails alone."""
     try:
         return _call(predictor, batch)
     except Exception as exc:  # noqa: BLE001 - any failure of the pipeline is recorded, not fatal
-        if len(batch) == 1:
-            return [Prediction.failed(batch[0].id, _describe(exc))]
+        parts = make_batches(batch, 1, getattr(predictor, "group", None))
+        if len(parts) == 1:
+            return [Prediction.failed(example.id, _describe(exc)) for example in batch]
     results: list[Prediction] = []
-    for example in batch:
+    for part in parts:
         try:
-            results.extend(_call(predictor, [example]))
+            results.extend(_call(predictor, part))
         except Exception as exc:  # noqa: BLE001
-            results.append(Prediction.failed(example.id, _describe(exc)))
+            results.extend(Prediction.failed(example.id, _describe(exc)) for example in part)
     return results
 
 
@@ -244,36 +248,6 @@ def _manifest(predictor: Predictor, pipeline: str, dataset: str | Path, sha1: st
     manifest = {"pipeline": pipeline, "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
                 "dataset_sha1": sha1, "predictor": own or {}, "settings": dict(identity or {})}
     return json.loads(json.dumps(manifest, default=str))
-
-
-def _claim_run_dir(out: Path, manifest: dict[str, Any], resume: bool) -> None:
-    """Refuse to resume into a folder whose predictions were made with anything else (store, k, model, data...)."""
-    existing = out / MANIFEST
-    if resume and existing.exists() and (out / PREDICTIONS).exists():
-        try:
-            old = json.loads(existing.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = {}
-        before, now = _flatten(old), _flatten(manifest)
-        differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
-        if differ:
-            shown = "; ".join(f"{key}: {before.get(key, '(not recorded)')!r} -> {now.get(key, '(none)')!r}"
-                              for key in differ[:8]) + (f"; and {len(differ) - 8} more" if len(differ) > 8 else "")
-            raise RunDirError(f"{out}: holds predictions made with other settings ({shown}). Fix: pass another "
-                              "--out folder, or --restart to start this one over")
-    if not resume:
-        (out / PREDICTIONS).unlink(missing_ok=True)
-    write_json(existing, manifest)
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as ``{"a.b.c": leaf}``, so that a difference is named by its path."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
 
 
 def _completed(path: Path, retry_errors: bool) -> set[str]:

@@ -3,6 +3,7 @@
 - ``retrieve``: multi-view retrieval over the mention and the caption (batched), no model.
 - ``rerank``: retrieval, then a reranker (the distilled scorer, handed in by the front door).
 - ``agent``: the whole LangGraph workflow, with a model server when ``llm_url`` is given.
+- ``joint``: the agent on every box, then the boxes of each picture decided together (one entity per box).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vplink.retrieval.search import MultiViewRetriever, QueryViews
 if TYPE_CHECKING:  # the workflow's modules load only where a linker is opened
     from vplink.agent.linker import Linker
 
-PIPELINES = ("retrieve", "rerank", "agent")
+PIPELINES = ("retrieve", "rerank", "agent", "joint")
 
 
 class RetrievePredictor:
@@ -100,6 +101,28 @@ class LinkerPredictor:
         return out
 
 
+class JointPredictor(LinkerPredictor):
+    """The agent on every box, then each picture's boxes (queries sharing an image) decided together."""
+
+    @staticmethod
+    def group(query: LinkQuery) -> str:
+        """The picture a query belongs to: the harness keeps a picture's boxes in one batch."""
+        return query.image or query.id
+
+    def predict(self, batch: list[LinkQuery]) -> list[Prediction]:
+        """Link each picture's boxes jointly; a picture that fails is recorded with its error, the others go on."""
+        pictures: dict[str, list[LinkQuery]] = {}
+        for query in batch:
+            pictures.setdefault(self.group(query), []).append(query)
+        out = []
+        for queries in pictures.values():
+            try:
+                out += [to_prediction(result) for result in self.linker.link_jointly(queries)]
+            except VplinkError as error:
+                out += [Prediction.failed(query.id, str(error)) for query in queries]
+        return out
+
+
 def to_prediction(result: LinkResult) -> Prediction:
     """A harness prediction from a workflow result; the description and notes travel in ``extra``."""
     ranking = [RankedEntity(id=r.id, score=r.score, name=r.name) for r in result.ranking]
@@ -114,6 +137,8 @@ def to_prediction(result: LinkResult) -> Prediction:
         extra["choice"] = result.choice.model_dump()
     if result.evidence and result.evidence.get("alignment"):
         extra["alignment"] = result.evidence["alignment"]
+    if result.joint:
+        extra["joint"] = {**result.joint.model_dump(), "changed": result.joint.changed}
     features = confidence_features(result.ranking, mention=result.query.mention,
                                    evidence=result.evidence) if result.ranking else {}
     return Prediction(id=result.query.id, ranking=ranking, nil=result.nil, confidence=result.confidence,
@@ -135,7 +160,7 @@ def check_pipeline(pipeline: str, settings: LinkerSettings, replay_from: str | N
                           "(train one with `vplink distill train`)")
     if replay_from and not settings.checkpoint:
         raise VplinkError("replay_from needs the run's --checkpoint file. Fix: pass --checkpoint RUN/checkpoints.sqlite")
-    return settings if pipeline == "agent" else settings.model_copy(update={"llm_url": None})
+    return settings if pipeline in ("agent", "joint") else settings.model_copy(update={"llm_url": None})
 
 
 def build_predictor(pipeline: str, linker: Linker, *, replay_from: str | None = None):
@@ -143,4 +168,6 @@ def build_predictor(pipeline: str, linker: Linker, *, replay_from: str | None = 
     if pipeline == "retrieve":
         return RetrievePredictor(linker.retriever, k=linker.config.k, calibrator=linker.calibrator,
                                  config=linker.config)
+    if pipeline == "joint":
+        return JointPredictor(linker, pipeline, replay_from=replay_from)
     return LinkerPredictor(linker, pipeline, replay_from=replay_from)

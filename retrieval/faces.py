@@ -148,3 +148,8 @@ def face_similarity(distance):
     """Map descriptor distances (a number or an array) to scores: 1 at 0, 0.5 at the same-person
     threshold, 0 at twice it."""
     return np.maximum(0.0, 1.0 - np.asarray(distance, dtype=np.float64) / (2 * SAME_PERSON_DISTANCE))
+
+
+def face_distance(similarity: float) -> float:
+    """The descriptor distance behind a :func:`face_similarity` score (twice the threshold and beyond: 0)."""
+    return (1.0 - float(similarity)) * 2 * SAME_PERSON_DISTANCE

@@ -1,10 +1,11 @@
-"""The FastAPI app: one warm `Linker`, the JSON API (`/link`, `/link/stream`, `/entities`, `/health`) and the page."""
+"""The FastAPI app: one warm `Linker`, the JSON API (`/link`, `/link/all`, `/link/stream`, `/entities`, `/health`)
+and the page."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from vplink.agent.linker import Linker, RESULT
-from vplink.agent.state import LinkResult
+from vplink.agent.state import PictureResult
 from vplink.agent.visual_prompt import VisualPrompt, parse_box
 from vplink.core.errors import VplinkError
 from vplink.core.records import Entity, LinkQuery
@@ -27,7 +28,7 @@ from vplink.service.deadline import ClientGone, Deadline, link_within, wait_for
 from vplink.service.errors import ApiError, RequestError
 from vplink.service.limits import BodySizeLimit
 from vplink.service.pictures import PictureRoot, temporary_picture
-from vplink.service.schemas import ErrorBody, Health, LinkResponse, PictureList
+from vplink.service.schemas import ErrorBody, Health, LinkResponse, PictureList, PictureResponse
 from vplink.service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -47,12 +48,18 @@ class LinkForm:
     mention: str | None
 
 
+# The form fields /link and /link/all share.
+ImageField = Annotated[UploadFile | None, File(description="the picture, uploaded")]
+PathField = Annotated[str | None, Form(description="or: a picture under the server's image root, relative to it")]
+TextField = Annotated[str | None, Form(description="caption or text around the picture")]
+
+
 async def link_form(
-    image: Annotated[UploadFile | None, File(description="the picture, uploaded")] = None,
-    path: Annotated[str | None, Form(description="or: a picture under the server's image root, relative to it")] = None,
+    image: ImageField = None,
+    path: PathField = None,
     box: Annotated[str | None, Form(description="x0,y0,x1,y1 in pixels of the picture; empty: the whole picture")]
     = None,
-    text: Annotated[str | None, Form(description="caption or text around the picture")] = None,
+    text: TextField = None,
     mention: Annotated[str | None, Form(description="the mention word, if any")] = None,
 ) -> LinkForm:
     """Read and check the form; a bad box gets the CLI's message."""
@@ -71,6 +78,24 @@ async def link_form(
         raise ApiError(error) from None
     return LinkForm(data=data, filename=image.filename if image is not None else None, path=path or None,
                     box=list(parsed) if parsed else None, text=text or None, mention=mention or None)
+
+
+async def all_form(
+    image: ImageField = None,
+    path: PathField = None,
+    boxes: Annotated[str | None, Form(description="boxes x0,y0,x1,y1 separated by ';'; empty: every face found")]
+    = None,
+    text: TextField = None,
+) -> tuple[LinkForm, list[list[float]] | None]:
+    """Read and check the form of /link/all: a picture, optional boxes (each checked like /link's), a caption."""
+    if image is None and not path:
+        raise ApiError(RequestError("no picture to find everyone in", "upload `image` or name `path`"))
+    form = await link_form(image=image, path=path, text=text)
+    try:
+        parsed = [list(parse_box(part)) for part in (boxes or "").split(";") if part.strip()]
+    except VplinkError as error:
+        raise ApiError(error) from None
+    return form, parsed or None
 
 
 class Service:
@@ -192,9 +217,9 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
         """One picture under the image root (the page shows it to draw a box on)."""
         return FileResponse(service.pictures.resolve(name))
 
-    @app.post("/link", response_model=LinkResponse, responses={504: {"model": ErrorBody}})
-    async def link(request: Request, form: Annotated[LinkForm, Depends(link_form)]) -> LinkResponse | Response:
-        """Link the boxed region of a picture (uploaded, or under the image root) to ranked KB entities."""
+    async def within_deadline(request: Request, form: LinkForm, work: Callable[[LinkQuery, Deadline], Any]) -> Any:
+        """``work(query, deadline)`` for the form's picture in a worker thread, within the request's time limit;
+        None when the client left. The uploaded picture lives until the work stops, which may be after we answered."""
         stack = ExitStack()
         try:
             query, label, relabel = service.open_query(form, stack)
@@ -203,17 +228,35 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
             raise
         deadline = Deadline(settings.request_timeout_s)
 
-        def work() -> LinkResult:
-            with stack:  # the uploaded picture lives until the work stops, which may be after we answered
-                return link_within(linker, query, deadline)
+        def run() -> Any:
+            with stack:
+                return work(query, deadline), label
 
         try:
-            result = await wait_for(asyncio.ensure_future(run_in_threadpool(work)), request, deadline)
+            return await wait_for(asyncio.ensure_future(run_in_threadpool(run)), request, deadline)
         except ClientGone:
-            return Response(status_code=499)  # nobody reads it; the server's log says why
+            return None  # nobody reads the answer; the server's log says why
         except VplinkError as error:
             raise ApiError(error, relabel) from None
-        return LinkResponse.of(result, label)
+
+    @app.post("/link", response_model=LinkResponse, responses={504: {"model": ErrorBody}})
+    async def link(request: Request, form: Annotated[LinkForm, Depends(link_form)]) -> LinkResponse | Response:
+        """Link the boxed region of a picture (uploaded, or under the image root) to ranked KB entities."""
+        done = await within_deadline(request, form, lambda query, deadline: link_within(linker, query, deadline))
+        return Response(status_code=499) if done is None else LinkResponse.of(*done)
+
+    @app.post("/link/all", response_model=PictureResponse, responses={504: {"model": ErrorBody}})
+    async def link_all(request: Request, given: Annotated[tuple[LinkForm, list[list[float]] | None],
+                                                          Depends(all_form)]) -> PictureResponse | Response:
+        """Find everyone in a picture (every face, or every given box) and link them jointly: one entity per
+        person, no entity twice, unknown allowed."""
+        form, boxes = given
+
+        def work(query: LinkQuery, deadline: Deadline) -> PictureResult:
+            return linker.link_all(query.image, query.text, boxes, link=lambda one: link_within(linker, one, deadline))
+
+        done = await within_deadline(request, form, work)
+        return Response(status_code=499) if done is None else PictureResponse.of(*done)
 
     @app.post("/link/stream", response_class=StreamingResponse,
               responses={200: {"content": {"text/event-stream": {}},

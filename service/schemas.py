@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, computed_field
 
-from vplink.agent.state import LinkResult
+from vplink.agent.state import LinkResult, PersonRecord, PictureResult
 
 
 class ErrorBody(BaseModel):
@@ -39,6 +39,23 @@ class LinkResponse(LinkResult):
         """The response for ``result``, its picture named ``picture`` (never the server's temporary path)."""
         query = result.query.model_copy(update={"image": picture})
         return cls.model_validate({**dict(result), "query": query})
+
+
+class PictureResponse(BaseModel):
+    """Everyone in a picture, linked jointly: one record per box, and each box's whole result (ranking, evidence)."""
+
+    image: str | None
+    text: str | None
+    #: "boxes" when the request gave them, "faces" when they are the faces the detector found.
+    boxes_from: str
+    people: list[PersonRecord]
+    results: list[LinkResponse]
+
+    @classmethod
+    def of(cls, picture: PictureResult, label: str | None) -> PictureResponse:
+        """The response for ``picture``, named ``label`` as the client knows it."""
+        return cls(image=label, text=picture.text, boxes_from=picture.boxes_from, people=picture.people(),
+                   results=[LinkResponse.of(result, label) for result in picture.results])
 
 
 class Health(BaseModel):

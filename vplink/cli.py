@@ -13,6 +13,7 @@ from vplink.cli_kb import kb_app
 from vplink.cli_link import link
 from vplink.cli_llm import llm_app
 from vplink.cli_serve import serve
+from vplink.cli_tag import tag
 from vplink.core.errors import VplinkError, VplinkWarning
 
 app = typer.Typer(help="Link a marked region of a picture to a knowledge-base entity.", no_args_is_help=True,
@@ -23,6 +24,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(distill_app, name="distill")
 app.command("link")(link)
 app.command("serve")(serve)
+app.command("tag")(tag)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):

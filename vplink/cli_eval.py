@@ -51,6 +51,7 @@ class Pipeline(str, Enum):
     retrieve = "retrieve"
     rerank = "rerank"
     agent = "agent"
+    joint = "joint"
 
 
 def resolve_builder() -> Callable[..., Any]:
@@ -124,7 +125,7 @@ def run_command(
         replay_from = options.get("replay_from") or None  # the harness's own option; the rest set the linker
         settings = linker_settings(**linker_flags, checkpoint=checkpoint,
                                    **{key: v for key, v in options.items() if key != "replay_from" and v != ""})
-        if pipeline is Pipeline.agent:
+        if pipeline in (Pipeline.agent, Pipeline.joint):
             say_model_server(settings, _err)
         predictor = resolve_builder()(pipeline.value, settings, replay_from)
         kb_ids = set(names) if names else set(getattr(predictor, "entity_names", None) or {}) or None

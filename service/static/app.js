@@ -15,7 +15,10 @@ const state = {
   drag: null,       // {x, y} where a drag started, in picture pixels
   faces: null,      // evidence.faces of the last result, drawn over the picture
   imageSize: null,  // the size the evidence was computed at (faces' boxes are in its pixels)
+  people: null,     // after "Find everyone": [{number, box, person, result}] per box, drawn with its name
+  selected: null,   // the index into people whose result is shown
 };
+const UNKNOWN = "#808080";
 
 /** An element with attributes and children; a string child becomes a text node. */
 function el(tag, attrs = {}, ...children) {
@@ -57,7 +60,8 @@ function draw() {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (!state.image) return;
   ctx.drawImage(state.image, 0, 0, canvas.width, canvas.height);
-  drawFaces(ctx);
+  if (state.people) drawPeople(ctx);
+  else drawFaces(ctx);
   if (state.box) {
     const [x0, y0, x1, y1] = state.box.map((v) => v * scale());
     ctx.lineWidth = Math.max(2, Math.round(canvas.width / 200));
@@ -87,6 +91,40 @@ function drawFaces(ctx) {
     ctx.fillStyle = marked ? "#fff" : "#000";
     ctx.fillText(label, x0 + 3, Math.max(fontSize, y0 - 4));
   });
+}
+
+function drawPeople(ctx) {
+  const k = scale();
+  const fontSize = Math.max(11, Math.round($("canvas").width / 45));
+  ctx.font = `bold ${fontSize}px system-ui, sans-serif`;
+  state.people.forEach((entry, index) => {
+    if (!Array.isArray(entry.box)) return;
+    const [x0, y0, x1, y1] = entry.box.map((v) => Number(v) * k);
+    const colour = entry.person.answer ? RED : UNKNOWN;
+    ctx.lineWidth = index === state.selected ? 4 : 2;
+    ctx.strokeStyle = colour;
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    const label = `${entry.number}. ${entry.person.name || "unknown"}`;  // drawn as text on the canvas, not markup
+    const w = ctx.measureText(label).width + 6;
+    const top = Math.min(y1, $("canvas").height - fontSize - 4);
+    ctx.fillStyle = colour;
+    ctx.fillRect(Math.min(x0, $("canvas").width - w), top, w, fontSize + 4);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(label, Math.min(x0, $("canvas").width - w) + 3, top + fontSize);
+  });
+}
+
+function personAt(point) {
+  if (!state.people) return -1;
+  // The smallest box under the point: a face box inside a bigger one is the one meant.
+  let best = -1;
+  let area = Infinity;
+  state.people.forEach((entry, index) => {
+    const [x0, y0, x1, y1] = entry.box || [0, 0, 0, 0];
+    const size = (x1 - x0) * (y1 - y0);
+    if (point.x >= x0 && point.x <= x1 && point.y >= y0 && point.y <= y1 && size < area) { best = index; area = size; }
+  });
+  return best;
 }
 
 function toPicture(event) {
@@ -120,8 +158,11 @@ window.addEventListener("mousemove", (event) => {
 });
 window.addEventListener("mouseup", (event) => {
   if (!state.drag) return;
-  const box = boxFrom(state.drag, toPicture(event));
+  const end = toPicture(event);
+  const box = boxFrom(state.drag, end);
   state.drag = null;
+  const clicked = box[2] - box[0] < 4 && box[3] - box[1] < 4 ? personAt(end) : -1;
+  if (clicked >= 0) { setBox(null); selectPerson(clicked); return; }
   // A click (or a sliver) is not a box: keep the whole picture rather than a box the server refuses.
   setBox(box[2] - box[0] >= 4 && box[3] - box[1] >= 4 ? box : null);
 });
@@ -140,9 +181,11 @@ function showPicture(url, source) {
   image.onload = () => {
     if (state.image && state.image.src.startsWith("blob:")) URL.revokeObjectURL(state.image.src);
     state.image = image;
-    Object.assign(state, source, { faces: null, imageSize: null });
+    Object.assign(state, source, { faces: null, imageSize: null, people: null, selected: null });
     $("placeholder").hidden = true;
+    $("people-panel").hidden = true;
     $("go").disabled = false;
+    $("everyone").disabled = false;
     fitCanvas();
     setBox(null);
     $("status").textContent = `${image.naturalWidth} × ${image.naturalHeight} px: drag on it to mark a box`;
@@ -193,6 +236,62 @@ $("form").addEventListener("submit", async (event) => {
   }
 });
 
+// ------------------------------------------------------------------ everyone in the picture
+
+$("everyone").addEventListener("click", async () => {
+  const form = new FormData();
+  if (state.file) form.append("image", state.file, state.file.name);
+  else if (state.path) form.append("path", state.path);
+  form.append("text", $("text").value);
+  startRun();
+  clear($("steps"));
+  $("everyone").disabled = true;
+  $("status").textContent = "finding everyone…";
+  try {
+    const response = await fetch("link/all", { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(errorText(body, response.status));
+    showEveryone(body);
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    $("go").disabled = false;
+    $("everyone").disabled = false;
+  }
+});
+
+function showEveryone(picture) {
+  const people = Array.isArray(picture.people) ? picture.people : [];
+  const results = Array.isArray(picture.results) ? picture.results : [];
+  state.people = people.map((person, i) => ({ number: i + 1, box: person.box, person, result: results[i] }));
+  setBox(null);
+  const list = $("people");
+  clear(list);
+  state.people.forEach((entry, index) => {
+    const item = el("li", { "data-index": String(index), "data-box": (entry.box || []).join(",") },
+      `${entry.number}. ${entry.person.name || "unknown"}`,
+      entry.person.answer ? el("span", { class: "id" }, ` ${entry.person.answer}`) : null,
+      entry.person.confidence !== null && entry.person.confidence !== undefined ? ` (${fmt(entry.person.confidence, 2)})` : "",
+      entry.person.changed_by_joint ? el("span", { class: "muted" }, " · changed by the joint decision") : null);
+    item.addEventListener("click", () => selectPerson(index));
+    list.append(item);
+  });
+  $("people-panel").hidden = false;
+  const found = picture.boxes_from === "faces" ? "face(s) found" : "box(es)";
+  $("status").textContent = `${state.people.length} ${found}, linked jointly: one entity each`;
+  if (state.people.length) selectPerson(0);
+  else draw();
+}
+
+function selectPerson(index) {
+  state.selected = index;
+  document.querySelectorAll("#people li").forEach((li) => li.classList.toggle("selected", Number(li.dataset.index) === index));
+  const entry = state.people[index];
+  if (entry.result) showResult(entry.result);
+  state.faces = null;  // the named boxes stand for the faces here
+  draw();
+}
+
 function errorText(body, status) {
   const detail = body && body.detail;
   if (typeof detail === "string") return `${detail} (HTTP ${status})`;
@@ -227,6 +326,9 @@ async function readEvents(response, callback) {
 function startRun() {
   $("go").disabled = true;
   state.faces = null;  // the last answer's faces belong to the last question
+  state.people = null;
+  state.selected = null;
+  $("people-panel").hidden = true;
   draw();
   $("error").hidden = true;
   $("result").hidden = true;

@@ -13,13 +13,10 @@ import pytest
 
 from vplink.agent.linker import Linker
 from vplink.core.jsonl import read_jsonl, write_jsonl
-from vplink.retrieval.faces import FaceEncoder, FaceModels
 from vplink.retrieval.kb import load_kb
-from vplink.retrieval.store import FACE_VIEW, KBStore
+from vplink.retrieval.store import KBStore
 from vplink.wiring import open_linker
 
-PORTRAITS = {"Q76": "obama.jpg", "Q6279": "biden.jpg", "Q357607": "kit_harington.jpg", "Q461132": "rose_leslie.jpg",
-             "Q1646482": "lin-manuel-miranda.jpg"}
 # Multi-person pictures of the boxed WikiMEL fixture whose caption orders its people (L-R, rows).
 PICTURES = ("images/1342.jpg", "images/2939.jpg", "images/3441.jpg")
 
@@ -55,21 +52,6 @@ def test_different_boxes_on_a_group_photo_get_different_answers(group_linker: Li
     assert right >= len(rows) - 1, list(zip(tops, [row["answer"] for row in rows]))
     # The mention is hidden: the caption's people were found and aligned, not given.
     assert all(result.evidence["alignment"]["spans"] for result in results)
-
-
-@pytest.fixture(scope="module")
-def portrait_store(shared_data: Path, text_encoder, tmp_path_factory) -> Path:
-    """The five people of shared/data/people with their solo portraits, and 100 other WikiMEL people."""
-    kb = read_jsonl(shared_data / "wikimel" / "kb.jsonl")
-    folder = tmp_path_factory.mktemp("portraits")
-    rows = [{**e, "image": str(shared_data / "people" / "images" / PORTRAITS[e["id"]])} for e in kb
-            if e["id"] in PORTRAITS] + [e for e in kb if e["id"] not in PORTRAITS][:100]
-    write_jsonl(folder / "kb.jsonl", rows)
-    store = KBStore(folder / "store")
-    report = store.index(load_kb(folder / "kb.jsonl", image_root=shared_data / "people").entities, text_encoder,
-                         face_encoder=FaceEncoder(FaceModels()), progress=False)
-    assert report.added[FACE_VIEW] == 5 and store.count(FACE_VIEW) == 5
-    return folder / "store"
 
 
 @pytest.mark.parametrize("caption", [None, "Barack Obama and Joe Biden at the White House"])

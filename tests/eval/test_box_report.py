@@ -9,7 +9,8 @@ import pytest
 
 from vplink.core.records import LabeledQuery
 from vplink.eval.box_report import BOX_REPORT, write_box_report
-from vplink.eval.harness import PREDICTIONS, RunDirError
+from vplink.core.rundir import RunDirError
+from vplink.eval.harness import PREDICTIONS
 
 
 def _prediction(qid: str, top: str, spans: list[str], probabilities: list[float]) -> dict:

@@ -12,7 +12,8 @@ from PIL import Image
 from vplink.core.records import LabeledQuery, LinkQuery, RankedEntity
 from vplink.eval.datasets import load_dataset
 from vplink.eval.error_analysis import classify_error
-from vplink.eval.harness import RunDirError, read_predictions, run_eval
+from vplink.core.rundir import RunDirError
+from vplink.eval.harness import read_predictions, run_eval
 from vplink.eval.metrics import Prediction, expected_calibration_error
 from tests.eval.conftest import WIKIMEL, NameMatchPredictor
 

@@ -102,3 +102,22 @@ def test_only_the_agent_asks_the_model_server(store) -> None:
 def test_agent_pipeline_with_a_silent_model_server_fails_at_open(store) -> None:
     with silent_server() as url, pytest.raises(LLMTimeoutError, match="within 1 s"):
         open_linker(store=store, llm_url=url, llm_timeout="1")
+
+
+def test_joint_pipeline_decides_each_pictures_boxes_together(portrait_store, shared_data, tmp_path) -> None:
+    """The four boxes of the two group photos: a picture's boxes share one batch, each is answered once."""
+    from vplink.core.jsonl import read_jsonl
+    from vplink.eval.harness import make_batches, read_predictions, run_eval
+
+    examples = [LabeledQuery(id=row["id"], image=str(shared_data / "people" / row["image"]), box=row["box"],
+                             answer=row["answer"])
+                for row in read_jsonl(shared_data / "people" / "photos.jsonl") if row["box"]]
+    predictor = build_predictor("joint", open_linker(store=portrait_store, k=5, evidence_tools=["faces"],
+                                                     image_retrieval=False))
+    assert make_batches(examples, 1, predictor.group) == [examples[:2], examples[2:]]
+    assert [len(b) for b in make_batches(examples, 3)] == [3, 1]  # without groups: plain slices
+    result = run_eval(examples, predictor, tmp_path / "run", pipeline="joint", dataset="people", batch_size=1,
+                      concurrency=2, progress=False)
+    assert result["hits"]["1"] == 1.0 and result["errors"] == 0
+    predictions = read_predictions(tmp_path / "run" / "predictions.jsonl")
+    assert all(p.extra["joint"]["boxes"] == 2 and not p.extra["joint"]["changed"] for p in predictions.values())

@@ -15,7 +15,8 @@ from vplink.eval.compare import load_run
 from vplink.eval.datasets import load_dataset
 from vplink.eval.display import run_html
 from vplink.eval.error_analysis import ErrorAnalysis
-from vplink.eval.harness import RunDirError, run_eval
+from vplink.core.rundir import RunDirError
+from vplink.eval.harness import run_eval
 
 DATASET = WIKIMEL / "with_images.jsonl"
 runner = CliRunner()

@@ -202,6 +202,31 @@ def test_concurrent_requests_keep_their_own_answers(app, people_dir: Path, share
     assert together[0]["query"]["box"] != together[1]["query"]["box"]
 
 
+def test_link_all_names_everyone_once(client: TestClient, people_dir: Path) -> None:
+    """No box: every face found, the caption's two people assigned one to one, each with its whole result."""
+    answer = post_photo(client, people_dir / "images" / "two_people.jpg", url="/link/all", text=CAPTION)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["boxes_from"] == "faces" and body["image"] == "two_people.jpg"
+    people = sorted(body["people"], key=lambda p: p["box"][0])
+    assert [p["answer"] for p in people] == ["Q76", "Q6279"]
+    assert all(set(p) >= {"box", "answer", "confidence", "ranking", "changed_by_joint"} for p in people)
+    for person, result in zip(body["people"], body["results"]):
+        assert result["answer"] == person["answer"] and result["query"]["box"] == person["box"]
+        assert result["joint"]["boxes"] == 2 and result["evidence"]["faces"]["marked"] is not None
+    given = client.post("/link/all", data={"path": "two_people.jpg", "boxes": f"{RIGHT}; {LEFT}", "text": CAPTION})
+    assert given.status_code == 200, given.text
+    assert given.json()["boxes_from"] == "boxes"
+    assert [p["answer"] for p in given.json()["people"]] == ["Q6279", "Q76"]
+
+
+def test_link_all_refuses_a_bad_box_or_no_picture(client: TestClient) -> None:
+    bad = client.post("/link/all", data={"path": "two_people.jpg", "boxes": "0,0,250,301; 300,10,200,100"})
+    assert bad.status_code == 422 and bad.json()["error"] == "BoxError" and "Fix:" in bad.json()["detail"]
+    none = client.post("/link/all", data={"text": CAPTION})
+    assert none.status_code == 422 and "upload `image` or name `path`" in none.json()["detail"]
+
+
 def test_page_is_self_contained_and_inserts_data_as_text(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -213,6 +238,7 @@ def test_page_is_self_contained_and_inserts_data_as_text(client: TestClient) -> 
         assert not re.search(r"https?://", text)  # nothing is fetched from elsewhere: it works offline
     assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
     assert "link/stream" in script.text and "mousedown" in script.text
+    assert 'id="everyone"' in page.text and "link/all" in script.text  # the "find everyone" button
 
 
 def test_cli_serve_help() -> None:

@@ -81,6 +81,20 @@ def link_box(browser, box: tuple[int, int, int, int]) -> list[str]:
     return [row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")[:5]]
 
 
+def pick_two_people(browser, served: str):
+    """Open the page and pick two_people.jpg under the image root; returns a 30 s wait."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(served + "/")
+    # The picker is filled once the page's listing of the image root has answered.
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#picker option[value="two_people.jpg"]'))
+    Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
+    wait.until(lambda d: d.find_element(By.ID, "go").is_enabled() and d.find_element(By.ID, "everyone").is_enabled())
+    return wait
+
+
 def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -119,13 +133,8 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
 def test_pick_a_picture_link_the_other_box_then_a_bad_box(browser, served: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    wait = WebDriverWait(browser, 30)
-    browser.get(served + "/")
-    wait.until(lambda d: d.find_element(By.ID, "picker-label").is_displayed())
-    Select(browser.find_element(By.ID, "picker")).select_by_value("two_people.jpg")
-    wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
+    pick_two_people(browser, served)
     assert "Q76" in link_box(browser, LEFT)
 
     field = browser.find_element(By.ID, "box")
@@ -136,3 +145,37 @@ def test_pick_a_picture_link_the_other_box_then_a_bad_box(browser, served: str, 
     assert error.is_displayed() and "inverted corners" in error.text and "Fix:" in error.text
     assert not browser.find_element(By.ID, "result").is_displayed()
     browser.save_screenshot(str(tmp_path / "error.png"))
+
+
+def test_find_everyone_names_every_face_and_a_click_shows_its_ranking(browser, served: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = pick_two_people(browser, served)
+    browser.find_element(By.ID, "text").send_keys(CAPTION)
+    browser.find_element(By.ID, "everyone").click()
+    WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "people-panel").is_displayed()
+                                      or d.find_element(By.ID, "error").is_displayed())
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    names = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#people li")]
+    assert len(names) == 2 and any("Barack Obama" in n for n in names) and any("Joe Biden" in n for n in names)
+    # Every box is drawn in red with its name over the picture.
+    red = browser.execute_script(
+        "const c = document.getElementById('canvas');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        "for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i+1] < 30 && d[i+2] < 30) n++; return n;")
+    assert red > 200
+    # A click inside the right-hand face's box shows that person's ranking and evidence.
+    boxes = [[float(v) for v in li.get_attribute("data-box").split(",")]
+             for li in browser.find_elements(By.CSS_SELECTOR, "#people li")]
+    x0, y0, x1, y1 = max(boxes, key=lambda box: box[0])
+    canvas = browser.find_element(By.ID, "canvas")
+    k = canvas.rect["width"] / PICTURE_WIDTH
+    ActionChains(browser).move_to_element_with_offset(canvas, round((x0 + x1) / 2 * k - canvas.rect["width"] / 2),
+                                                      round((y0 + y1) / 2 * k - canvas.rect["height"] / 2)
+                                                      ).click().perform()
+    wait.until(lambda d: "Joe Biden" in d.find_element(By.ID, "answer").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")[0].get_attribute("data-id") == "Q6279"
+    assert "faces" in browser.find_element(By.ID, "evidence").text
+    browser.save_screenshot(str(tmp_path / "everyone.png"))
