@@ -101,11 +101,11 @@ def assess(ranking: Sequence[RankedEntity], *, mention: str | None, evidence: Ma
     model judged that no candidate fits, or when the confidence is under ``threshold`` (None: the calibrator's
     own). ``allow_nil=False`` keeps every ranking (the confidence is still given)."""
     features = confidence_features(ranking, mention=mention, evidence=evidence)
-    model, why = calibrator.model_for(features) if calibrator is not None else (None, "")
+    model, why = calibrator.model_for(features) if calibrator is not None else (None, "no calibration for these scores")
     # Four decimals, never 0 or 1: no answer is certain, and a threshold of 1 then makes every answer NIL.
     confidence = min(max(round(model.probability(features), 4), 0.0001), 0.9999) if model is not None else None
-    unseen = (f"no calibrated confidence: the calibration saw {why}; fit one on your own data with "
-              "`vplink eval calibrate`") if why else ""
+    unseen = (f"no calibrated confidence ({why}): fit one on your own dev runs with `vplink eval calibrate`"
+              if why else "")
     if not allow_nil:
         return Assessment(confidence=confidence, nil=False, features=features, reason=unseen)
     if unknown_face(ranking, evidence):
@@ -176,9 +176,9 @@ class Calibrator(BaseModel):
         kind = query_kind(features)
         model = self.kinds.get(kind)
         if model is None:
-            return None, f"no {kind} query in its fit data"
+            return None, f"the calibration saw no {kind} query"
         unseen = model.unseen(features)
-        return (None, f"no {kind} query with {', '.join(unseen)} in its fit data") if unseen else (model, "")
+        return (None, f"the calibration saw no {kind} query with {', '.join(unseen)}") if unseen else (model, "")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibrator:
