@@ -55,6 +55,9 @@ def test_upload_with_two_boxes_finds_each_person(client: TestClient, people_dir:
         assert body["query"]["text"] == CAPTION
         assert {"id", "name", "score", "description", "hits"} <= set(body["ranking"][0])
         assert isinstance(body["nil"], bool) and "rationale" in body and body["answer"] == body["ranking"][0]["id"]
+        # the calibrated confidence, and the one-line answer the page shows, travel at the top level
+        assert 0 < body["confidence"] < 1 and body["headline"].startswith(body["ranking"][0]["name"])
+        assert f"confidence {body['confidence']:.2f}" in body["headline"]
         assert len(body["evidence"]["faces"]["faces"]) >= 2  # both faces are found on this photo
         assert {"prepare", "retrieve", "rerank", "decide"} <= set(body["timings_ms"])
     # Uploads are removed after; a subset, not equal: other runs sharing the temp folder remove their own meanwhile.

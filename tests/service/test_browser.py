@@ -106,6 +106,8 @@ def test_draw_a_box_and_link(browser, served: str, people_dir: Path, tmp_path: P
     wait.until(lambda d: d.find_element(By.ID, "go").is_enabled())
 
     assert "Q6279" in link_box(browser, RIGHT)
+    answer = browser.find_element(By.ID, "answer")
+    assert "(Q6279), confidence 0." in answer.text and answer.get_attribute("class") == "found"  # how sure, shown
     steps = browser.find_elements(By.CSS_SELECTOR, "#steps li")
     assert [s.get_attribute("data-node") for s in steps] == ["prepare", "describe", "retrieve", "rerank", "decide"]
     assert all("done" in s.get_attribute("class") for s in steps)
