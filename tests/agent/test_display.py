@@ -137,6 +137,14 @@ def test_text_only_result_and_short_repr(linker: Linker) -> None:
     page = Page(result._repr_html_())
     assert page.images == [] and "text only" in page.text
     assert len(repr(result)) < 300 and "<div" not in repr(result)
+    assert result.headline in page.text and result.headline in repr(result)  # answer and confidence, first
+
+
+def test_a_nil_answer_reads_as_nil_with_its_nearest_miss(linker: Linker) -> None:
+    result = linker.link(text="Zyxwv Qrstuv opens the exhibition", mention="Zyxwv Qrstuv")
+    assert result.nil and result.ranking
+    page = Page(result._repr_html_())
+    assert "NIL: not in the knowledge base" in page.text and f"nearest: {result.ranking[0].name}" in page.text
 
 
 def test_mermaid_text_renders_as_a_diagram_without_a_web_service(linker: Linker) -> None:
