@@ -128,7 +128,7 @@ def collect_evidence(prompt: VisualPrompt, tools: Sequence[str] = ALL_TOOLS, *, 
         "geometry": lambda: describe_geometry(picture.size, marked),
         "faces": lambda: analyse_faces(picture, marked, toolbox.face_detector),
         "labels": lambda: label_region(prompt.crop(label_margin), toolbox.classifier),
-        "ocr": lambda: toolbox.text_reader.read(prompt.crop(ocr_margin)),
+        "ocr": lambda: toolbox.text_reader.read_region(picture, marked, lambda: prompt.crop(ocr_margin)),
     }
     runs: dict[str, ToolRun] = {}
 

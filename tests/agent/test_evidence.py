@@ -179,10 +179,11 @@ def test_ocr_reads_text_rendered_onto_a_real_photo(evidence_tools):
     ImageDraw.Draw(photo).text((50, 445), "NAVY COBOL 1959", font=font, fill=(0, 0, 0))
     found = collect_evidence(VisualPrompt.of(photo, [30, 430, 480, 510]), tools=("ocr",), toolbox=evidence_tools)
     read = " ".join(line.text for line in found.ocr.lines).upper().replace(" ", "")
-    assert "COBOL" in read and "1959" in read
-    # The same reader on her face, with no text there, reads nothing and says so.
+    assert "COBOL" in read and "1959" in read and found.ocr.read
+    # Her face: the picture's text detector (run once, for both boxes) found no text there, so it is not read.
     blank = collect_evidence(VisualPrompt.of(photo, [150, 60, 350, 300]), tools=("ocr",), toolbox=evidence_tools)
-    assert blank.ocr.lines == [] and "OCR read no text" in blank.to_prompt_text()
+    assert blank.ocr.lines == [] and not blank.ocr.read and "found no text" in blank.to_prompt_text()
+    assert any(r[1] >= 420 for r in evidence_tools.text_reader.text_regions(photo))  # it saw the banner
 
 
 # --- collect: failures, bad input, the prompt ---------------------------------------------------------------
