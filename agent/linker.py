@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,6 +101,31 @@ class Linker:
             else:
                 yield from chunk.items()
         yield RESULT, to_result(state)
+
+    def warm_up(self) -> float:
+        """Load and run once every model a link uses, so a first request costs what later ones do; its seconds.
+
+        A made-up picture with a line of text in its box goes through the whole workflow: the text encoder,
+        the store's vectors and catalogue, the lexical index, the face detector and the OCR's detector and reader
+        (the object classifier too, with a model server). The model server itself is not asked.
+        """
+        from PIL import Image, ImageDraw, ImageFont
+
+        started = time.perf_counter()
+        picture = Image.new("RGB", (480, 320), (235, 235, 235))
+        ImageDraw.Draw(picture).text((60, 130), "WARM UP 1840", fill=(0, 0, 0), font=ImageFont.load_default(40))
+        query = LinkQuery(id="warm-up", text="Ada Lovelace in London, 1840", box=[40, 100, 440, 220])
+        asked, self.nodes.llm = self.nodes.llm, None  # the prepare step without asking the model
+        try:
+            for _ in self.stream_query(query, VisualPrompt.of(picture, query.box)):
+                pass
+        finally:
+            self.nodes.llm = asked
+        if asked is not None:  # labels are read only for a model: load the classifier too
+            from vplink.agent.evidence.collect import collect_evidence
+
+            collect_evidence(VisualPrompt.of(picture, query.box), tools=("labels",), toolbox=self.nodes.tools)
+        return time.perf_counter() - started
 
     def mermaid(self) -> MermaidText:
         """The workflow as Mermaid text (drawn locally, no web service); a notebook draws it as a diagram."""
