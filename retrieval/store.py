@@ -39,8 +39,11 @@ ENCODE_CHUNK = 2048
 WRITE_BATCH = 2048
 # What a store that recorded no backend was built with (every store before backends existed).
 LEGACY_BACKEND = "torch"
-#: Views up to this many entities are searched exactly in memory (75 MB of 384-d float32 vectors); larger by HNSW.
-EXACT_LIMIT = 50_000
+#: Views up to this many entities are searched exactly (the snapshot's memory-mapped vectors: 440 MB of 384-d float32
+#: at the limit); larger ones by Chroma's HNSW. Chosen from benchmarks/results/kb_size.json (AMD EPYC, 2 cores): exact
+#: search's p95 grows linearly to 83 ms a query and view at 500k entities and would pass 50 ms at ~300k, while HNSW
+#: (p95 9 ms) misses 3-6 % of the exact top 20, takes 2 s per 1,000 entities to index and 5 s to open at 500k.
+EXACT_LIMIT = 300_000
 #: Decimals a similarity (and a fused score) keeps: float noise below this cannot reorder two runs.
 SCORE_DECIMALS = 6
 #: How far below a query's k-th best float32 score the exact float64 rescoring still looks; float32 products
