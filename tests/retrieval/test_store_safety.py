@@ -188,3 +188,16 @@ def test_an_interrupted_index_removes_the_snapshot_so_readers_see_chroma(tmp_pat
     with pytest.warns(IncompleteStoreWarning):
         reader = open_store(tmp_path / "s")
     assert not reader.reads_snapshot and reader.count() > 10
+
+
+def test_a_snapshot_reader_searches_a_large_view_through_chroma(tiny_store: Path, text_encoder, monkeypatch) -> None:
+    """Above EXACT_LIMIT a snapshot reader opens Chroma (through its private copy) for HNSW, only then."""
+    from vplink.retrieval import store as store_module
+
+    store = open_store(tiny_store)
+    vectors = text_encoder.encode(["an American politician"])
+    exact = store.query("name", vectors, 3, text_encoder.name)
+    assert store._client is None
+    monkeypatch.setattr(store_module, "EXACT_LIMIT", 0)
+    approximate = store.query("name", vectors, 3, text_encoder.name)
+    assert store._client is not None and approximate[0][0] == exact[0][0]
