@@ -124,6 +124,7 @@ class SnapshotCollection:
         self._chroma = chroma  # the real collection, opened (through a copy) only for an approximate search
         self._lock = threading.Lock()
         self._ids: list[str] | None = None
+        self._vectors: np.ndarray | None = None
         self._rows: dict[str, int] | None = None
         self._records: dict[str, dict[str, Any]] | None = None
 
@@ -136,7 +137,8 @@ class SnapshotCollection:
         with self._lock:
             if self._ids is None:
                 self._ids = json.loads((self.folder / f"{self.view}.ids.json").read_text(encoding="utf-8"))
-        return self._ids, np.load(self.folder / f"{self.view}.npy", mmap_mode="r")
+                self._vectors = np.load(self.folder / f"{self.view}.npy", mmap_mode="r")
+            return self._ids, self._vectors
 
     def rows(self) -> dict[str, int]:
         """``{id: row}`` of the matrix."""
