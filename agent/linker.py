@@ -105,9 +105,10 @@ class Linker:
     def warm_up(self) -> float:
         """Load and run once every model a link uses, so a first request costs what later ones do; its seconds.
 
-        A made-up picture with a line of text in its box goes through the whole workflow: the text encoder,
-        the store's vectors and catalogue, the lexical index, the face detector and the OCR's detector and reader
-        (the object classifier too, with a model server). The model server itself is not asked.
+        A made-up picture with a line of text in its box goes through the steps that run models, called directly (no
+        checkpoint is written, the model server is not asked): the face detector, the OCR's detector and reader, the
+        object classifier where a model server will read its labels, the text encoder, the store's vectors and
+        catalogue, the lexical index and the reranker.
         """
         from PIL import Image, ImageDraw, ImageFont
 
@@ -115,16 +116,10 @@ class Linker:
         picture = Image.new("RGB", (480, 320), (235, 235, 235))
         ImageDraw.Draw(picture).text((60, 130), "WARM UP 1840", fill=(0, 0, 0), font=ImageFont.load_default(40))
         query = LinkQuery(id="warm-up", text="Ada Lovelace in London, 1840", box=[40, 100, 440, 220])
-        asked, self.nodes.llm = self.nodes.llm, None  # the prepare step without asking the model
-        try:
-            for _ in self.stream_query(query, VisualPrompt.of(picture, query.box)):
-                pass
-        finally:
-            self.nodes.llm = asked
-        if asked is not None:  # labels are read only for a model: load the classifier too
-            from vplink.agent.evidence.collect import collect_evidence
-
-            collect_evidence(VisualPrompt.of(picture, query.box), tools=("labels",), toolbox=self.nodes.tools)
+        state: dict[str, Any] = {"query": query, "prompt": VisualPrompt.of(picture, query.box), "notes": [],
+                                 "timings_ms": {}}
+        for step in (self.nodes.prepare, self.nodes.retrieve, self.nodes.rerank):
+            state.update(step(state))
         return time.perf_counter() - started
 
     def mermaid(self) -> MermaidText:
