@@ -101,7 +101,8 @@ class LinkerNodes:
         if prompt is not None:
             from vplink.agent.evidence.collect import collect_evidence
 
-            found = collect_evidence(prompt, tools=self.config.evidence_tools, toolbox=self.tools)
+            found = collect_evidence(prompt, tools=self.config.evidence_tools, toolbox=self.tools,
+                                     for_model=self.llm is not None)
             evidence = found.model_dump(mode="json")
             parts.append(found.to_prompt_text())
         people = find_people(query.text, self.retriever.person_names)

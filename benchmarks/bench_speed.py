@@ -1,7 +1,7 @@
 """Speed on a CPU: index a KB and run `retrieve` over a test split, against baselines measured in the same run.
 
     python benchmarks/bench_speed.py [--data ../shared/data] [--backend onnx] [--repeat 3] [--reference] [--dev] \
-        [--llm-url http://127.0.0.1:8801/v1] [--out benchmarks/results/speed.json]
+        [--llm-url http://127.0.0.1:8801/v1] [--store DIR --box --service] [--out benchmarks/results/speed.json]
 
 In one run, on one machine:
 
@@ -11,8 +11,13 @@ In one run, on one machine:
 3. with ``--reference``, a store holding the baseline's torch vectors (same texts, only the backend differs);
 4. ``retrieve`` (the eval pipeline) over the whole test split: queries/s and Hits@k; with ``--reference``
    also on the reference store with torch-encoded queries (the accuracy the fast backend may cost);
-5. with ``--dev``, the same on the dev split;
-6. with ``--llm-url``, the model server's tokens/s (``vplink llm bench``) and the agent on the 69 boxed
+5. with ``--dev``, the same on the dev split; ``--store DIR`` runs steps 4-7 on a store built before (``kb index``)
+   and skips 1-3;
+6. with ``--box``, box linking without a model on the 69 boxed mentions (mention hidden), warm: seconds per box
+   (p50, p95) and Hits@1;
+7. with ``--service``, the real `vplink serve` on the store: seconds until /health reports it warm, then ten
+   requests, each a box on another picture (no picture's faces or text are cached): the first over the tenth;
+8. with ``--llm-url``, the model server's tokens/s (``vplink llm bench``) and the agent on the 69 boxed
    mentions (mention hidden) with routing and with the model asked on every box, at concurrency 1 and 8:
    seconds per box, boxes per minute, the share of boxes that reached the model, Hits@1.
 
@@ -183,6 +188,58 @@ def agent_section(args: argparse.Namespace, store: Path, out: dict[str, Any], sa
         out[f"c{concurrency}_h1_points_routed_minus_always"] = round(100 * (routed["hits@1"] - always["hits@1"]), 2)
 
 
+def box_linking(store: Path, data: Path) -> dict[str, Any]:
+    """Box linking without a model, warm: every boxed mention linked once (mention hidden), after one warm-up."""
+    from statistics import median
+
+    rows = read_dataset(BOXED, images=data / "wikimel").examples
+    linker = open_linker(store=store)
+    warm_up_s = linker.warm_up()
+    spent, hits, prepare = [], 0, []
+    for row in rows:
+        with Clock() as clock:
+            result = linker.link(row.image, box=row.box, text=row.text)
+        spent.append(clock.wall)
+        prepare.append(result.timings_ms.get("prepare", 0.0))
+        hits += bool(result.ranking) and result.ranking[0].id == row.answer
+    ordered = sorted(spent)
+    return {"dataset": str(BOXED), "boxes": len(rows), "warm_up_s": round(warm_up_s, 3),
+            "p50_s": round(median(ordered), 4), "p95_s": round(ordered[int(0.95 * (len(ordered) - 1))], 4),
+            "mean_s": round(sum(ordered) / len(ordered), 4), "prepare_p50_ms": round(median(prepare), 1),
+            "hits@1": round(hits / len(rows), 4), "hits": hits}
+
+
+def service_first_requests(store: Path, data: Path, requests: int = 10) -> dict[str, Any]:
+    """`vplink serve` from start: seconds until /health says warm, then one box on each of ``requests`` pictures."""
+    import httpx
+
+    from bench_service import start_server  # the sibling script's way to start `vplink serve`
+
+    rows, seen = [], set()
+    for row in read_dataset(BOXED, images=data / "wikimel").examples:
+        if row.image not in seen:
+            seen.add(row.image)
+            rows.append(row)
+    with Clock() as started:
+        process, url = start_server(str(store), Path(os.devnull), ["--image-root", str(data / "wikimel")])
+    try:
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        latencies = []
+        with httpx.Client(base_url=url, timeout=300) as http:
+            for row in rows[:requests]:
+                box = ",".join(str(v) for v in row.box)
+                with Clock() as clock:
+                    answer = http.post("/link", data={"path": str(Path(row.image).relative_to(data / "wikimel")),
+                                                      "box": box, "text": row.text})
+                answer.raise_for_status()
+                latencies.append(round(clock.wall, 4))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {"start_to_warm_s": round(started.wall, 2), "warm_up_s": health.get("warm_up_s"), "latencies_s": latencies,
+            "first_over_tenth": round(latencies[0] / latencies[-1], 3)}
+
+
 def machine() -> dict[str, Any]:
     """What the timings ran on, and how busy it was."""
     return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -203,13 +260,15 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: C
 
         LLMClient(LLMConfig(url=args.llm_url)).check()
     wikimel = args.data / "wikimel"
+    out: dict[str, Any] = {"provenance": provenance(), "machine_before": machine(), "versions": versions(),
+                           "flags": sys.argv[1:], "complete": False}
+    if args.store is not None:
+        return run_on_store(args, out, save, say)
     entities = load_kb(wikimel / "kb.jsonl", check_images=False).entities
     fast = TextEncoder(backend=args.backend)
     fast.encode(["warm up"])  # exports the ONNX model once, outside the timing
-    out: dict[str, Any] = {"provenance": provenance(), "machine_before": machine(), "versions": versions(),
-                           "kb": {"path": str(wikimel / "kb.jsonl"), "entities": len(entities)},
-                           "text_encoder": fast.name, "fast_backend": args.backend}
-    out["complete"] = False
+    out.update({"kb": {"path": str(wikimel / "kb.jsonl"), "entities": len(entities)},
+                "text_encoder": fast.name, "fast_backend": args.backend})
     out["index_runs"] = []
     vectors: dict[str, np.ndarray] = {}
     for repeat in range(args.repeat):
@@ -255,6 +314,32 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None], say: C
     return out
 
 
+def run_on_store(args: argparse.Namespace, out: dict[str, Any], save: Callable[[dict[str, Any]], None],
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """Steps 4-7 on a store built before: retrieve on each split, box linking, the service's first requests."""
+    out["store"] = str(args.store)
+    out["ratios"] = {}
+    for split in ("test", *(["dev"] if args.dev else [])):
+        say(f"retrieve {split} on {args.store}...")
+        out[f"retrieve_{split}"] = result = retrieve(args.store, args.data / "wikimel" / f"{split}.jsonl", args.batch)
+        say(f"  {result['queries_per_s']} queries/s, H@1 {result['hits']['1']:.4f}")
+        save(out)
+    if args.box:
+        say("box linking without a model (69 boxes, warm)...")
+        out["box_linking"] = box = box_linking(args.store, args.data)
+        say(f"  p50 {box['p50_s']} s, p95 {box['p95_s']} s, H@1 {box['hits@1']}")
+        save(out)
+    if args.service:
+        say("vplink serve: start, warm, ten requests on ten pictures...")
+        out["service"] = served = service_first_requests(args.store, args.data)
+        out["ratios"]["service_first_over_tenth"] = served["first_over_tenth"]
+        say(f"  warm after {served['start_to_warm_s']} s; requests {served['latencies_s']}")
+    out["machine_after"] = machine()
+    out["complete"] = True
+    save(out)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds wikimel/")
@@ -269,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="boxes linked at once in the agent runs")
     parser.add_argument("--repeat", type=int, default=1,
                         help="naive encode and fast index pairs, alternated; the median pair's ratio is reported")
+    parser.add_argument("--store", type=Path, help="a store built before: run retrieve (and --box, --service) on it, "
+                                                   "skipping the index steps")
+    parser.add_argument("--box", action="store_true", help="with --store: box linking without a model, warm")
+    parser.add_argument("--service", action="store_true", help="with --store: `vplink serve`'s first ten requests")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -16,10 +16,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from vplink.core.errors import EncoderMismatchError, StoreError
 from vplink.core.progress import tqdm
 from vplink.core.records import Entity
+from vplink.retrieval import snapshot
 
 TEXT_VIEWS = ("name", "description")
 IMAGE_VIEW = "image"
@@ -37,13 +39,19 @@ ENCODE_CHUNK = 2048
 WRITE_BATCH = 2048
 # What a store that recorded no backend was built with (every store before backends existed).
 LEGACY_BACKEND = "torch"
-#: Views up to this many entities are searched exactly in memory (75 MB of 384-d float32 vectors); larger by HNSW.
-EXACT_LIMIT = 50_000
+#: Views up to this many entities are searched exactly (the snapshot's memory-mapped vectors: 440 MB of 384-d float32
+#: at the limit); larger ones by Chroma's HNSW. Chosen from benchmarks/results/kb_size.json (AMD EPYC, 2 cores): exact
+#: search's p95 grows linearly to 83 ms a query and view at 500k entities and would pass 50 ms at ~300k, while HNSW
+#: (p95 9 ms) misses 3-6 % of the exact top 20, takes 2 s per 1,000 entities to index and 5 s to open at 500k.
+EXACT_LIMIT = 300_000
 #: Decimals a similarity (and a fused score) keeps: float noise below this cannot reorder two runs.
 SCORE_DECIMALS = 6
 #: How far below a query's k-th best float32 score the exact float64 rescoring still looks; float32 products
 #: of unit vectors err by ~1e-7, so nothing of the exact top k can fall outside.
 PRESELECT_MARGIN = 1e-4
+#: Rows beyond k that a batched exact search rescores per query (a query whose pool may miss a near-tie of its
+#: k-th best is rescored alone, with every row in the margin).
+POOL_EXTRA = 32
 #: The file that makes a folder a Chroma store.
 CHROMA_FILE = "chroma.sqlite3"
 
@@ -74,8 +82,9 @@ def is_url(location: str | Path) -> bool:
 def _connect(location: str | Path, *, read_only: bool = False):
     """A Chroma client: embedded for a folder, HTTP for an ``http(s)://host:port`` URL.
 
-    Returns ``(client, snapshot)``: with ``read_only`` a folder is opened through a temporary copy
-    (``snapshot``, removed with the store), because Chroma writes to its files on every open.
+    Returns ``(client, copy)``: with ``read_only`` a folder is opened through a temporary copy (``copy``, removed
+    with the store), because Chroma writes to its files on every open. Readers of a store with a snapshot
+    (:mod:`vplink.retrieval.snapshot`) come here only for an approximate search of a view above EXACT_LIMIT.
     """
     import chromadb
 
@@ -102,25 +111,49 @@ def _connect(location: str | Path, *, read_only: bool = False):
                          f"`vplink kb index KB.jsonl --store {folder}`, or pass the folder you built")
     # Chroma takes a write lock in its sqlite file and re-saves its HNSW files on every open; a
     # reader must leave the store as it found it, so it reads a private copy.
-    snapshot = Path(tempfile.mkdtemp(prefix="vplink-store-"))
-    shutil.copytree(folder, snapshot, dirs_exist_ok=True)
-    return chromadb.PersistentClient(path=str(snapshot)), snapshot
+    copy = Path(tempfile.mkdtemp(prefix="vplink-store-"))
+    shutil.copytree(folder, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(snapshot.SNAPSHOT_DIR))
+    return chromadb.PersistentClient(path=str(copy)), copy
 
 
 class KBStore:
-    """A KB indexed in Chroma: collections ``<prefix>-name``, ``-description`` and ``-image``."""
+    """A KB indexed in Chroma: collections ``<prefix>-name``, ``-description`` and ``-image``.
+
+    Read-only, a store folder with a snapshot (written by :meth:`index`) is read from its files alone: opening it
+    reads one small JSON file and maps the vectors, whatever the KB's size. Without one (stores indexed before
+    snapshots existed, or a run that did not finish) it is read through a private copy, as Chroma writes on open.
+    """
 
     def __init__(self, location: str | Path, *, prefix: str = "vplink", read_only: bool = False) -> None:
         self.location = str(location)
         self.prefix = prefix
         self.read_only = read_only
-        self.client, snapshot = _connect(location, read_only=read_only)
-        if snapshot is not None:
-            weakref.finalize(self, shutil.rmtree, snapshot, ignore_errors=True)
+        self._client = None
+        folder = Path(self.location)
+        #: The KBs the store's snapshots cover; None: this store is read through Chroma.
+        self._snapshots = snapshot.snapshot_prefixes(folder) if read_only and not is_url(self.location) \
+            and (folder / CHROMA_FILE).is_file() else None
+        if self._snapshots is None:
+            _ = self.client  # opened now: a location that is no store fails here, with its fix
+        self._snapshot_views: dict[str, dict[str, Any]] = {}  # {prefix: {view: what views.json says of it}}
         self._collections: dict[str, Any] = {}
         self._matrices: dict[str, tuple[list[str], np.ndarray]] = {}
         self._rows: dict[str, dict[str, int]] = {}  # {view: {id: row of its matrix}}
         self._lock = threading.Lock()
+
+    @property
+    def client(self):
+        """The Chroma client (for a snapshot reader, opened on its first approximate search)."""
+        if self._client is None:
+            self._client, copy = _connect(self.location, read_only=self.read_only)
+            if copy is not None:
+                weakref.finalize(self, shutil.rmtree, copy, ignore_errors=True)
+        return self._client
+
+    @property
+    def reads_snapshot(self) -> bool:
+        """Whether searches read the store's snapshot files rather than Chroma."""
+        return self._snapshots is not None
 
     @property
     def is_remote(self) -> bool:
@@ -129,6 +162,8 @@ class KBStore:
 
     def kb_prefixes(self) -> list[str]:
         """The prefixes of the KBs this store (folder or server) holds, one per catalogue collection."""
+        if self._snapshots is not None:
+            return list(self._snapshots)
         suffix = f"-{CATALOGUE_VIEW}"
         names = [getattr(c, "name", c) for c in self.client.list_collections()]
         return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
@@ -147,6 +182,8 @@ class KBStore:
         """
         if view in self._collections:
             return self._collections[view]
+        if self._snapshots is not None:
+            return self._snapshot_collection(view)
         from chromadb.errors import NotFoundError
 
         name = self.collection_name(view)
@@ -163,6 +200,20 @@ class KBStore:
                                                           "spec": spec or "",
                                                           **({"weights": weights} if weights else {}),
                                                           **({"backend": backend} if backend else {})})
+        self._collections[view] = col
+        return col
+
+    def _snapshot_collection(self, view: str) -> snapshot.SnapshotCollection | None:
+        """A view read from this KB's snapshot (None when the KB has no such view)."""
+        folder = snapshot.snapshot_folder(self.location, self.prefix)
+        if self.prefix not in self._snapshot_views:
+            found = self.prefix in self._snapshots and json.loads((folder / snapshot.VIEWS_FILE).read_text("utf-8"))
+            self._snapshot_views[self.prefix] = found["views"] if found else {}
+        info = self._snapshot_views[self.prefix].get(view)
+        if info is None:
+            return None
+        col = snapshot.SnapshotCollection(folder, view, info, lambda: self.client.get_collection(
+            self.collection_name(view), embedding_function=None))
         self._collections[view] = col
         return col
 
@@ -260,6 +311,8 @@ class KBStore:
             raise StoreError(f"the store at {self.location} was opened for reading. Fix: open it with "
                              "KBStore(location) to index")
         report = IndexReport()
+        if not self.is_remote:  # the snapshot is about to be out of date; an interrupted run leaves none
+            snapshot.invalidate(self.location, self.prefix)
         if rebuild:
             self.drop()
         batch_size = min(batch_size, self.client.get_max_batch_size())
@@ -281,7 +334,19 @@ class KBStore:
         content = hashlib.sha1("\n".join(sorted(f"{e.id}\t{e.content_hash()}" for e in entities)).encode())
         self._set_meta(CATALOGUE_VIEW, complete=True, entities=len(entities), content=content.hexdigest()[:16],
                        image_entities=self.count(IMAGE_VIEW), face_entities=self.count(FACE_VIEW))
+        self.write_snapshot()
         return report
+
+    def write_snapshot(self) -> None:
+        """Write the files readers search (:mod:`vplink.retrieval.snapshot`); a Chroma server needs none."""
+        if self.is_remote:
+            return
+        views = {view: {"metadata": self._meta(view), "collection": str(self._collection(view).id),
+                        "count": self.count(view)} for view in self.views()}
+        catalogue = sorted(_iter_metadata(self._collection(CATALOGUE_VIEW)))
+        snapshot.write_snapshot(self.location, self.prefix, self.kb_prefixes(), views, self._matrix, catalogue)
+        self._matrices.clear()  # read for the snapshot only: an indexing process need not keep them
+        self._rows.clear()
 
     def _prepare_views(self, plans: list[tuple[str, Any, dict]]) -> None:
         """Check every view's encoder and weights before anything is written, then create missing views."""
@@ -401,6 +466,8 @@ class KBStore:
             if self._collection(view) is not None:
                 self.client.delete_collection(self.collection_name(view))
         self._collections.clear()
+        if not self.is_remote:
+            snapshot.remove(self.location, self.prefix, [p for p in self.kb_prefixes() if p != self.prefix])
         self._matrices.clear()
         self._rows.clear()
 
@@ -424,20 +491,54 @@ class KBStore:
             return self._query_hnsw(col, vectors, k, view)
         ids, matrix = self._matrix(view)
         queries = np.asarray(vectors, dtype=np.float64)
-        # A float32 product finds each query's pool: every row within PRESELECT_MARGIN of its k-th best
-        # (far more than float32 error). Only the pool is rescored in float64 and rounded to 6 decimals,
-        # so the answer is the exact one, whatever the batch, at a fraction of a full float64 product.
-        rough = np.ascontiguousarray(self._scores(view, matrix, queries.T.astype(np.float32)).T)  # queries x rows
-        kth = np.partition(rough, len(ids) - k, axis=1)[:, len(ids) - k]
-        out = []
-        for j, query in enumerate(queries):
-            pool = np.flatnonzero(rough[j] >= kth[j] - PRESELECT_MARGIN)
-            # The stored vectors are float32: in float64 the pool's products are exact up to the rounding.
-            scores = np.round(self._scores(view, matrix[pool].astype(np.float64), query[:, None])[:, 0],
+        # One BLAS thread: the product is small, and idle OpenBLAS threads spin on the cores the text encoder
+        # needs next (OPENBLAS_NUM_THREADS=1 took `retrieve` on WikiMEL dev from 109 to 175 queries/s).
+        with threadpool_limits(1, user_api="blas"):
+            # A float32 product finds each query's pool: every row within PRESELECT_MARGIN of its k-th best
+            # (far more than float32 error). Only the pool is rescored in float64 and rounded to 6 decimals,
+            # so the answer is the exact one, whatever the batch, at a fraction of a full float64 product.
+            rough = np.ascontiguousarray(self._scores(view, matrix, queries.T.astype(np.float32)).T)  # queries x rows
+            if view in _L2_VIEWS or len(ids) <= k + POOL_EXTRA:
+                return [self._exact_pool(view, ids, matrix, query, row, k) for query, row in zip(queries, rough)]
+            return self._exact_batch(ids, matrix, queries, rough, k)
+
+    @classmethod
+    def _exact_pool(cls, view: str, ids: list[str], matrix: np.ndarray, query: np.ndarray, rough: np.ndarray,
+                    k: int) -> list[tuple[str, float]]:
+        """One query's exact top k: the rows within PRESELECT_MARGIN of its rough k-th best, rescored in float64."""
+        kth = np.partition(rough, len(ids) - k)[len(ids) - k]
+        pool = np.flatnonzero(rough >= kth - PRESELECT_MARGIN)
+        # The stored vectors are float32: in float64 the pool's products are exact up to the rounding.
+        scores = np.round(cls._scores(view, matrix[pool].astype(np.float64), query[:, None])[:, 0], SCORE_DECIMALS)
+        # Sorted by score, then by row: rows are in id order, so ties go to the smaller id.
+        order = np.lexsort((pool, -scores))[:k]
+        return list(zip(map(ids.__getitem__, pool[order].tolist()), scores[order].tolist()))
+
+    @classmethod
+    def _exact_batch(cls, ids: list[str], matrix: np.ndarray, queries: np.ndarray, rough: np.ndarray,
+                     k: int) -> list[list[tuple[str, float]]]:
+        """Cosine top k of many queries at once: each query's best k + POOL_EXTRA rows are rescored in float64.
+
+        The answer is :meth:`_exact_pool`'s whenever that pool holds every row within PRESELECT_MARGIN of the
+        k-th best; a query where it may not (many near-ties) is answered by :meth:`_exact_pool` itself.
+        """
+        width = k + POOL_EXTRA
+        part = np.argpartition(-rough, width, axis=1)  # [:, :width] the best rows, [:, width] the next best
+        pool, outside = part[:, :width], np.take_along_axis(rough, part[:, width:width + 1], axis=1)[:, 0]
+        pooled = np.take_along_axis(rough, pool, axis=1)
+        kth = -np.partition(-pooled, k - 1, axis=1)[:, k - 1]
+        out: list[list[tuple[str, float]]] = []
+        for start in range(0, len(queries), 64):  # bounded float64 temporaries
+            rows = pool[start:start + 64]
+            scores = np.round(np.einsum("qkd,qd->qk", matrix[rows].astype(np.float64), queries[start:start + 64]),
                               SCORE_DECIMALS)
-            # Sorted by score, then by row: rows are in id order, so ties go to the smaller id.
-            order = np.lexsort((pool, -scores))[:k]
-            out.append(list(zip(map(ids.__getitem__, pool[order].tolist()), scores[order].tolist())))
+            order = np.lexsort((rows, -scores), axis=-1)[:, :k]
+            best, best_scores = np.take_along_axis(rows, order, 1).tolist(), np.take_along_axis(scores, order, 1)
+            for j, (found, values) in enumerate(zip(best, best_scores.tolist()), start=start):
+                if outside[j] >= kth[j] - PRESELECT_MARGIN:  # the pool may miss a near-tie
+                    out.append(cls._exact_pool(CATALOGUE_VIEW, ids, matrix, queries[j], rough[j], k))
+                else:
+                    out.append(list(zip(map(ids.__getitem__, found), values)))
         return out
 
     @staticmethod
@@ -469,7 +570,7 @@ class KBStore:
         col = self._collection(view)
         if col is None or not ids:
             return {}
-        if col.count() > EXACT_LIMIT:
+        if col.count() > EXACT_LIMIT and self._snapshots is None:
             found = col.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
             return {eid: np.asarray(vec, dtype=np.float32) for eid, vec in zip(found["ids"], found["embeddings"])}
         row_of, matrix = self._row_index(view)
@@ -477,6 +578,9 @@ class KBStore:
 
     def _row_index(self, view: str) -> tuple[dict[str, int], np.ndarray]:
         """``{id: row}`` of a view's in-memory matrix, and the matrix."""
+        if self._snapshots is not None:
+            col = self._collection(view)
+            return col.rows(), col.matrix()[1]
         ids, matrix = self._matrix(view)
         with self._lock:
             if view not in self._rows:
@@ -484,7 +588,10 @@ class KBStore:
             return self._rows[view], matrix
 
     def _matrix(self, view: str) -> tuple[list[str], np.ndarray]:
-        """Every vector of a view (float32, as stored), rows in id order; read from Chroma once per store."""
+        """Every vector of a view (float32, as stored), rows in id order; read from Chroma once per store, or
+        mapped from the snapshot."""
+        if self._snapshots is not None:
+            return self._collection(view).matrix()
         with self._lock:
             if view not in self._matrices:
                 col = self._collection(view)

@@ -105,6 +105,8 @@ class Service:
         self.settings = settings
         self.linker = linker
         self.pictures = PictureRoot(settings.image_root)
+        #: Seconds the warm-up took; None until it is done (then /health answers 200).
+        self.warm_up_s: float | None = None
 
     def open_query(self, form: LinkForm, stack: ExitStack) -> tuple[LinkQuery, str | None, dict[str, str]]:
         """The query for a form, the picture's label as the client knows it, and temp paths to hide in errors."""
@@ -151,8 +153,11 @@ class Service:
             except httpx.HTTPError as error:
                 server.update(reachable=False, error=f"{type(error).__name__}: {error}")
         ok = store["ok"] and server["reachable"] is not False
-        return Health(status="ok" if ok else "degraded", store=store, encoders=encoders, model_server=server,
-                      image_root=str(self.pictures.root) if self.pictures.root else None)
+        status = "warming" if self.warm_up_s is None else "ok" if ok else "degraded"
+        return Health(status=status, store=store, encoders=encoders, model_server=server,
+                      image_root=str(self.pictures.root) if self.pictures.root else None,
+                      warm=self.warm_up_s is not None,
+                      warm_up_s=None if self.warm_up_s is None else round(self.warm_up_s, 3))
 
 
 def _sse(event: str, data: Any) -> str:
@@ -166,6 +171,9 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Every model is loaded and run once before the server takes requests: the first user waits no longer
+        # than the tenth (uvicorn opens its port after this).
+        service.warm_up_s = await run_in_threadpool(linker.warm_up)
         yield
         if linker.llm is not None:
             linker.llm.close()
@@ -192,10 +200,12 @@ def create_app(settings: ServiceSettings, linker: Linker) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/health", response_model=Health)
-    async def health() -> Health:
-        """Whether the store opens, which encoders run, and whether the model server answers."""
-        return await run_in_threadpool(service.health)
+    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "still warming up"}})
+    async def health() -> Health | JSONResponse:
+        """Whether the store opens, which encoders run, whether the model server answers, and whether every model
+        is loaded and warm (503 until it is)."""
+        found = await run_in_threadpool(service.health)
+        return found if found.warm else JSONResponse(found.model_dump(), status_code=503)
 
     @app.get("/entities/{entity_id}", response_model=Entity, responses={404: {"model": ErrorBody}})
     async def entity(entity_id: str) -> Entity:

@@ -66,6 +66,10 @@ class Health(BaseModel):
     encoders: dict[str, str | None]
     model_server: dict[str, Any]
     image_root: str | None
+    #: Whether every model has been loaded and run once (the service answers 503 "warming" until then).
+    warm: bool = False
+    #: Seconds the warm-up took.
+    warm_up_s: float | None = None
 
 
 class PictureList(BaseModel):

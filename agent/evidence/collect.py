@@ -30,6 +30,8 @@ class ToolRun(BaseModel):
 
     tool: str
     ok: bool
+    #: Why the tool was not run (its answer could not change the result); None when it ran.
+    skipped: str | None = None
     #: Wall time of the run; the first run of a tool also pays for loading its model.
     seconds: float
     confidence: float | None = None
@@ -109,8 +111,13 @@ def default_tools() -> EvidenceTools:
 
 
 def collect_evidence(prompt: VisualPrompt, tools: Sequence[str] = ALL_TOOLS, *, toolbox: EvidenceTools | None = None,
-                     label_margin: float = 0.15, ocr_margin: float = 0.05) -> VisualEvidence:
-    """Run the named tools on a visual prompt's picture and box; a tool that fails is recorded in ``runs``."""
+                     label_margin: float = 0.15, ocr_margin: float = 0.05, for_model: bool = True) -> VisualEvidence:
+    """Run the named tools on a visual prompt's picture and box; a tool that fails is recorded in ``runs``.
+
+    Object labels only ever reach a model's prompt, so they are skipped without one (``for_model=False``) and on
+    a box that marks a face (ImageNet has no person class: they name the clothes). OCR runs beside the faces,
+    on the other core: ONNX Runtime computes without the GIL that dlib holds.
+    """
     unknown = [tool for tool in tools if tool not in ALL_TOOLS]
     if unknown:
         raise EvidenceToolError(f"unknown evidence tool(s) {unknown}. Fix: choose from {list(ALL_TOOLS)}")
@@ -121,21 +128,45 @@ def collect_evidence(prompt: VisualPrompt, tools: Sequence[str] = ALL_TOOLS, *, 
         "geometry": lambda: describe_geometry(picture.size, marked),
         "faces": lambda: analyse_faces(picture, marked, toolbox.face_detector),
         "labels": lambda: label_region(prompt.crop(label_margin), toolbox.classifier),
-        "ocr": lambda: toolbox.text_reader.read(prompt.crop(ocr_margin)),
+        "ocr": lambda: toolbox.text_reader.read_region(picture, marked, lambda: prompt.crop(ocr_margin)),
     }
-    runs = []
-    for tool in ALL_TOOLS:
-        if tool not in tools:
-            continue
+    runs: dict[str, ToolRun] = {}
+
+    def run(tool: str) -> None:
         start = time.perf_counter()
         try:
             result = steps[tool]()
         except Exception as exc:  # one broken tool must not sink the others: record it and go on
-            runs.append(ToolRun(tool=tool, ok=False, seconds=round(time.perf_counter() - start, 4),
-                                error=f"{type(exc).__name__}: {exc}"))
-            continue
+            runs[tool] = ToolRun(tool=tool, ok=False, seconds=round(time.perf_counter() - start, 4),
+                                 error=f"{type(exc).__name__}: {exc}")
+            return
         setattr(evidence, tool, result)
-        runs.append(ToolRun(tool=tool, ok=True, seconds=round(time.perf_counter() - start, 4),
-                            confidence=getattr(result, "confidence", None)))
-    evidence.runs = runs
+        runs[tool] = ToolRun(tool=tool, ok=True, seconds=round(time.perf_counter() - start, 4),
+                             confidence=getattr(result, "confidence", None))
+
+    beside = threading.Thread(target=run, args=("ocr",), name="ocr") if "ocr" in tools else None
+    if beside is not None:
+        beside.start()
+    try:
+        for tool in ("geometry", "faces", "labels"):
+            if tool not in tools:
+                continue
+            reason = _no_labels(evidence, for_model) if tool == "labels" else None
+            if reason:
+                runs[tool] = ToolRun(tool=tool, ok=True, seconds=0.0, skipped=reason)
+            else:
+                run(tool)
+    finally:
+        if beside is not None:
+            beside.join()
+    evidence.runs = [runs[tool] for tool in ALL_TOOLS if tool in runs]
     return evidence
+
+
+def _no_labels(evidence: VisualEvidence, for_model: bool) -> str | None:
+    """Why object labels cannot change the result here, or None when they may."""
+    if not for_model:
+        return "no model reads them: labels only inform the model's prompt"
+    if evidence.faces is not None and not evidence.faces.whole_image and evidence.faces.marked is not None:
+        return "the box marks a face: ImageNet labels name clothes, not the person"
+    return None

@@ -179,10 +179,11 @@ def test_ocr_reads_text_rendered_onto_a_real_photo(evidence_tools):
     ImageDraw.Draw(photo).text((50, 445), "NAVY COBOL 1959", font=font, fill=(0, 0, 0))
     found = collect_evidence(VisualPrompt.of(photo, [30, 430, 480, 510]), tools=("ocr",), toolbox=evidence_tools)
     read = " ".join(line.text for line in found.ocr.lines).upper().replace(" ", "")
-    assert "COBOL" in read and "1959" in read
-    # The same reader on her face, with no text there, reads nothing and says so.
+    assert "COBOL" in read and "1959" in read and found.ocr.read
+    # Her face: the picture's text detector (run once, for both boxes) found no text there, so it is not read.
     blank = collect_evidence(VisualPrompt.of(photo, [150, 60, 350, 300]), tools=("ocr",), toolbox=evidence_tools)
-    assert blank.ocr.lines == [] and "OCR read no text" in blank.to_prompt_text()
+    assert blank.ocr.lines == [] and not blank.ocr.read and "found no text" in blank.to_prompt_text()
+    assert any(r[1] >= 420 for r in evidence_tools.text_reader.text_regions(photo))  # it saw the banner
 
 
 # --- collect: failures, bad input, the prompt ---------------------------------------------------------------
@@ -197,7 +198,8 @@ class _BrokenClassifier:
 
 def test_a_failing_tool_is_recorded_and_the_others_still_run(evidence_tools):
     tools = EvidenceTools(face_detector=evidence_tools.face_detector, classifier=_BrokenClassifier())
-    found = collect_evidence(VisualPrompt.of(_grace_hopper(), [100, 50, 400, 500]),
+    # A box without the face: on a face box the labels would be skipped, not run.
+    found = collect_evidence(VisualPrompt.of(_grace_hopper(), [0, 500, 60, 560]),
                              tools=("geometry", "faces", "labels"), toolbox=tools)
     labels = found.run("labels")
     assert labels is not None and not labels.ok and "weights went missing" in labels.error
@@ -245,3 +247,29 @@ def test_one_face_in_the_box_is_phrased_without_an_order():
     assert found.describe() == ("A face detector found 1 face in the picture; it lies inside the marked "
                                 "region (confidence 0.97).")
     assert found.model_dump()["count"] == 1  # the count is part of the record the agent stores
+
+
+def test_faces_are_detected_once_per_picture_and_labels_run_only_where_they_can_matter(evidence_tools):
+    """A second box on the same picture (loaded again) reuses the first box's detection; labels are skipped
+    without a model and on a box that marks a face, and run with a model on a box without one."""
+    from vplink.agent.evidence.faces import FaceDetector
+
+    detector = FaceDetector(evidence_tools.face_detector.models)  # the loaded models, an empty picture cache
+    detected = []
+    original = detector.models.detect
+    detector.models.detect = lambda image: detected.append(1) or original(image)  # count the real detector's runs
+    try:
+        tools = EvidenceTools(face_detector=detector, classifier=evidence_tools.classifier)
+        face_box, other_box = [100, 50, 400, 500], [0, 500, 60, 560]
+        first = collect_evidence(VisualPrompt.of(_grace_hopper(), face_box), tools=("faces", "labels"),
+                                 toolbox=tools, for_model=False)
+        again = collect_evidence(VisualPrompt.of(_grace_hopper(), face_box), tools=("faces", "labels"),
+                                 toolbox=tools)
+        other = collect_evidence(VisualPrompt.of(_grace_hopper(), other_box), tools=("faces", "labels"), toolbox=tools)
+    finally:
+        detector.models.detect = original
+    assert len(detected) == 1  # three boxes of one picture, one detection
+    assert first.faces == again.faces and first.faces.marked is not None
+    assert first.labels is None and "no model" in first.run("labels").skipped
+    assert again.labels is None and "marks a face" in again.run("labels").skipped
+    assert other.faces.marked is None and other.run("labels").skipped is None and other.labels is not None

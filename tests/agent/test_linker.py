@@ -112,9 +112,9 @@ def test_the_box_is_parsed_once_and_the_picture_loaded_once_per_query(people_sto
     linker = open_linker(store=people_store, k=10)  # a fresh one: no picture in its cache yet
     photo = str(shared_data / "people" / "images" / "obama.jpg")
     steps = dict(linker.stream_query(LinkQuery(image=photo, box=[60, 20, 250, 250], text="Barack Obama")))
-    # Once per query: every step reads the one visual prompt made in prepare; the labels' and the OCR's crops
-    # differ in margin, so two crops.
-    assert calls == {"parse_box": 1, "load_image": 1, "_crop": 2}
+    # Once per query: every step reads the one visual prompt made in prepare. No crop at all: no model reads object
+    # labels, and the picture's text detector found no text in the box, so the OCR does not zoom into it.
+    assert calls == {"parse_box": 1, "load_image": 1}
     prompt = steps["prepare"]["prompt"]
     assert prompt.box == (60.0, 20.0, 250.0, 250.0) and prompt.path == photo
     assert set(steps) == {"prepare", "retrieve", "rerank", "decide", "result"}

@@ -161,3 +161,23 @@ def test_get_embeddings_reads_the_stored_vectors(small_store: KBStore) -> None:
     for eid, vector in zip(chroma["ids"], chroma["embeddings"]):
         np.testing.assert_array_equal(got[eid], np.asarray(vector, dtype=np.float32))
     assert small_store.get_embeddings("description", []) == {}
+
+
+def test_batched_exact_search_equals_one_query_at_a_time_with_ties() -> None:
+    """The batched pool (k + POOL_EXTRA rows a query) gives the per-query answer, near-ties included: 60
+    copies of one vector tie beyond the pool, so those queries must fall back to the full margin."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(3000, 32)).astype(np.float32)
+    matrix[100:160] = matrix[7]  # 61 identical rows: more ties than the pool holds
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ids = [f"Q{i:05d}" for i in range(len(matrix))]
+    queries = np.concatenate([rng.normal(size=(40, 32)), matrix[[7, 8]]]).astype(np.float64)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    rough = queries.astype(np.float32) @ matrix.T
+    k = 20
+    batched = KBStore._exact_batch(ids, matrix, queries, rough, k)
+    alone = [KBStore._exact_pool("name", ids, matrix, q, r, k) for q, r in zip(queries, rough)]
+    assert batched == alone
+    assert [eid for eid, _ in batched[-2][:k]] == sorted([ids[7], *ids[100:160]])[:k]  # ties: smaller ids first

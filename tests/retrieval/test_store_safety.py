@@ -148,3 +148,57 @@ def test_a_kb_whose_only_picture_is_unreadable_indexes_and_reports_it(tmp_path: 
         warnings.simplefilter("error")  # complete: no IncompleteStoreWarning
         reopened = open_store(tmp_path / "s")
     assert reopened.count("name") == 1 and reopened.count("image") == 0
+
+
+def test_a_reader_maps_the_snapshot_and_never_opens_or_copies_chroma(tiny_store: Path, text_encoder) -> None:
+    """Opening reads the snapshot written at index time (no private copy of the store, no Chroma client) and
+    searches give what a Chroma reader of the same store gives; a store without one still opens, through Chroma."""
+    import shutil
+    import tempfile
+
+    from vplink.retrieval.snapshot import SNAPSHOT_DIR
+
+    copies_before = set(Path(tempfile.gettempdir()).glob("vplink-store-*"))
+    retriever = open_retriever(tiny_store)
+    queries = [QueryViews(mention="Obama", context="an American politician"), QueryViews(context="a river in Europe")]
+    from_snapshot = retriever.search_batch(queries, k=5)
+    store = retriever.store
+    assert store.reads_snapshot and store._client is None  # Chroma was never opened
+    assert set(Path(tempfile.gettempdir()).glob("vplink-store-*")) == copies_before  # nothing was copied
+    assert store.get_entities([from_snapshot[0][0].id])[from_snapshot[0][0].id].name == from_snapshot[0][0].name
+
+    legacy = tiny_store.parent / "legacy"
+    shutil.copytree(tiny_store, legacy, ignore=shutil.ignore_patterns(SNAPSHOT_DIR))  # as indexed before snapshots
+    old = open_retriever(legacy)
+    assert not old.store.reads_snapshot
+    assert [[(c.id, c.score) for c in cands] for cands in old.search_batch(queries, k=5)] == \
+        [[(c.id, c.score) for c in cands] for cands in from_snapshot]
+    assert old.store.fingerprint()["views"] == store.fingerprint()["views"]
+
+
+def test_an_interrupted_index_removes_the_snapshot_so_readers_see_chroma(tmp_path: Path, small_kb: Path,
+                                                                        text_encoder) -> None:
+    """A run that stops after changing Chroma must not leave readers on the older snapshot."""
+    kb = load_kb(small_kb).entities[:30]
+    KBStore(tmp_path / "s").index(kb[:10], text_encoder, progress=False)
+    assert open_store(tmp_path / "s").reads_snapshot
+    with pytest.raises(KeyboardInterrupt):
+        KBStore(tmp_path / "s").index(kb, InterruptedEncoder(text_encoder, at_call=2), batch_size=10,
+                                      progress=False, encode_chunk=10)
+    with pytest.warns(IncompleteStoreWarning):
+        reader = open_store(tmp_path / "s")
+    assert not reader.reads_snapshot and reader.count() > 10
+
+
+def test_a_snapshot_reader_searches_a_large_view_through_chroma(tiny_store: Path, text_encoder, monkeypatch) -> None:
+    """Above EXACT_LIMIT a snapshot reader opens Chroma (through its private copy) for HNSW, only then."""
+    from vplink.retrieval import store as store_module
+
+    store = open_store(tiny_store)
+    vectors = text_encoder.encode(["an American politician"])
+    exact = store.query("name", vectors, 3, text_encoder.name)
+    assert store._client is None
+    monkeypatch.setattr(store_module, "EXACT_LIMIT", 0)
+    approximate = store.query("name", vectors, 3, text_encoder.name)
+    assert store._client is not None and approximate[0][0][0] == exact[0][0][0]  # HNSW's float32 score may differ
+    assert abs(approximate[0][0][1] - exact[0][0][1]) < 1e-5

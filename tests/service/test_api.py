@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from tests.service.conftest import TEST_LIMIT
 from vplink.cli import app as cli_app
 from vplink.core.jsonl import read_jsonl
+from vplink.service import create_app
 
 CAPTION = "Barack Obama and Joe Biden"
 LEFT, RIGHT = "0,0,250,301", "256,0,512,301"  # Obama, Biden (../shared/data/people/photos.jsonl)
@@ -152,6 +153,17 @@ def test_health_reports_the_store_and_no_model_server(client: TestClient, people
     assert health["store"]["ok"] and health["store"]["entities"] == kb_rows
     assert "minilm" in health["encoders"]["text"].lower() and health["encoders"]["image"] is None
     assert health["model_server"] == {"configured": False, "url": None, "reachable": None, "model": None}
+    assert health["warm"] and health["warm_up_s"] > 0
+
+
+def test_health_says_warming_until_every_model_has_run(service_settings, service_linker) -> None:
+    """Before the app's start-up (which warms every model) /health answers 503 "warming"; after it, 200."""
+    app = create_app(service_settings, linker=service_linker)
+    cold = TestClient(app).get("/health")  # no `with`: the start-up (and its warm-up) has not run
+    assert cold.status_code == 503 and cold.json()["status"] == "warming" and not cold.json()["warm"]
+    with TestClient(app) as client:
+        warm = client.get("/health")
+    assert warm.status_code == 200 and warm.json()["warm"] and warm.json()["status"] == "ok"
 
 
 def test_openapi_schema_lists_the_api(client: TestClient) -> None:
