@@ -30,6 +30,8 @@ def test_everyone_is_named_by_face_with_a_portraits_kb(portrait_store: Path, sha
     assert all(r.joint is not None and r.joint.boxes == 2 for r in picture.results)
     html = picture._repr_html_()
     assert "1. " in str(picture) and "unknown" not in str(picture) and "<img" in html
+    # the shipped calibration saw no face query: no invented confidence, and each box says why
+    assert all(r.confidence is None and any("no calibrated confidence" in n for n in r.notes) for r in picture.results)
 
 
 @pytest.mark.parametrize("photo", PHOTOS)
@@ -39,6 +41,8 @@ def test_everyone_is_named_by_the_caption_alone(people_store: str, shared_data: 
     caption, people = PHOTOS[photo]
     picture = linker.link_all(shared_data / "people" / "images" / photo, caption)
     assert _named(picture) == people
+    # caption-only boxes are a kind of query the shipped calibration saw: each answer says how sure it is
+    assert all(p.confidence is not None and 0 < p.confidence < 1 for p in picture.people())
 
 
 def test_a_face_the_kb_lacks_is_unknown(store_without_rose: Path, shared_data: Path) -> None:
