@@ -4,7 +4,6 @@ answers at most a given share of Hits@1."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from vplink.agent.confidence import FEATURES, Calibrator, KindModel, query_kind
 from vplink.core.errors import VplinkError
 from vplink.core.provenance import git_version
 from vplink.eval.datasets import file_sha1, read_dataset
-from vplink.eval.harness import METRICS, PREDICTIONS, read_predictions
+from vplink.eval.compare import load_run
 from vplink.eval.metrics import expected_calibration_error
 
 
@@ -47,14 +46,13 @@ class ThresholdChoice(BaseModel):
 def run_rows(run: Path) -> tuple[list[Row], dict[str, Any]]:
     """The rows of a finished ``vplink eval`` run folder (its dataset is read again for the gold answers), and
     where they came from."""
-    metrics_path = run / METRICS
-    if not metrics_path.is_file():
-        raise VplinkError(f"{run}: no {METRICS}. Fix: let `vplink eval ... --out {run}` finish first")
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    finished = load_run(run)  # refuses a folder without a readable metrics.json, with the fix
+    metrics = finished.metrics
     dataset = Path(metrics["dataset"])
-    gold = {e.id: e.answer for e in read_dataset(dataset).examples}
+    # Only the gold answers are needed: pictures the run found with --images need not be found again here.
+    gold = {e.id: e.answer for e in read_dataset(dataset, allow_missing_images=True).examples}
     rows = []
-    for qid, prediction in read_predictions(run / PREDICTIONS).items():
+    for qid, prediction in finished.predictions.items():
         if prediction.error is not None or not prediction.ranking or qid not in gold:
             continue
         if not prediction.confidence_features:
