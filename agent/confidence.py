@@ -20,6 +20,7 @@ from vplink.core.errors import VplinkError
 from vplink.core.records import RankedEntity
 from vplink.retrieval.faces import SAME_PERSON_DISTANCE, face_similarity
 from vplink.retrieval.lexical import tokens
+from vplink.retrieval.search import FACE_CHANNEL
 
 FORMAT = "vplink-calibration/1"
 #: A face>face score under this is farther than dlib's same-person distance from the portrait.
@@ -46,7 +47,7 @@ def confidence_features(ranking: Sequence[RankedEntity], *, mention: str | None,
     evidence = evidence or {}
     # The caption's people stand in for the mention only when there is none (see the agent's query views).
     probabilities = [] if mention else (evidence.get("alignment") or {}).get("probabilities") or []
-    face_queried = bool((evidence.get("faces") or {}).get("descriptor")) and any("face>face" in r.hits
+    face_queried = bool((evidence.get("faces") or {}).get("descriptor")) and any(FACE_CHANNEL in r.hits
                                                                                    for r in ranking)
     # A mention whose words are not all in the answer's name names someone else more often than not: the
     # commonest NIL of a KB that lacks the person is a namesake sharing a first name or a surname.
@@ -72,7 +73,7 @@ def _best(entity: RankedEntity, channel_suffix: str) -> float:
 
 def best_face_score(ranking: Sequence[RankedEntity]) -> float:
     """The best face>face score among the candidates (0: no candidate's portrait was a face hit)."""
-    return max((r.hits["face>face"]["score"] for r in ranking if "face>face" in r.hits), default=0.0)
+    return max((r.hits[FACE_CHANNEL]["score"] for r in ranking if FACE_CHANNEL in r.hits), default=0.0)
 
 
 def unknown_face(ranking: Sequence[RankedEntity], evidence: Mapping[str, Any] | None) -> bool:
@@ -81,8 +82,7 @@ def unknown_face(ranking: Sequence[RankedEntity], evidence: Mapping[str, Any] | 
     evidence = evidence or {}
     if not (evidence.get("faces") or {}).get("descriptor") or (evidence.get("alignment") or {}).get("spans"):
         return False
-    faces = [r.hits["face>face"]["score"] for r in ranking if "face>face" in r.hits]
-    return bool(faces) and max(faces) < FACE_MATCH_SCORE
+    return any(FACE_CHANNEL in r.hits for r in ranking) and best_face_score(ranking) < FACE_MATCH_SCORE
 
 
 class Assessment(BaseModel):

@@ -12,10 +12,8 @@ from vplink.agent.settings import LinkerConfig
 from vplink.agent.state import JointDecision, LinkResult
 from vplink.core.records import Candidate, RankedEntity
 from vplink.retrieval.faces import face_distance
-from vplink.retrieval.search import MultiViewRetriever, QueryViews
+from vplink.retrieval.search import FACE_CHANNEL, MultiViewRetriever, QueryViews
 from vplink.retrieval.store import FACE_VIEW
-
-FACE_CHANNEL = "face>face"
 
 
 def box_evidence(result: LinkResult, retriever: MultiViewRetriever, config: LinkerConfig) -> BoxEvidence:

@@ -75,8 +75,10 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 LEXICAL_SUFFIX = ">lexical"
 DATES_CHANNEL = "context>dates"
+#: The marked face against the KB's portraits.
+FACE_CHANNEL = "face>face"
 # Channels whose absence means "no evidence" (score 0), not "below the last hit".
-ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL, "face>face")
+ZERO_FLOOR = (LEXICAL_SUFFIX, DATES_CHANNEL, FACE_CHANNEL)
 # Query texts whose embeddings are kept between searches (least recently used dropped first).
 QUERY_CACHE_SIZE = 4096
 
@@ -356,10 +358,10 @@ class MultiViewRetriever:
             out[i][channel] = ranking
         # The face channel: the marked face against the KB's portraits.
         with_faces = [i for i, q in enumerate(queries) if q.face is not None]
-        if with_faces and self.face_models is not None and "face>face" in active and FACE_VIEW in self.store.views():
+        if with_faces and self.face_models is not None and FACE_CHANNEL in active and FACE_VIEW in self.store.views():
             vectors = np.asarray([queries[i].face for i in with_faces], dtype=np.float32)
             for i, ranking in zip(with_faces, self.store.query(FACE_VIEW, vectors, depth, self.face_models.name)):
-                out[i]["face>face"] = ranking
+                out[i][FACE_CHANNEL] = ranking
         # The image channel: the crop against entity images, when both sides have images.
         with_images = [i for i, q in enumerate(queries) if q.image is not None]
         if with_images and self.image_encoder is not None and "image>image" in active \
